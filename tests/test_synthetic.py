@@ -106,12 +106,24 @@ def test_other_arguments_need_overwrite(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
 
+def test_incomplete_dataset_needs_overwrite(tmp_path):
+    root = tmp_path / "i"
+    make_synthetic_dataset(root, n_train=3, n_val=2)
+    image = root / "images" / "val" / "000001.png"
+    content = image.read_bytes()
+    image.unlink()
+    with pytest.raises(FileExistsError, match="missing"):
+        make_synthetic_dataset(root, n_train=3, n_val=2)
+    make_synthetic_dataset(root, n_train=3, n_val=2, overwrite=True)
+    assert image.read_bytes() == content
+
+
 def test_refuses_foreign_folder(tmp_path):
     root = tmp_path / "user"
     root.mkdir()
     (root / "notes.txt").write_text("keep me")
     for overwrite in (False, True):
-        with pytest.raises(FileExistsError, match="did not create"):
+        with pytest.raises(FileExistsError, match="not written by make_synthetic_dataset"):
             make_synthetic_dataset(root, n_train=2, n_val=1, overwrite=overwrite)
     assert [p.name for p in root.iterdir()] == ["notes.txt"] and (root / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["user"]

@@ -209,7 +209,7 @@ def make_synthetic_dataset(root, n_train=200, n_val=60, imgsz=96, seed=0, overwr
         "n_val": _check_int("n_val", n_val, 1),
         "imgsz": _check_int("imgsz", imgsz, 32),
     }
-    root = Path(os.path.abspath(os.fspath(root)))
+    root = Path(os.path.abspath(Path(os.fspath(root)).expanduser()))
     yaml_path = root / "data.yaml"
     if root.exists():
         if not root.is_dir():
@@ -220,11 +220,17 @@ def make_synthetic_dataset(root, n_train=200, n_val=60, imgsz=96, seed=0, overwr
             return yaml_path
         if any(root.iterdir()):
             foreign = _foreign_files(root)
-            if foreign or not overwrite:
-                found = f"files it did not create, e.g. {foreign[0]}" if foreign else "a dataset with other arguments"
+            if foreign:
                 raise FileExistsError(
-                    f"synthetic dataset root {root} is not empty: it holds {found}. Choose another root"
-                    + ("." if foreign else ", or pass overwrite=True to replace it.")
+                    f"{root} is not empty and holds files not written by make_synthetic_dataset, e.g. {foreign[0]}; "
+                    "it is left untouched, choose another root"
+                )
+            if not overwrite:
+                existing = _read_yaml(root)["synthetic"]
+                problem = "some of its files are missing" if existing == params else f"not {params}"
+                raise FileExistsError(
+                    f"{root} holds a synthetic dataset generated with {existing}, {problem}; "
+                    "pass overwrite=True to replace it, or choose another root"
                 )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
