@@ -1,0 +1,1 @@
+"""Rule presets (`sparsity/`) and model YAMLs (`models/`) shipped with ultra_sparse."""
