@@ -1,0 +1,74 @@
+"""Calibration batches for data-driven importance (``importance=taylor``), read through Ultralytics' own loaders."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+
+__all__ = ["calibration_batches", "loss_ready"]
+
+
+def calibration_batches(
+    data: str, imgsz: int = 640, batch: int = 8, n_batches: int = 8, stride: int = 32, device: str = "cpu"
+) -> Iterator[dict[str, Any]]:
+    """Yield preprocessed batches (images in [0, 1] plus labels) from the train split of a dataset YAML.
+
+    Images are letterboxed without augmentation, in file order, so the same data gives the same batches.
+
+    Args:
+        data (str): Dataset YAML, as for ``yolo train data=...``.
+        imgsz (int): Image size.
+        batch (int): Images per batch.
+        n_batches (int): Batches to yield at most.
+        stride (int): Model stride (letterbox padding multiple).
+        device (str): Device the batches are moved to.
+
+    Yields:
+        (dict[str, Any]): A batch as Ultralytics' trainer feeds it to ``model.loss``.
+
+    Examples:
+        >>> batches = list(calibration_batches("coco8.yaml", imgsz=64, n_batches=1))  # doctest: +SKIP
+    """
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_dataloader, build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+    from ultralytics.utils import TQDM
+
+    info = check_det_dataset(data)
+    cfg = get_cfg(overrides={"imgsz": imgsz, "batch": batch, "data": data, "workers": 0})
+    dataset = build_yolo_dataset(cfg, info["train"], batch, info, mode="val", stride=stride)
+    loader = build_dataloader(dataset, batch, workers=0, shuffle=False, pin_memory=False)
+    for index, item in enumerate(TQDM(loader, total=min(n_batches, len(loader)), desc="calibration batches")):
+        if index >= n_batches:
+            break
+        item = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in item.items()}
+        item["img"] = item["img"].float() / 255
+        yield item
+
+
+@contextmanager
+def loss_ready(model: nn.Module) -> Iterator[nn.Module]:
+    """Give a loaded model the hyperparameters its loss needs, and restore its ``args`` afterwards.
+
+    A model loaded from a checkpoint keeps its training args as a plain dict; Ultralytics' loss reads them as
+    attributes (``args.box``), as the trainer sets them.
+
+    Examples:
+        >>> with loss_ready(model):  # doctest: +SKIP
+        ...     loss = model.loss(batch)[0]
+    """
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    from ultralytics.utils import IterableSimpleNamespace
+
+    saved = getattr(model, "args", None)
+    own = saved if isinstance(saved, dict) else vars(saved) if saved is not None else {}
+    model.args = IterableSimpleNamespace(**{**DEFAULT_CFG_DICT, **own})
+    model.criterion = None
+    try:
+        yield model
+    finally:
+        model.args = saved
+        model.criterion = None

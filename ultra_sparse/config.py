@@ -1,0 +1,119 @@
+"""SparsityConfig: the validated settings of one sparsification, built from keyword or key=value arguments."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["IMPORTANCES", "SCHEDULES", "SCOPES", "SPARSITY_KEYS", "SparsityConfig"]
+
+IMPORTANCES = ("l1", "l2", "l1l2", "lamp", "taylor")
+SCOPES = ("layer", "global")
+SCHEDULES = ("oneshot", "gradual")
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """Settings of a sparsification run, checked when built.
+
+    Attributes:
+        sparsity (float | None): Overall fraction of zeros wanted over prunable weights, in [0, 1). ``None`` applies
+            the rule ratios as written.
+        rules (str): A preset name from ``cfg/sparsity`` (``default``, ``tokenc3_lsnet``) or a path to a rules YAML.
+        importance (str): Weight importance criterion: ``l1``, ``l2``, ``l1l2``, ``lamp`` or ``taylor``.
+        scope (str): ``layer`` (each layer loses its family's ratio) or ``global`` (each family loses its ratio as a
+            whole, spread over its layers by one ranking).
+        schedule (str | None): ``oneshot`` or ``gradual`` when training; ``None`` lets the trainer choose.
+        prune_start (int | None): First epoch of the gradual ramp; ``None`` picks a default for the run length.
+        prune_end (int | None): Epoch at which the gradual ramp reaches ``sparsity``; ``None`` picks a default.
+        prune_freq (int): Epochs between two pruning steps of the gradual ramp.
+        calib_batches (int): Calibration batches used by ``importance=taylor``.
+
+    Examples:
+        >>> cfg = SparsityConfig(sparsity=0.1, rules="tokenc3_lsnet")
+        >>> cfg.scope
+        'layer'
+        >>> cfg, rest = SparsityConfig.from_args({"sparsity": 0.5, "epochs": 3})
+        >>> rest
+        {'epochs': 3}
+    """
+
+    sparsity: float | None = None
+    rules: str = "default"
+    importance: str = "l1"
+    scope: str = "layer"
+    schedule: str | None = None
+    prune_start: int | None = None
+    prune_end: int | None = None
+    prune_freq: int = 1
+    calib_batches: int = 8
+
+    def __post_init__(self):
+        """Validate every field; raise TypeError or ValueError naming the key and the bad value."""
+        if self.sparsity is not None:
+            object.__setattr__(self, "sparsity", _fraction("sparsity", self.sparsity))
+        if isinstance(self.rules, Path):
+            object.__setattr__(self, "rules", str(self.rules))
+        if not isinstance(self.rules, str) or not self.rules:
+            raise TypeError(f"rules={self.rules!r} must be a preset name or a path to a rules YAML")
+        _choice("importance", self.importance, IMPORTANCES)
+        _choice("scope", self.scope, SCOPES)
+        if self.schedule is not None:
+            _choice("schedule", self.schedule, SCHEDULES)
+        for key in ("prune_start", "prune_end"):
+            if getattr(self, key) is not None:
+                _integer(key, getattr(self, key), minimum=0)
+        _integer("prune_freq", self.prune_freq, minimum=1)
+        _integer("calib_batches", self.calib_batches, minimum=1)
+        if self.prune_start is not None and self.prune_end is not None and self.prune_end < self.prune_start:
+            raise ValueError(f"prune_end={self.prune_end} must not come before prune_start={self.prune_start}")
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> tuple[SparsityConfig, dict[str, Any]]:
+        """Split a mapping into a SparsityConfig and the keys that are not sparsity keys.
+
+        Args:
+            args (Mapping[str, Any]): Keyword arguments, for example the key=value pairs of a command line.
+
+        Returns:
+            (tuple[SparsityConfig, dict]): The config and a new dict of the remaining keys, in their order.
+        """
+        own = {k: v for k, v in args.items() if k in SPARSITY_KEYS}
+        rest = {k: v for k, v in args.items() if k not in SPARSITY_KEYS}
+        return cls(**own), rest
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a plain dict (what checkpoints and reports store)."""
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> SparsityConfig:
+        """Return a copy with some fields changed, validated again."""
+        return SparsityConfig(**{**self.to_dict(), **changes})
+
+
+SPARSITY_KEYS = frozenset(f.name for f in fields(SparsityConfig))
+
+
+def _fraction(key: str, value: Any) -> float:
+    """Return ``value`` as a float in [0, 1) or raise naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{key}={value!r} must be a number in [0, 1)")
+    if not math.isfinite(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{key}={value!r} is outside [0, 1)")
+    return float(value)
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Raise ValueError naming ``key`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is not one of {', '.join(choices)}")
+
+
+def _integer(key: str, value: Any, minimum: int) -> None:
+    """Raise TypeError/ValueError naming ``key`` unless ``value`` is an int >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key}={value!r} must be an integer")
+    if value < minimum:
+        raise ValueError(f"{key}={value!r} must be >= {minimum}")

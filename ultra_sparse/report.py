@@ -1,0 +1,142 @@
+"""Sparsity reports: per family and per layer (class chain, params, zeros, ratio asked and achieved) and totals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from .checkpoint import atomic_write_bytes
+from .rules import Assignment, RuleSet, assign_families, load_rules, network_of
+
+__all__ = ["format_report_md", "sparsity_report", "write_report"]
+
+
+def sparsity_report(
+    model: nn.Module,
+    rules: str | RuleSet | Assignment = "default",
+    ratios_asked: Mapping[str, float] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Count zeros per family and per layer of a model.
+
+    Args:
+        model (nn.Module): The model (or an Ultralytics ``YOLO`` object).
+        rules (str | RuleSet | Assignment): Rules to group weights by, or an existing assignment.
+        ratios_asked (Mapping[str, float], optional): Family -> ratio that was asked (after scaling), if known.
+        config (Mapping[str, Any], optional): Settings to record in the report.
+
+    Returns:
+        (dict): ``totals`` (over prunable weights, protected weights and all parameters), ``families``, ``layers``,
+        ``warnings`` (rules that matched nothing), ``rules`` and ``config``.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> report = sparsity_report(YOLO("yolo11n.yaml").model)
+        >>> report["totals"]["prunable"]["zeros"]
+        0
+    """
+    model = network_of(model)
+    assignment = rules if isinstance(rules, Assignment) else assign_families(model, load_rules(rules))
+    ratios_asked = dict(ratios_asked or {})
+    layers, families = [], {}
+    for info in assignment.weights:
+        numel = info.weight.numel()
+        zeros = numel - int(torch.count_nonzero(info.weight.detach()))
+        asked = 0.0 if info.protected else ratios_asked.get(info.family)
+        layers.append(
+            {
+                "name": info.name,
+                "family": info.family,
+                "protected": info.protected,
+                "chain": list(info.chain),
+                "params": numel,
+                "zeros": zeros,
+                "ratio_asked": asked,
+                "ratio_achieved": zeros / numel,
+            }
+        )
+        fam = families.setdefault(
+            info.family,
+            {"family": info.family, "protected": info.protected, "layers": 0, "params": 0, "zeros": 0, "ratio_asked": asked},
+        )
+        fam["layers"] += 1
+        fam["params"] += numel
+        fam["zeros"] += zeros
+    for fam in families.values():
+        fam["ratio_achieved"] = fam["zeros"] / fam["params"]
+    total = sum(p.numel() for p in model.parameters())
+    total_zeros = total - sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+    return {
+        "rules": assignment.ruleset.name,
+        "config": dict(config) if config else None,
+        "totals": {
+            "prunable": _totals(layers, protected=False),
+            "protected": _totals(layers, protected=True),
+            "all": {"params": total, "zeros": total_zeros, "nonzero": total - total_zeros, "sparsity": total_zeros / max(1, total)},
+        },
+        "families": list(families.values()),
+        "layers": layers,
+        "warnings": [f"rule {f!r} matched no weight of this model" for f in assignment.unmatched_rules],
+    }
+
+
+def format_report_md(report: Mapping[str, Any], title: str = "Sparsity report") -> str:
+    """Render a report as Markdown: totals, families, then layers."""
+    t = report["totals"]
+    lines = [f"# {title}", "", f"Rules: `{report['rules']}`", ""]
+    if report.get("config"):
+        lines += ["Settings: " + ", ".join(f"`{k}={v}`" for k, v in report["config"].items() if v is not None), ""]
+    lines += [
+        "| scope | params | zeros | nonzero | sparsity |",
+        "|---|---:|---:|---:|---:|",
+        _row("prunable weights", t["prunable"]),
+        _row("protected weights", t["protected"]),
+        _row("all parameters", t["all"]),
+        "",
+        "| family | layers | params | zeros | ratio asked | ratio achieved |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for f in report["families"]:
+        name = f"{f['family']} (protected)" if f["protected"] else f["family"]
+        lines.append(
+            f"| {name} | {f['layers']} | {f['params']:,} | {f['zeros']:,} | {_pct(f['ratio_asked'])} | {_pct(f['ratio_achieved'])} |"
+        )
+    lines += ["", "| layer | family | classes | params | zeros | asked | achieved |", "|---|---|---|---:|---:|---:|---:|"]
+    for x in report["layers"]:
+        chain = " > ".join(x["chain"])
+        lines.append(
+            f"| `{x['name']}` | {x['family']} | {chain} | {x['params']:,} | {x['zeros']:,} | {_pct(x['ratio_asked'])} | {_pct(x['ratio_achieved'])} |"
+        )
+    if report["warnings"]:
+        lines += ["", "Warnings:", *[f"- {w}" for w in report["warnings"]]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: Mapping[str, Any], folder: str | Path, title: str = "Sparsity report") -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``folder`` (atomically) and return their paths."""
+    folder = Path(folder)
+    json_path, md_path = folder / "report.json", folder / "report.md"
+    atomic_write_bytes(json_path, json.dumps(report, indent=2).encode())
+    atomic_write_bytes(md_path, format_report_md(report, title).encode())
+    return json_path, md_path
+
+
+def _totals(layers: list[dict], protected: bool) -> dict[str, Any]:
+    """Sum params and zeros over the layers with the given protection."""
+    params = sum(x["params"] for x in layers if x["protected"] == protected)
+    zeros = sum(x["zeros"] for x in layers if x["protected"] == protected)
+    return {"params": params, "zeros": zeros, "nonzero": params - zeros, "sparsity": zeros / max(1, params)}
+
+
+def _row(label: str, t: Mapping[str, Any]) -> str:
+    """One totals row."""
+    return f"| {label} | {t['params']:,} | {t['zeros']:,} | {t['nonzero']:,} | {t['sparsity']:.2%} |"
+
+
+def _pct(value: float | None) -> str:
+    """A ratio as a percentage, or a dash when unknown."""
+    return "-" if value is None else f"{value:.2%}"
