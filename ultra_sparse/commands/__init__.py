@@ -1,0 +1,1 @@
+"""One module per ``ultra-sparse`` mode, each with ``HELP``, ``KEYS`` and ``run(args)``."""

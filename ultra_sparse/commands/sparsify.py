@@ -1,0 +1,97 @@
+"""``ultra-sparse sparsify``: one-shot sparsification of a checkpoint into a new checkpoint plus reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..calibration import calibration_batches, loss_ready
+from ..checkpoint import METADATA_KEY, load_checkpoint, save_checkpoint
+from ..config import SparsityConfig
+from ..oneshot import sparsify
+from ..report import format_report_md, write_report
+from ..rules import load_rules
+from .common import OUTPUT_KEYS, save_dir
+
+__all__ = ["HELP", "KEYS", "run"]
+
+HELP = (
+    "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10] [rules=default] [importance=l1] [scope=layer]\n"
+    "                             [data=D] [name=..] [out=PATH]\n\n"
+    "Zeroes weights of a trained checkpoint family by family and writes a NEW checkpoint (never the input), with\n"
+    "report.json and report.md beside it. The output loads with plain YOLO(path)."
+)
+KEYS = {
+    "model": "trained Ultralytics checkpoint (.pt) to sparsify (required)",
+    "sparsity": "overall fraction of zeros over prunable weights, in [0, 1); all family ratios are scaled by one "
+    "factor to hit it exactly (default: apply the rule ratios as written)",
+    "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
+    "importance": "l1 (default), l2, l1l2 (rank like l1), lamp, taylor (needs data=)",
+    "scope": "layer: each layer loses its family's ratio (default); global: each family loses its ratio as a "
+    "whole, ranked across its layers",
+    "data": "dataset YAML whose train split calibrates importance=taylor",
+    "imgsz": "image size of the calibration batches (default 640)",
+    "batch": "calibration batch size (default 8)",
+    "calib_batches": "number of calibration batches for taylor (default 8)",
+    "device": "device for taylor calibration, e.g. cpu or 0 (default cpu)",
+    **OUTPUT_KEYS,
+    "out": "exact path of the sparse checkpoint to create (default: <project>/<name>/weights/<stem>-sparse.pt)",
+}
+
+
+def run(args: dict[str, Any]) -> None:
+    """Sparsify ``args['model']`` and write the checkpoint and reports; raise ValueError etc. on bad input."""
+    from ultralytics.utils import LOGGER
+
+    args = dict(args)
+    model_path = args.pop("model", None)
+    if not model_path:
+        raise ValueError("model= is required, e.g. model=runs/detect/train/weights/best.pt")
+    out = args.pop("out", None)
+    project, name = args.pop("project", None), args.pop("name", None)
+    data, device = args.pop("data", None), str(args.pop("device", "cpu"))
+    imgsz, batch = args.pop("imgsz", 640), args.pop("batch", 8)
+    config, _ = SparsityConfig.from_args(args)
+    load_rules(config.rules)  # fail on a bad rules file before any work
+    if config.importance == "taylor" and not data:
+        raise ValueError("importance=taylor needs data= (a dataset YAML whose train split calibrates it)")
+    model_path = Path(model_path)
+    if out is not None:
+        out = Path(out)
+        if out.suffix != ".pt":
+            raise ValueError(f"out={out} must end in .pt")
+        if out.exists():
+            raise FileExistsError(f"out={out} already exists; choose a new path")
+    model, ckpt = load_checkpoint(model_path)
+
+    batches = None
+    if config.importance == "taylor":
+        model.to(device)
+        stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
+        batches = calibration_batches(data, imgsz, batch, config.calib_batches, stride, device)
+    with loss_ready(model):
+        result = sparsify(model, config, batches=batches)
+    model.cpu()
+
+    folder = out.parent if out is not None else save_dir(project, name, "sparsify")
+    weights = out if out is not None else folder / "weights" / f"{model_path.stem}-sparse.pt"
+    metadata = {
+        "version": __version__,
+        "source": str(model_path),
+        "config": config.to_dict(),
+        "scale": result.scale,
+        "family_ratios": {f["family"]: f["ratio_asked"] for f in result.report["families"]},
+        "totals": result.report["totals"],
+    }
+    save_checkpoint(model, ckpt, weights, metadata)
+    json_path, md_path = write_report(result.report, folder, title=f"Sparsity report: {weights.name}")
+    t = result.report["totals"]
+    LOGGER.info(format_report_md(result.report).split("\n| layer |")[0].strip())
+    LOGGER.info(
+        f"\nultra-sparse: {t['prunable']['sparsity']:.2%} zeros over prunable weights "
+        f"({t['all']['nonzero']:,}/{t['all']['params']:,} parameters non-zero)\n"
+        f"  checkpoint {weights}\n  reports    {json_path}, {md_path}"
+    )
+    if METADATA_KEY in ckpt:
+        LOGGER.info(f"  note: {model_path} was already sparse; its zeros were kept and counted toward the target")
