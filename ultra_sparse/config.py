@@ -21,7 +21,8 @@ class SparsityConfig:
     Attributes:
         sparsity (float | None): Overall fraction of zeros wanted over prunable weights, in [0, 1). ``None`` applies
             the rule ratios as written.
-        rules (str): A preset name from ``cfg/sparsity`` (``default``, ``tokenc3_lsnet``) or a path to a rules YAML.
+        rules (str | dict): A preset name from ``cfg/sparsity`` (``default``, ``tokenc3_lsnet``), a path to a rules
+            YAML, or the parsed content of one.
         importance (str): Weight importance criterion: ``l1``, ``l2``, ``l1l2``, ``lamp`` or ``taylor``.
         scope (str): ``layer`` (each layer loses its family's ratio) or ``global`` (each family loses its ratio as a
             whole, spread over its layers by one ranking).
@@ -41,7 +42,7 @@ class SparsityConfig:
     """
 
     sparsity: float | None = None
-    rules: str = "default"
+    rules: str | dict = "default"
     importance: str = "l1"
     scope: str = "layer"
     schedule: str | None = None
@@ -56,8 +57,8 @@ class SparsityConfig:
             object.__setattr__(self, "sparsity", _fraction("sparsity", self.sparsity))
         if isinstance(self.rules, Path):
             object.__setattr__(self, "rules", str(self.rules))
-        if not isinstance(self.rules, str) or not self.rules:
-            raise TypeError(f"rules={self.rules!r} must be a preset name or a path to a rules YAML")
+        if not isinstance(self.rules, (str, dict)) or not self.rules:
+            raise TypeError(f"rules={self.rules!r} must be a preset name, a path to a rules YAML or a rules dict")
         _choice("importance", self.importance, IMPORTANCES)
         _choice("scope", self.scope, SCOPES)
         if self.schedule is not None:
