@@ -17,6 +17,7 @@ __all__ = ["MODES", "UsageError", "entrypoint", "parse_args"]
 MODES = {
     "sparsify": "one-shot: zero weights of a checkpoint by module family, write a new sparse checkpoint",
     "report": "sparsity tables (per family, per layer, totals) for any checkpoint",
+    "train": "train with sparsity keys: gradual or one-shot pruning, fine-tune-with-mask from a sparse checkpoint",
     "demo": "end-to-end run on generated data: train a baseline, sparsify, report",
 }
 
