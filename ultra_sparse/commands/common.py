@@ -31,4 +31,4 @@ def save_dir(project: str | None, name: str | None, default_name: str) -> Path:
     from ultralytics.utils.files import increment_path
 
     root = Path(project) if project else Path(SETTINGS["runs_dir"]) / "sparse"
-    return Path(increment_path(root / (name or default_name), exist_ok=False))
+    return Path(increment_path(root / (name or default_name), exist_ok=False, sep=""))

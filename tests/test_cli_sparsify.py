@@ -1,0 +1,159 @@
+"""``ultra-sparse sparsify`` and ``report`` end to end: outputs, plain-Ultralytics loading, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+CLI = [sys.executable, "-c", "from ultra_sparse.cli import entrypoint; entrypoint()"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def sparse_run(tmp_path_factory, trained_checkpoint):
+    folder = tmp_path_factory.mktemp("sparsify")
+    model = folder / "best.pt"
+    shutil.copy(trained_checkpoint, model)
+    result = cli(
+        "sparsify", f"model={model}", "sparsity=0.25", "rules=tokenc3_lsnet", f"project={folder / 'runs'}", "name=s", cwd=folder
+    )
+    assert result.returncode == 0, result.stderr
+    return folder, model, folder / "runs" / "s"
+
+
+def test_sparsify_writes_new_checkpoint_and_reports(sparse_run):
+    folder, model, run = sparse_run
+    weights = run / "weights" / "best-sparse.pt"
+    assert weights.is_file() and (run / "report.json").is_file() and (run / "report.md").is_file()
+    report = json.loads((run / "report.json").read_text())
+    assert abs(report["totals"]["prunable"]["sparsity"] - 0.25) < 0.0005
+    assert {"params", "nonzero", "zeros"} <= set(report["totals"]["all"])
+    assert report["layers"][0]["chain"] and "ratio_asked" in report["families"][0]
+    assert "| family |" in (run / "report.md").read_text()
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    assert ckpt["ultra_sparse"]["config"]["sparsity"] == 0.25
+    assert not any(k.startswith("sparsity") or k == "rules" for k in ckpt["train_args"])  # never in train_args
+
+
+def test_input_checkpoint_is_untouched_and_second_run_gets_a_new_folder(sparse_run, trained_checkpoint):
+    folder, model, run = sparse_run
+    assert model.read_bytes() == trained_checkpoint.read_bytes()
+    again = cli("sparsify", f"model={model}", "sparsity=0.25", f"project={folder / 'runs'}", "name=s", cwd=folder)
+    assert again.returncode == 0, again.stderr
+    assert (folder / "runs" / "s2" / "weights" / "best-sparse.pt").is_file()
+
+
+def test_plain_ultralytics_loads_the_same_zeros(sparse_run):
+    """A process that never imports ultra_sparse loads the checkpoint with YOLO() and sees the same zeros."""
+    folder, _, run = sparse_run
+    weights = run / "weights" / "best-sparse.pt"
+    code = (
+        "import sys, json, torch; from ultralytics import YOLO; "
+        f"m = YOLO({str(weights)!r}).model; "
+        "assert 'ultra_sparse' not in sys.modules; "
+        "print(json.dumps({n: int((p == 0).sum()) for n, p in m.named_parameters()}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    zeros = json.loads(out.stdout.strip().splitlines()[-1])
+    report = json.loads((run / "report.json").read_text())
+    for layer in report["layers"]:
+        assert zeros[layer["name"]] == layer["zeros"], layer["name"]
+
+
+def test_report_mode_reads_any_checkpoint(sparse_run):
+    folder, model, run = sparse_run
+    out = cli("report", f"model={run / 'weights' / 'best-sparse.pt'}", cwd=folder)
+    assert out.returncode == 0, out.stderr
+    dense = cli("report", f"model={model}", "layers=True", cwd=folder)
+    assert dense.returncode == 0 and "model.0.conv.weight" in dense.stdout + dense.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sparsity=1.0"], "sparsity=1.0 is outside [0, 1)"),
+        (["sparsity=-0.2"], "outside [0, 1)"),
+        (["sparsity=0.1", "rules=nope"], "neither a preset"),
+        (["sparsity=0.1", "importance=l7"], "importance='l7'"),
+        (["sparsity=0.1", "sparsty=0.2"], "did you mean sparsity"),
+        (["sparsity"], "expected key=value"),
+        (["importance=taylor"], "needs data="),
+        (["rules=BADRULES"], "unknown key 'ratoi'"),
+        (["rules=UNPARSABLE"], "does not parse"),
+    ],
+)
+def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, trained_checkpoint, args, message):
+    model = tmp_path / "best.pt"
+    shutil.copy(trained_checkpoint, model)
+    (tmp_path / "bad.yaml").write_text("rules:\n  - family: a\n    ratoi: 0.1\n    classes: [Conv]\n")
+    (tmp_path / "unparsable.yaml").write_text("rules: [\n")
+    args = [a.replace("BADRULES", str(tmp_path / "bad.yaml")).replace("UNPARSABLE", str(tmp_path / "unparsable.yaml")) for a in args]
+    before = tree(tmp_path)
+    out = cli("sparsify", f"model={model}", *args, f"project={tmp_path / 'runs'}", cwd=tmp_path)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ultra-sparse: error:") and "Traceback" not in out.stderr
+    assert message in lines[0]
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not a checkpoint at all", b"PK\x03\x04broken zip"])
+def test_missing_or_corrupt_checkpoint(tmp_path, content):
+    model = tmp_path / "model.pt"
+    if content is not None:
+        model.write_bytes(content)
+    before = tree(tmp_path)
+    out = cli("sparsify", f"model={model}", "sparsity=0.1", f"project={tmp_path / 'runs'}", cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert ("not found" if content is None else "not a readable") in out.stderr
+    assert tree(tmp_path) == before
+
+
+def test_existing_out_is_never_overwritten(tmp_path, trained_checkpoint):
+    model = tmp_path / "best.pt"
+    shutil.copy(trained_checkpoint, model)
+    out = cli("sparsify", f"model={model}", "sparsity=0.1", f"out={model}", cwd=tmp_path)
+    assert out.returncode == 2 and "already exists" in out.stderr
+    assert model.read_bytes() == trained_checkpoint.read_bytes()
+
+
+def test_help_lists_every_key(tmp_path):
+    from ultra_sparse.commands import sparsify
+
+    out = cli("sparsify", "help", cwd=tmp_path)
+    assert out.returncode == 0 and all(key in out.stdout for key in sparsify.KEYS)
+    top = cli("--help", cwd=tmp_path)
+    assert top.returncode == 0 and "sparsify" in top.stdout and "report" in top.stdout
+    unknown = cli("sparsifyy", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown mode" in unknown.stderr
+
+
+def test_taylor_importance_uses_calibration_data(tmp_path, trained_checkpoint, synthetic_data):
+    model = tmp_path / "best.pt"
+    shutil.copy(trained_checkpoint, model)
+    args = ["sparsify", f"model={model}", "sparsity=0.3", f"data={synthetic_data}", "imgsz=64", "calib_batches=2"]
+    taylor = cli(*args, "importance=taylor", f"out={tmp_path / 'taylor.pt'}", cwd=tmp_path)
+    l1 = cli(*args, "importance=l1", f"out={tmp_path / 'l1.pt'}", cwd=tmp_path)
+    assert taylor.returncode == 0 and l1.returncode == 0, taylor.stderr + l1.stderr
+    zeros = {}
+    for name in ("taylor", "l1"):
+        net = torch.load(tmp_path / f"{name}.pt", map_location="cpu", weights_only=False)["model"]
+        zeros[name] = torch.cat([(p == 0).flatten() for n, p in net.named_parameters() if n.endswith("conv.weight")])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert abs(report["totals"]["prunable"]["sparsity"] - 0.3) < 0.0005
+    assert not torch.equal(zeros["taylor"], zeros["l1"])  # the data changed which weights went
