@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from ultralytics.utils import LOGGER, colorstr
-from ultralytics.utils.torch_utils import unwrap_model
 
 from .config import SparsityConfig
-from .trainer import SparseTraining, start_is_sparse
+from .trainer import SparseTraining, start_is_sparse, unwrap
 
 __all__ = ["SparseCallbacks", "add_sparse_callbacks"]
 
@@ -43,7 +42,7 @@ class SparseCallbacks:
 
     def on_pretrain_routine_end(self, trainer: Any) -> None:
         """Bind masks to the trainer's model; prune once for ``schedule=oneshot``."""
-        net = unwrap_model(trainer.model)
+        net = unwrap(trainer.model)
         self.sparse = SparseTraining(net, self.config, trainer.epochs, start_is_sparse(net, self.config.rules))
         if self.sparse.config.schedule == "oneshot":
             self.sparse.prune(net)
@@ -55,15 +54,15 @@ class SparseCallbacks:
 
     def on_train_epoch_end(self, trainer: Any) -> None:
         """Step the schedule and grow the masks before validation."""
-        if self.sparse.prune(unwrap_model(trainer.model), self.sparse.schedule.step()):
+        if self.sparse.prune(unwrap(trainer.model), self.sparse.schedule.step()):
             self._restore(trainer, clear_state=True)
         else:
             self._restore(trainer, clear_state=False)  # a timed stop may skip the last batch end
-        LOGGER.info(f"{colorstr('sparsity:')} {self.sparse.sparsity(unwrap_model(trainer.model)):.2%} of prunable weights zero")
+        LOGGER.info(f"{colorstr('sparsity:')} {self.sparse.sparsity(unwrap(trainer.model)):.2%} of prunable weights zero")
 
     def _restore(self, trainer: Any, clear_state: bool) -> None:
         """Apply masks to model and EMA; optionally zero optimizer state at masked positions."""
-        net = unwrap_model(trainer.model)
+        net = unwrap(trainer.model)
         self.sparse.apply(net, trainer.ema.ema if trainer.ema else None)
         if clear_state:
             self.sparse.clear_optimizer_state(trainer.optimizer, net)

@@ -18,6 +18,7 @@ The trainer changes four Ultralytics override points and nothing else:
 from __future__ import annotations
 
 import io
+import os
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
@@ -33,7 +34,7 @@ from .masks import compute_masks, masks_from_zeros
 from .rules import assign_families, load_rules
 from .schedule import SparsitySchedule, default_window
 
-__all__ = ["SPARSE_START_ZEROS", "SparseDetectionTrainer", "SparseTraining", "pack_mask", "start_is_sparse", "unpack_mask"]
+__all__ = ["SPARSE_START_ZEROS", "SparseDetectionTrainer", "SparseTraining", "pack_mask", "start_is_sparse", "unpack_mask", "unwrap"]
 
 SPARSE_START_ZEROS = 0.01  # a start model with this fraction of exact zeros (prunable weights) is treated as sparse
 
@@ -203,6 +204,17 @@ def _broadcast(masks: dict[str, torch.Tensor]) -> None:
         masks[name] = buffer.bool()
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DataParallel / DistributedDataParallel / ``torch.compile`` wrappers (any Ultralytics version)."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def start_is_sparse(net: nn.Module, rules: str = "default") -> bool:
     """Whether ``net`` starts sparse: at least SPARSE_START_ZEROS of its prunable weights are exact zeros.
 
@@ -251,9 +263,7 @@ class SparseDetectionTrainer(DetectionTrainer):
     @property
     def net(self) -> nn.Module:
         """The trained network without its DDP / compile wrapper."""
-        from ultralytics.utils.torch_utils import unwrap_model
-
-        return unwrap_model(self.model)
+        return unwrap(self.model)
 
     def train(self):
         """Train; for multi-GPU runs the sparsity keys travel to the DDP workers inside ``vars(self.args)``."""
@@ -263,7 +273,7 @@ class SparseDetectionTrainer(DetectionTrainer):
     @contextmanager
     def _ddp_args(self) -> Iterator[None]:
         """Put the sparsity keys into ``self.args`` while DDP workers are launched (they rebuild from it)."""
-        keys = self.sparsity_config.to_dict() if (self.ddp and self.sparsity_config) else {}
+        keys = self.sparsity_config.to_dict() if (self._launches_ddp() and self.sparsity_config) else {}
         for key, value in keys.items():
             setattr(self.args, key, value)
         try:
@@ -271,6 +281,14 @@ class SparseDetectionTrainer(DetectionTrainer):
         finally:
             for key in keys:
                 delattr(self.args, key)
+
+    def _launches_ddp(self) -> bool:
+        """Whether ``train()`` will start DDP workers (8.4 decides in ``__init__``, 8.3 inside ``train``)."""
+        if hasattr(self, "ddp"):
+            return bool(self.ddp)
+        device = self.args.device
+        count = len(device) if isinstance(device, (list, tuple)) else len(str(device).split(",")) if device else 0
+        return count > 1 and "LOCAL_RANK" not in os.environ
 
     def run_callbacks(self, event: str):
         """Run the event's callbacks, pruning first at epoch ends and starting sparsity after pretrain routine end."""
