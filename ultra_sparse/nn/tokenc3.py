@@ -71,7 +71,15 @@ class TokenC3(C2f):
     """
 
     def __init__(
-        self, c1: int, c2: int, n: int = 1, e: float = 0.5, lks: int = 7, sks: int = 3, groups: int = 8, ffn: float = 2.0
+        self,
+        c1: int,
+        c2: int,
+        n: int = 1,
+        e: float = 0.5,
+        lks: int = 7,
+        sks: int = 3,
+        groups: int = 8,
+        ffn: float = 2.0,
     ):
         """Initialize the CSP convolutions and `n` TokenC3Blocks.
 
@@ -88,6 +96,4 @@ class TokenC3(C2f):
         for name, value in (("c1", c1), ("c2", c2), ("n", n), ("groups", groups)):
             check_int(name, value)
         super().__init__(c1, c2, n, False, 1, check_ratio("e", e))
-        self.m = nn.ModuleList(
-            TokenC3Block(self.c, lks, sks, math.gcd(self.c, groups), ffn) for _ in range(n)
-        )
+        self.m = nn.ModuleList(TokenC3Block(self.c, lks, sks, math.gcd(self.c, groups), ffn) for _ in range(n))
