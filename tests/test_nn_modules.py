@@ -52,14 +52,20 @@ CASES = [  # module factory, input shape(s), expected output shape
     pytest.param(lambda: TokenC3(35, 42, n=2), (B, 35, H, W), (B, 42, H, W), id="TokenC3"),
     pytest.param(lambda: LKP(35, groups=5), (B, 35, H, W), (B, 5, 9, H, W), id="LKP"),
     pytest.param(
-        lambda: AdaHGComputation(35, num_hyperedges=6, num_heads=5), (B, 35, 9, 11), (B, 35, 9, 11), id="AdaHGComputation"
+        lambda: AdaHGComputation(35, num_hyperedges=6, num_heads=5),
+        (B, 35, 9, 11),
+        (B, 35, 9, 11),
+        id="AdaHGComputation",
     ),
     pytest.param(lambda: AdaHGConv(35, num_heads=7, context="max"), (B, 99, 35), (B, 99, 35), id="AdaHGConv"),
     pytest.param(lambda: C3AH(35, 45, num_heads=5, context="mean"), (B, 35, 18, 22), (B, 45, 18, 22), id="C3AH"),
     pytest.param(lambda: FuseModule([21, 35, 63], 40), PYRAMID, (B, 40, 18, 22), id="FuseModule"),
     pytest.param(lambda: HyperACE([21, 35, 63], 40, n=2, num_heads=5), PYRAMID, (B, 40, 18, 22), id="HyperACE"),
     pytest.param(
-        lambda: HyperACE([21, 35, 63], 40, dsc3k=False, shortcut=True, num_heads=4), PYRAMID, (B, 40, 18, 22), id="HyperACE-2"
+        lambda: HyperACE([21, 35, 63], 40, dsc3k=False, shortcut=True, num_heads=4),
+        PYRAMID,
+        (B, 40, 18, 22),
+        id="HyperACE-2",
     ),
     pytest.param(lambda: DownsampleConv(35, 70), (B, 35, 71, 87), (B, 70, 36, 44), id="DownsampleConv"),
     pytest.param(lambda: FullPAD_Tunnel(), [(B, 35, H, W), (B, 35, H, W)], (B, 35, H, W), id="FullPAD_Tunnel"),
