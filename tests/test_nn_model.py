@@ -102,6 +102,32 @@ def test_register_is_idempotent():
     assert tasks.parse_model is before
 
 
+class PointwiseProjection(nn.Module):
+    """A user layer registered by the test below."""
+
+    def __init__(self, c1: int, c2: int):
+        super().__init__()
+        self.cv = Conv(c1, c2, 1)
+
+    def forward(self, x):
+        return self.cv(x)
+
+
+def test_register_layer_extends_the_parser():
+    """A class registered with register_layer is built with probed c1 and width-scaled c2, mid-model."""
+    usn.register_layer(PointwiseProjection, scaled=True)
+    cfg = {
+        "nc": 2,
+        "width_multiple": 0.5,
+        "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [64, 3, 2]], [-1, 1, "PointwiseProjection", [96]]],
+        "head": [[[1, 2], 1, "Detect", ["nc"]]],
+    }
+    model = tasks.DetectionModel(cfg, verbose=False)
+    layer = model.model[2]
+    assert isinstance(layer, PointwiseProjection) and (layer.cv.conv.in_channels, layer.cv.conv.out_channels) == (32, 48)
+    assert layer.f == -1 and model.save == [1, 2]
+
+
 def test_yaml_activation_reaches_registered_layers(tmp_path):
     """A YAML `activation` applies to ultra_sparse layers as it does to stock Conv layers."""
     text = FULL.read_text().replace("nc: 80", "nc: 80\nactivation: nn.ReLU()")

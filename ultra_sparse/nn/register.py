@@ -27,6 +27,7 @@ from copy import deepcopy
 from dataclasses import dataclass
 
 import torch
+import ultralytics.nn
 from torch import nn
 from ultralytics.nn import tasks
 from ultralytics.nn.modules import Conv
@@ -84,7 +85,14 @@ def register_layer(cls: type, *, scaled: bool, repeats: bool = False, takes_c1: 
         raise TypeError(f"cls must be an nn.Module subclass, got {cls!r}")
     spec = LayerSpec(cls, bool(scaled), bool(repeats), bool(takes_c1))
     _LAYERS[cls.__name__] = spec
+    _allow_unpickling([cls])
     return spec
+
+
+def _allow_unpickling(classes: list[type]) -> None:
+    """Let torch's weights_only unpickler (Ultralytics' opt-in restricted loading) rebuild these classes."""
+    if hasattr(torch.serialization, "add_safe_globals"):  # torch >= 2.4
+        torch.serialization.add_safe_globals(list(classes))
 
 
 def _layer_classes() -> list[type]:
@@ -157,7 +165,7 @@ def _parse_model(stock, d: dict, ch: int, verbose: bool = True):
     layers, probes = list(model)[: len(rows)], dict(zip(needed, list(model)[len(rows) :]))
     c_in = {-1: ch, **{j: p.conv.in_channels for j, p in probes.items()}}
     built, default_act = {}, Conv.default_act
-    Conv.default_act = probes[0].act  # the YAML's activation, which the stock parser only sets while it runs
+    Conv.default_act = probes[0].act  # the YAML's activation (8.4 parsers restore the default when they return)
     try:
         for i, spec in ours.items():
             layers[i], built[i] = _build(spec, rows[i], i, layers[i], c_in)
@@ -184,10 +192,7 @@ def register() -> None:
         >>> register()
         >>> model = YOLO("cfg/models/yolov13-tokenc3-lsnet-n.yaml")  # doctest: +SKIP
     """
-    if not _LAYERS:
-        _builtin_layers()
-    if hasattr(torch.serialization, "add_safe_globals"):  # torch >= 2.4
-        torch.serialization.add_safe_globals(_layer_classes())
+    _allow_unpickling(_layer_classes())
     stock = tasks.parse_model
     if getattr(stock, "_ultra_sparse", False):
         return
@@ -198,7 +203,8 @@ def register() -> None:
 
     parse_model._ultra_sparse = True
     tasks.parse_model = parse_model
-    import ultralytics.nn as unn
+    if getattr(ultralytics.nn, "parse_model", None) is stock:  # the package re-export
+        ultralytics.nn.parse_model = parse_model
 
-    if getattr(unn, "parse_model", None) is stock:
-        unn.parse_model = parse_model
+
+_builtin_layers()
