@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
+from .bench import benchmark_models
 from .callbacks import add_sparse_callbacks
+from .compare import compare_models
 from .config import SparsityConfig
 from .model import SparseYOLO
 from .oneshot import SparsifyResult, sparsify
@@ -10,15 +12,19 @@ from .report import sparsity_report
 from .rules import load_rules
 from .schedule import SparsitySchedule
 from .trainer import SparseDetectionTrainer
+from .validator import SparseDetectionValidator
 
 __all__ = [
     "SparseDetectionTrainer",
+    "SparseDetectionValidator",
     "SparseYOLO",
     "SparsifyResult",
     "SparsitySchedule",
     "SparsityConfig",
     "__version__",
     "add_sparse_callbacks",
+    "benchmark_models",
+    "compare_models",
     "load_rules",
     "sparsify",
     "sparsity_report",

@@ -18,6 +18,9 @@ MODES = {
     "sparsify": "one-shot: zero weights of a checkpoint by module family, write a new sparse checkpoint",
     "report": "sparsity tables (per family, per layer, totals) for any checkpoint",
     "train": "train with sparsity keys: gradual or one-shot pruning, fine-tune-with-mask from a sparse checkpoint",
+    "val": "validate a checkpoint: Ultralytics' P, R, mAP50, mAP50-95 and speed, plus its sparsity",
+    "compare": "dense vs sparse: same validation for both, interleaved benchmark, table of changes and a plot",
+    "benchmark": "time dense and sparse interleaved (torch or onnxruntime): medians, spread, honest verdict",
     "demo": "end-to-end run on generated data: train a baseline, sparsify, report",
 }
 

@@ -1,0 +1,67 @@
+"""``ultra-sparse benchmark``: time a dense and a sparse checkpoint in one process, interleaved, honestly."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..bench import BACKENDS, benchmark_models, check_settings, format_benchmark_md, parse_device
+from ..checkpoint import atomic_write_bytes
+from ..compare import check_inputs
+from .common import OUTPUT_KEYS, save_dir
+
+__all__ = ["HELP", "KEYS", "run", "settings_from"]
+
+HELP = (
+    "usage: ultra-sparse benchmark dense=W1 sparse=W2 [imgsz=640] [batch=1] [device=cpu|0] [half]\n"
+    "                              [runs=50] [warmup=10] [backend=torch|onnxruntime] [name=..]\n\n"
+    "Times both checkpoints in one process on the same input: warm-up first, then interleaved runs (A B, B A, ...)\n"
+    "under inference mode (CUDA synchronised on GPU). Prints median, IQR and min-max latency, FPS, and the\n"
+    "sparse/dense ratio per round; a ratio whose IQR includes 1.0 is reported as no measurable speed-up.\n"
+    "Writes benchmark.json and benchmark.md; ONNX exports go to a temporary folder, never beside the weights."
+)
+KEYS = {
+    "dense": "dense checkpoint (.pt) (required)",
+    "sparse": "sparse checkpoint (.pt) (required)",
+    "imgsz": "square input size, a multiple of 32 (default 640)",
+    "batch": "images per inference (default 1)",
+    "device": "cpu (default) or a CUDA device such as 0",
+    "half": "FP16 inference, CUDA only (default False)",
+    "runs": "timed runs per model, at least 3 (default 50)",
+    "warmup": "untimed runs per model before timing (default 10)",
+    "backend": f"one of {', '.join(BACKENDS)} (default torch)",
+    **OUTPUT_KEYS,
+}
+
+
+def settings_from(args: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """Pop the shared speed settings from ``args`` with defaults; raise TypeError on a non-boolean ``half``.
+
+    Examples:
+        >>> settings_from({"imgsz": 320, "half": False}, runs=5)
+        {'imgsz': 320, 'device': 'cpu', 'half': False, 'runs': 5}
+    """
+    out = {"imgsz": args.pop("imgsz", 640), "device": args.pop("device", "cpu"), "half": args.pop("half", False)}
+    if not isinstance(out["half"], bool):
+        raise TypeError(f"half={out['half']!r} must be True or False")
+    for key, value in defaults.items():
+        out[key] = args.pop(key, value)
+    return out
+
+
+def run(args: dict[str, Any]) -> None:
+    """Benchmark ``dense=`` against ``sparse=``; print the table and write benchmark.json/.md."""
+    from ultralytics.utils import LOGGER
+
+    args = dict(args)
+    dense, sparse = args.pop("dense", None), args.pop("sparse", None)
+    folder = save_dir(args.pop("project", None), args.pop("name", None), "benchmark")
+    settings = settings_from(args, batch=1, runs=50, warmup=10, backend="torch")
+    check_settings(**{k: settings[k] for k in ("imgsz", "batch", "runs", "warmup", "backend")})
+    parse_device(settings["device"], settings["half"])
+    check_inputs({"dense": dense, "sparse": sparse})  # errors name the key, before any timing
+    result = benchmark_models(dense, sparse, **settings)
+    text = format_benchmark_md(result)
+    atomic_write_bytes(folder / "benchmark.json", json.dumps(result, indent=2).encode())
+    atomic_write_bytes(folder / "benchmark.md", text.encode())
+    LOGGER.info(f"{text}\nultra-sparse: results in {folder}")

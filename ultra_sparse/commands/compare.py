@@ -1,0 +1,48 @@
+"""``ultra-sparse compare``: validate and benchmark a dense and a sparse checkpoint, and tabulate the changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..bench import BACKENDS
+from ..compare import compare_models, format_comparison_md, write_comparison
+from .benchmark import settings_from
+from .common import OUTPUT_KEYS, save_dir
+
+__all__ = ["HELP", "KEYS", "run"]
+
+HELP = (
+    "usage: ultra-sparse compare dense=W1 sparse=W2 data=D [imgsz=640] [batch=16] [device=cpu|0] [half]\n"
+    "                            [runs=30] [warmup=5] [backend=torch] [name=..]\n\n"
+    "Validates both checkpoints with identical settings and times them with the interleaved benchmark (batch 1).\n"
+    "Prints params, non-zero params, sparsified weights, file size, mAP50, mAP50-95, precision, recall,\n"
+    "inference ms/img and FPS with absolute and relative changes; writes compare.json, compare.md, compare.png."
+)
+KEYS = {
+    "dense": "dense checkpoint (.pt) (required)",
+    "sparse": "sparse checkpoint (.pt) (required)",
+    "data": "dataset YAML, by path (required)",
+    "imgsz": "image size for validation and timing (default 640)",
+    "batch": "validation batch size (default 16); speed is timed at batch 1",
+    "device": "cpu (default) or a CUDA device such as 0",
+    "half": "FP16, CUDA only (default False)",
+    "runs": "timed benchmark runs per model, at least 3 (default 30)",
+    "warmup": "untimed benchmark runs per model (default 5)",
+    "backend": f"benchmark backend, one of {', '.join(BACKENDS)} (default torch)",
+    **OUTPUT_KEYS,
+}
+
+
+def run(args: dict[str, Any]) -> None:
+    """Compare ``dense=`` and ``sparse=`` on ``data=``; print the table and write the three files."""
+    from ultralytics.utils import LOGGER
+
+    args = dict(args)
+    dense, sparse, data = args.pop("dense", None), args.pop("sparse", None), args.pop("data", None)
+    if data is None:
+        raise ValueError("data= is required (a dataset YAML)")
+    folder = save_dir(args.pop("project", None), args.pop("name", None), "compare")
+    settings = settings_from(args, batch=16, runs=30, warmup=5, backend="torch")
+    result = compare_models(dense, sparse, data, folder, **settings)
+    paths = write_comparison(result, folder)
+    LOGGER.info(f"\n{format_comparison_md(result)}\nultra-sparse: results in {', '.join(str(p) for p in paths)}")

@@ -1,0 +1,52 @@
+"""``ultra-sparse val``: Ultralytics validation of one checkpoint, with its sparsity."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..bench import parse_device
+from ..checkpoint import atomic_write_bytes
+from ..compare import check_inputs, rules_of, validate
+from .benchmark import settings_from
+from .common import OUTPUT_KEYS, save_dir
+
+__all__ = ["HELP", "KEYS", "run"]
+
+HELP = (
+    "usage: ultra-sparse val model=W data=D [imgsz=640] [batch=16] [device=cpu|0] [half] [name=..]\n\n"
+    "Validates a checkpoint with Ultralytics' detection validator (P, R, mAP50, mAP50-95, speed per image) and\n"
+    "reports its sparsity: non-zero parameters, zeros over prunable weights and over all parameters.\n"
+    "Writes val.json in the run folder."
+)
+KEYS = {
+    "model": "checkpoint (.pt) to validate (required)",
+    "data": "dataset YAML, by path (required)",
+    "imgsz": "image size (default 640)",
+    "batch": "batch size (default 16)",
+    "device": "cpu (default) or a CUDA device such as 0",
+    "half": "FP16 validation, CUDA only (default False)",
+    **OUTPUT_KEYS,
+}
+
+
+def run(args: dict[str, Any]) -> None:
+    """Validate ``model=`` on ``data=``; print Ultralytics' table plus sparsity and write val.json."""
+    from ultralytics.utils import LOGGER
+
+    args = dict(args)
+    model, data = args.pop("model", None), args.pop("data", None)
+    settings = settings_from(args, batch=16)
+    for key in ("imgsz", "batch"):
+        if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
+            raise ValueError(f"{key}={settings[key]!r} must be a positive integer")
+    device = parse_device(settings["device"], settings["half"])
+    if data is None:
+        raise ValueError("data= is required (a dataset YAML)")
+    loaded = check_inputs({"model": model}, data)
+    folder = save_dir(args.pop("project", None), args.pop("name", None), "val")
+    rules = rules_of(loaded["model"][1])
+    result = validate(model, data, settings["imgsz"], settings["batch"], device, settings["half"], rules, folder)
+    payload = {"model": str(model), "data": str(data), **settings, "device": device, "rules": rules, **result}
+    atomic_write_bytes(folder / "val.json", json.dumps(payload, indent=2).encode())
+    LOGGER.info(f"ultra-sparse: results in {folder / 'val.json'}")
