@@ -164,15 +164,16 @@ def compute_masks(
         if not torch.isfinite(info.weight.detach().sum()):  # a sum is finite only if every element is
             raise ValueError(f"weight {info.name} holds NaN or Inf values; fix the checkpoint before sparsifying")
     units = _units(weights, scope)
+    weight_zeros = {w.name: _zeros(w.weight) for w in weights}
     sizes = [sum(w.weight.numel() for w in unit) for unit in units]
-    zeros = [sum(_zeros(w.weight) for w in unit) for unit in units]
+    zeros = [sum(weight_zeros[w.name] for w in unit) for unit in units]
     caps = [max(z, sum(math.floor(MAX_RATIO * w.weight.numel()) for w in unit)) for unit, z in zip(units, zeros)]
     target = None if sparsity is None else round(sparsity * sum(sizes))
     counts, scale = allocate_zeros(sizes, zeros, [ratios[u[0].family] for u in units], caps, target)
     masks = {}
     for unit, count in zip(units, counts):
         scores = [_ranked_scores(w, criterion) for w in unit]
-        for info, pruned in zip(unit, _prune_unit(scores, [_zeros(w.weight) for w in unit], count)):
+        for info, pruned in zip(unit, _prune_unit(scores, [weight_zeros[w.name] for w in unit], count)):
             masks[info.name] = ~pruned.reshape(info.weight.shape)
     family_ratios = {f: min(MAX_RATIO, r * scale) for f, r in ratios.items() if any(w.family == f for w in weights)}
     return MaskResult(masks, scale, family_ratios)

@@ -80,12 +80,14 @@ class RuleSet:
         """Family name -> ratio, in rule order."""
         return {r.family: r.ratio for r in self.rules}
 
+    @functools.cached_property
+    def match_order(self) -> tuple[Rule, ...]:
+        """Rules in the order they are tried: protected ones first, then file order."""
+        return tuple(sorted(self.rules, key=lambda r: not r.protect))  # a stable sort keeps file order in each group
+
     def family_of(self, chain: tuple[nn.Module, ...], layer: int | None) -> Rule | None:
         """Return the rule a weight with this ancestor chain belongs to: protected rules first, then file order."""
-        for rule in sorted(self.rules, key=lambda r: not r.protect):  # stable: keeps file order inside each group
-            if rule.matches(chain, layer):
-                return rule
-        return None
+        return next((rule for rule in self.match_order if rule.matches(chain, layer)), None)
 
 
 @dataclass(frozen=True)
