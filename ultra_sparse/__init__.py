@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from . import nn  # registers the YOLOv13 / LSNet / TokenC3 layers with Ultralytics' YAML parser
 from .bench import benchmark_models
 from .callbacks import add_sparse_callbacks
 from .compare import compare_models
