@@ -1,0 +1,99 @@
+"""``ultra-sparse demo``: the whole workflow on generated data, in a few minutes on a laptop CPU.
+
+1. make a small synthetic shapes dataset; 2. train a small dense baseline; 3. sparsify it one-shot;
+4. fine-tune with the mask to recover accuracy; 5. compare dense against sparse (accuracy, size, honest speed).
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .common import OUTPUT_KEYS, save_dir
+
+__all__ = ["HELP", "KEYS", "run"]
+
+HELP = (
+    "usage: ultra-sparse demo [model=yolo11n.yaml] [epochs=30] [finetune_epochs=4] [sparsity=0.5] [device=cpu]\n\n"
+    "Generates a synthetic dataset, trains a dense baseline, sparsifies it, fine-tunes with the mask and compares\n"
+    "dense against sparse. Everything is written under <project>/<name> (default runs/sparse/demo)."
+)
+KEYS = {
+    "model": "model YAML of the baseline: yolo11n.yaml (default), or yolov13-tokenc3-lsnet-n for this project's "
+    "YOLOv13/LSNet/TokenC3 family",
+    "rules": "rule preset for sparsify (default: tokenc3_lsnet)",
+    "sparsity": "overall sparsity of the one-shot step (default 0.5)",
+    "scope": "layer or global (default global)",
+    "epochs": "baseline training epochs (default 30)",
+    "finetune_epochs": "fine-tune-with-mask epochs (default 4)",
+    "imgsz": "image size of data and training (default 96)",
+    "n_train": "synthetic training images (default 300)",
+    "n_val": "synthetic validation images (default 80)",
+    "device": "cpu (default) or a CUDA device such as 0",
+    **OUTPUT_KEYS,
+}
+DEFAULTS = {
+    "model": "yolo11n.yaml",
+    "rules": "tokenc3_lsnet",
+    "sparsity": 0.5,
+    "scope": "global",
+    "epochs": 30,
+    "finetune_epochs": 4,
+    "imgsz": 96,
+    "n_train": 300,
+    "n_val": 80,
+    "device": "cpu",
+}
+
+
+def run(args: dict[str, Any]) -> None:
+    """Run the five demo steps and print where every output went."""
+    from ultralytics import YOLO
+    from ultralytics.utils import LOGGER
+
+    from ..config import SparsityConfig
+    from ..synthetic import make_synthetic_dataset
+    from . import compare, sparsify, train
+
+    opts = {**DEFAULTS, **args}
+    SparsityConfig(sparsity=opts["sparsity"], rules=opts["rules"], scope=opts["scope"])  # validate before any work
+    model = _model_yaml(str(opts["model"]))
+    folder = save_dir(opts.get("project"), opts.get("name"), "demo")
+    common = {"imgsz": opts["imgsz"], "device": opts["device"], "workers": 0, "plots": False, "seed": 0}
+    start = time.time()
+
+    LOGGER.info(f"\nultra-sparse demo 1/5: synthetic dataset ({opts['n_train']} train / {opts['n_val']} val images)")
+    data = make_synthetic_dataset(folder / "data", n_train=opts["n_train"], n_val=opts["n_val"], imgsz=opts["imgsz"])
+
+    LOGGER.info(f"\nultra-sparse demo 2/5: dense baseline {model} for {opts['epochs']} epochs")
+    YOLO(model).train(data=str(data), epochs=opts["epochs"], batch=16, project=str(folder), name="baseline", **common)
+    dense = folder / "baseline" / "weights" / "best.pt"
+
+    LOGGER.info(f"\nultra-sparse demo 3/5: one-shot sparsify to {opts['sparsity']:.0%} ({opts['rules']} rules)")
+    sparse = folder / "sparsify" / "weights" / "best-sparse.pt"
+    sparsify.run({"model": str(dense), "sparsity": opts["sparsity"], "rules": opts["rules"], "scope": opts["scope"],
+                  "out": str(sparse)})
+
+    LOGGER.info(f"\nultra-sparse demo 4/5: fine-tune with the mask for {opts['finetune_epochs']} epochs")
+    train.run({"model": str(sparse), "data": str(data), "epochs": opts["finetune_epochs"], "batch": 16,
+               "project": str(folder), "name": "finetune", "rules": opts["rules"], **common})
+    recovered = folder / "finetune" / "weights" / "best.pt"
+
+    LOGGER.info("\nultra-sparse demo 5/5: compare dense against sparse (one-shot, then fine-tuned)")
+    for name, candidate in (("compare-oneshot", sparse), ("compare-finetuned", recovered)):
+        compare.run({"dense": str(dense), "sparse": str(candidate), "data": str(data), "imgsz": opts["imgsz"],
+                     "device": opts["device"], "project": str(folder), "name": name})
+    LOGGER.info(f"\nultra-sparse demo done in {time.time() - start:.0f} s; everything is under {folder}")
+
+
+def _model_yaml(model: str) -> str:
+    """Resolve a model name: a shipped model YAML of this project (with or without .yaml) or Ultralytics' own."""
+    stem = model[: -len(".yaml")] if model.endswith(".yaml") else model
+    shipped = resources.files("ultra_sparse.cfg") / "models" / f"{stem}.yaml"
+    if shipped.is_file():
+        return str(Path(str(shipped)))
+    if not model.endswith((".yaml", ".yml")):
+        raise ValueError(f"model={model!r} must be a model YAML, e.g. yolo11n.yaml or yolov13-tokenc3-lsnet-n")
+    return model
