@@ -59,8 +59,12 @@ def test_dense_model_reports_zero_sparsity(trained_checkpoint, synthetic_data, t
     assert metrics.results_dict["sparsity/nonzero"] <= metrics.results_dict["sparsity/params"]
 
 
-def test_inside_a_trainer(trained_checkpoint, synthetic_data, tmp_path):
-    """A trainer using the validator trains, picks best by Ultralytics' fitness and writes sparsity columns last."""
+@pytest.mark.parametrize("val", [True, False])
+def test_inside_a_trainer(trained_checkpoint, synthetic_data, tmp_path, val):
+    """A trainer using the validator trains, picks best by Ultralytics' fitness and keeps results.csv rectangular.
+
+    With val=True the sparsity columns come last; with val=False (only the last epoch validated) they are left out.
+    """
     from ultralytics.models.yolo.detect import DetectionTrainer
 
     class Trainer(DetectionTrainer):
@@ -72,18 +76,21 @@ def test_inside_a_trainer(trained_checkpoint, synthetic_data, tmp_path):
 
     trainer = Trainer(
         overrides=dict(
-            model=str(trained_checkpoint), data=str(synthetic_data), epochs=1, imgsz=64, batch=8, workers=0,
-            device="cpu", project=str(tmp_path), name="train", plots=False, verbose=False, amp=False, val=True,
+            model=str(trained_checkpoint), data=str(synthetic_data), epochs=1 if val else 2, imgsz=64, batch=8,
+            workers=0, device="cpu", project=str(tmp_path), name="train", plots=False, verbose=False, amp=False,
+            val=val,
         )
     )
     trainer.train()
     with open(trainer.csv, newline="") as f:
         header = [h.strip() for h in next(csv.reader(f))]
         rows = list(csv.reader(f))
+    assert len(rows) == (1 if val else 2)
     assert all(len(row) == len(header) for row in rows)
     sparsity_cols = [h for h in header if h.startswith("sparsity/")]
-    assert sparsity_cols == list(SPARSITY_KEYS)
-    first = header.index(SPARSITY_KEYS[0])
-    assert header.index("metrics/mAP50-95(B)") < header.index("val/dfl_loss") < first
+    assert sparsity_cols == (list(SPARSITY_KEYS) if val else [])
+    if val:
+        first = header.index(SPARSITY_KEYS[0])
+        assert header.index("metrics/mAP50-95(B)") < header.index("val/dfl_loss") < first
     assert trainer.best_fitness is not None
     assert trainer.best.is_file()

@@ -367,7 +367,8 @@ def format_benchmark_md(result: Mapping[str, Any]) -> str:
         )
     r = result["ratio"]
     lines += [
-        f"| sparse/dense ratio | {r['median']:.3f} | {r['q1']:.3f}-{r['q3']:.3f} | {r['min']:.3f}-{r['max']:.3f} | | | |",
+        f"| sparse/dense ratio | {r['median']:.3f} | {r['q1']:.3f}-{r['q3']:.3f} "
+        f"| {r['min']:.3f}-{r['max']:.3f} | | | |",
         "",
         f"Result: {result['verdict']}",
         "",
