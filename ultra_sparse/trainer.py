@@ -383,10 +383,12 @@ class SparseDetectionTrainer(DetectionTrainer):
         self._sync()
         c, s = self.sparse.config, self.sparse.schedule
         ramp = f", epochs {c.prune_start}->{c.prune_end} every {c.prune_freq}" if c.schedule == "gradual" else ""
-        LOGGER.info(
-            f"{colorstr('sparsity:')} {c.schedule} to {s.final:.2%} ({c.rules} rules, {c.importance}, scope={c.scope}"
-            f"{ramp}); now {self.sparse.sparsity(net):.2%} of prunable weights are zero"
+        plan = (
+            "fine-tune with the model's zeros as mask"
+            if self.sparsity_config is None and self._resume_state is None
+            else f"{c.schedule} to {s.final:.2%} ({c.rules} rules, {c.importance}, scope={c.scope}{ramp})"
         )
+        LOGGER.info(f"{colorstr('sparsity:')} {plan}; now {self.sparse.sparsity(net):.2%} of prunable weights are zero")
 
     def _prune_epoch_end(self) -> None:
         """Step the schedule; grow the masks of model and EMA if the target rose."""
