@@ -119,7 +119,7 @@ def test_parse_device():
     [
         ({"backend": "tensorrt"}, "backend"),
         ({"imgsz": 65}, "multiple of 32"),
-        ({"runs": 2}, "runs"),
+        ({"runs": 9}, "runs"),
         ({"warmup": -1}, "warmup"),
         ({"batch": 0}, "batch"),
     ],
@@ -131,7 +131,7 @@ def test_bad_settings_fail_before_loading(kwargs, match):
 
 def test_missing_checkpoint():
     with pytest.raises(FileNotFoundError):
-        benchmark_models("missing-dense.pt", "missing-sparse.pt", imgsz=64, runs=3, warmup=0)
+        benchmark_models("missing-dense.pt", "missing-sparse.pt", imgsz=64, runs=10, warmup=0)
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
@@ -139,10 +139,10 @@ def test_benchmark_real_models(trained_checkpoint, backend, tmp_path):
     if backend == "onnxruntime":
         pytest.importorskip("onnxruntime")
     result = benchmark_models(
-        trained_checkpoint, trained_checkpoint, imgsz=64, runs=5, warmup=1, backend=backend, workdir=tmp_path
+        trained_checkpoint, trained_checkpoint, imgsz=64, runs=10, warmup=1, backend=backend, workdir=tmp_path
     )
     assert set(result["models"]) == {"dense", "sparse"}
-    assert all(len(v) == 5 for v in result["samples_ms"].values())
+    assert all(len(v) == 10 for v in result["samples_ms"].values())
     assert result["note"] == HONEST_NOTE
     text = format_benchmark_md(result)
     assert "sparse/dense ratio" in text and result["verdict"] in text
@@ -153,5 +153,5 @@ def test_benchmark_real_models(trained_checkpoint, backend, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_benchmark_cuda_half(trained_checkpoint):
-    result = benchmark_models(trained_checkpoint, trained_checkpoint, imgsz=64, runs=5, warmup=2, device=0, half=True)
+    result = benchmark_models(trained_checkpoint, trained_checkpoint, imgsz=64, runs=10, warmup=2, device=0, half=True)
     assert result["settings"]["device"] == "cuda:0" and result["settings"]["half"] is True

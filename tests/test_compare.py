@@ -31,7 +31,7 @@ def compare_run(tmp_path_factory, trained_checkpoint, sparse_checkpoint, synthet
     project = tmp_path_factory.mktemp("runs")
     run({
         "dense": str(trained_checkpoint), "sparse": str(sparse_checkpoint), "data": str(synthetic_data),
-        "imgsz": 64, "batch": 8, "runs": 3, "warmup": 1, "project": str(project), "name": "cmp",
+        "imgsz": 64, "batch": 8, "runs": 10, "warmup": 1, "project": str(project), "name": "cmp",
     })
     return project / "cmp"
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 __all__ = [
     "BACKENDS",
     "HONEST_NOTE",
+    "MIN_RUNS",
     "Stats",
     "benchmark_models",
     "check_settings",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 BACKENDS = ("torch", "onnxruntime")
+MIN_RUNS = 10  # quartiles of fewer rounds say little about the spread
 HONEST_NOTE = (
     "Unstructured sparsity (zeros scattered inside dense tensors) does not speed up dense kernels: the same "
     "multiply-adds run whatever the values. Speed-ups need structure: channel pruning (smaller dense layers) or 2:4 "
@@ -287,7 +289,7 @@ def benchmark_models(
         batch (int): Images per inference.
         device (Any): ``cpu`` or a CUDA device (``0``, ``cuda:0``).
         half (bool): FP16 inference (CUDA only).
-        runs (int): Timed runs per model.
+        runs (int): Timed runs per model, at least ``MIN_RUNS``.
         warmup (int): Untimed runs per model first.
         backend (str): ``torch`` or ``onnxruntime``.
         workdir (str | Path, optional): Folder for ONNX exports; a temporary one when None.
@@ -327,7 +329,8 @@ def benchmark_models(
 
 def check_settings(imgsz: Any, batch: Any, runs: Any, warmup: Any, backend: Any) -> dict[str, Any]:
     """Validate benchmark settings and return them as a dict; raise ValueError/TypeError naming the bad one."""
-    for key, value, low in (("imgsz", imgsz, 32), ("batch", batch, 1), ("runs", runs, 3), ("warmup", warmup, 0)):
+    limits = (("imgsz", imgsz, 32), ("batch", batch, 1), ("runs", runs, MIN_RUNS), ("warmup", warmup, 0))
+    for key, value, low in limits:
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{key}={value!r} must be an integer")
         if value < low:

@@ -27,7 +27,7 @@ KEYS = {
     "batch": "images per inference (default 1)",
     "device": "cpu (default) or a CUDA device such as 0",
     "half": "FP16 inference, CUDA only (default False)",
-    "runs": "timed runs per model, at least 3 (default 50)",
+    "runs": "timed runs per model, at least 10 (default 50)",
     "warmup": "untimed runs per model before timing (default 10)",
     "backend": f"one of {', '.join(BACKENDS)} (default torch)",
     **OUTPUT_KEYS,

@@ -26,7 +26,7 @@ KEYS = {
     "batch": "validation batch size (default 16); speed is timed at batch 1",
     "device": "cpu (default) or a CUDA device such as 0",
     "half": "FP16, CUDA only (default False)",
-    "runs": "timed benchmark runs per model, at least 3 (default 30)",
+    "runs": "timed benchmark runs per model, at least 10 (default 30)",
     "warmup": "untimed benchmark runs per model (default 5)",
     "backend": f"benchmark backend, one of {', '.join(BACKENDS)} (default torch)",
     **OUTPUT_KEYS,
