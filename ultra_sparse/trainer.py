@@ -33,6 +33,7 @@ from .importance import get_criterion
 from .masks import compute_masks, masks_from_zeros
 from .rules import assign_families, load_rules
 from .schedule import SparsitySchedule, default_window
+from .validator import SparseDetectionValidator
 
 __all__ = ["SPARSE_START_ZEROS", "SparseDetectionTrainer", "SparseTraining", "pack_mask", "start_is_sparse", "unpack_mask", "unwrap"]
 
@@ -321,6 +322,14 @@ class SparseDetectionTrainer(DetectionTrainer):
                 param.mul_(mask)  # dense updates (Muon, weight decay on non-zero state) are undone here
         if self.ema:
             self.ema.update(self.model)
+
+    def get_validator(self):
+        """Ultralytics' detection validator with the sparsity of the validated weights, counted with this run's rules."""
+        stock = super().get_validator()  # also sets the loss names
+        validator = SparseDetectionValidator(stock.dataloader, save_dir=self.save_dir, args=stock.args, _callbacks=self.callbacks)
+        if self.sparsity_config is not None:
+            validator.rules = self.sparsity_config.rules
+        return validator
 
     def save_metrics(self, metrics: dict):
         """Write the metrics row with the achieved sparsity of the EMA (what is validated and saved)."""
