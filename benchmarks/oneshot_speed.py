@@ -37,12 +37,13 @@ def ours(model: torch.nn.Module, sparsity: float, rules: str, scope: str) -> Non
     sparsify(model, SparsityConfig(sparsity=sparsity, rules=rules, scope=scope))
 
 
-def peer(model: torch.nn.Module, sparsity: float, rules: str) -> None:
-    """torch.nn.utils.prune.global_unstructured over the same prunable weights, made permanent.
+def peer_params(model: torch.nn.Module, rules: str) -> list[tuple[torch.nn.Module, str]]:
+    """The prunable weights of ``model`` as (module, name) pairs: found before the peer's timer starts."""
+    return [(w.module, "weight") for w in assign_families(model, load_rules(rules)).prunable]
 
-    Finding those weights is timed too, as it is for ours: the peer has no notion of module families.
-    """
-    params = [(w.module, "weight") for w in assign_families(model, load_rules(rules)).prunable]
+
+def peer(params: list[tuple[torch.nn.Module, str]], sparsity: float) -> None:
+    """torch.nn.utils.prune.global_unstructured over the given weights, made permanent."""
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=sparsity)
     for module, name in params:
         prune.remove(module, name)
@@ -59,16 +60,16 @@ def main() -> None:
     args = parser.parse_args()
 
     base = load(args.model)
-    jobs = {
-        f"ultra_sparse (scope={args.scope})": lambda m: ours(m, args.sparsity, args.rules, args.scope),
-        "torch global_unstructured": lambda m: peer(m, args.sparsity, args.rules),
+    jobs = {  # each job: (untimed preparation on a fresh copy, timed pass)
+        f"ultra_sparse (scope={args.scope})": (lambda m: m, lambda m: ours(m, args.sparsity, args.rules, args.scope)),
+        "torch global_unstructured": (lambda m: peer_params(m, args.rules), lambda p: peer(p, args.sparsity)),
     }
     times = {name: [] for name in jobs}
     for run in range(args.runs + 1):  # run 0 is the warm-up
-        for name, job in jobs.items():
-            model = deepcopy(base)
+        for name, (prepare, job) in jobs.items():
+            subject = prepare(deepcopy(base))
             start = time.perf_counter()
-            job(model)
+            job(subject)
             if run:
                 times[name].append(time.perf_counter() - start)
     print(f"model={args.model} sparsity={args.sparsity} runs={args.runs} threads={torch.get_num_threads()}")
