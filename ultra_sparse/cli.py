@@ -21,7 +21,7 @@ MODES = {
     "val": "validate a checkpoint: Ultralytics' P, R, mAP50, mAP50-95 and speed, plus its sparsity",
     "compare": "dense vs sparse: same validation for both, interleaved benchmark, table of changes and a plot",
     "benchmark": "time dense and sparse interleaved (torch or onnxruntime): medians, spread, honest verdict",
-    "demo": "end-to-end run on generated data: train a baseline, sparsify, report",
+    "demo": "end-to-end run on generated data: baseline, sparsify, fine-tune with mask, compare",
 }
 
 
