@@ -30,12 +30,12 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 from .checkpoint import METADATA_KEY, atomic_write_bytes
 from .config import SPARSITY_KEYS, SparsityConfig
 from .importance import get_criterion
-from .masks import compute_masks, masks_from_zeros
+from .masks import apply_masks, compute_masks, masks_from_zeros
 from .rules import assign_families, load_rules
 from .schedule import SparsitySchedule, default_window
 from .validator import SparseDetectionValidator
 
-__all__ = ["SPARSE_START_ZEROS", "SparseDetectionTrainer", "SparseTraining", "pack_mask", "start_is_sparse", "unpack_mask", "unwrap"]
+__all__ = ["SPARSE_START_ZEROS", "SparseDetectionTrainer", "SparseTraining", "pack_mask", "prunable_zero_fraction", "start_is_sparse", "unpack_mask", "unwrap"]
 
 SPARSE_START_ZEROS = 0.01  # a start model with this fraction of exact zeros (prunable weights) is treated as sparse
 
@@ -118,16 +118,9 @@ class SparseTraining:
 
     def apply(self, *modules: nn.Module | None) -> None:
         """Zero the masked weights of each module in place (the model, its EMA; ``None`` entries are skipped)."""
-        with torch.no_grad():
-            for module in modules:
-                if module is None:
-                    continue
-                params = dict(module.named_parameters())
-                for name, mask in self.masks.items():
-                    param = params[name]
-                    if mask.device != param.device:
-                        self.masks[name] = mask = mask.to(param.device)
-                    param.mul_(mask)
+        for module in modules:
+            if module is not None:
+                apply_masks(module, self.masks)
 
     def bind(self, net: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(parameter, mask in the parameter's dtype) pairs: the fast path for masking every step."""
@@ -216,6 +209,17 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def prunable_zero_fraction(net: nn.Module, rules: str = "default") -> float:
+    """Fraction of exact zeros over the prunable weights of ``net`` under ``rules``.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> prunable_zero_fraction(YOLO("yolo11n.yaml").model)
+        0.0
+    """
+    return _zero_fraction(w.weight.detach() for w in assign_families(net, load_rules(rules)).prunable)
+
+
 def start_is_sparse(net: nn.Module, rules: str = "default") -> bool:
     """Whether ``net`` starts sparse: at least SPARSE_START_ZEROS of its prunable weights are exact zeros.
 
@@ -226,8 +230,7 @@ def start_is_sparse(net: nn.Module, rules: str = "default") -> bool:
         >>> start_is_sparse(YOLO("yolo11n.yaml").model)
         False
     """
-    prunable = assign_families(net, load_rules(rules)).prunable
-    return _zero_fraction(w.weight.detach() for w in prunable) >= SPARSE_START_ZEROS
+    return prunable_zero_fraction(net, rules) >= SPARSE_START_ZEROS
 
 
 class SparseDetectionTrainer(DetectionTrainer):
@@ -379,13 +382,12 @@ class SparseDetectionTrainer(DetectionTrainer):
             self.sparse.schedule.last_epoch = self.start_epoch
         else:
             config = self.sparsity_config
-            sparse_start = start_is_sparse(net, config.rules if config else "default")
+            zeros = prunable_zero_fraction(net, config.rules if config else "default")
+            sparse_start = zeros >= SPARSE_START_ZEROS
             if config is None and not sparse_start:
                 return  # a dense model without sparsity keys: plain Ultralytics training
             if config is None:  # fine-tune with mask: keep the zeros, add none
-                config = SparsityConfig(schedule="oneshot")
-                state = SparseTraining(net, config, self.epochs, sparse_start=True)
-                config = config.replace(sparsity=state.sparsity(net))
+                config = SparsityConfig(sparsity=zeros, schedule="oneshot")
             self.sparse = SparseTraining(net, config, self.epochs, sparse_start)
             if self.sparse.config.schedule == "oneshot":
                 self.sparse.prune(net)
