@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.utils.prune as prune
 
 from ultra_sparse import SparsityConfig, sparsify
-from ultra_sparse.importance import get_criterion, lamp
+from ultra_sparse.importance import Criterion, get_criterion, lamp
 from ultra_sparse.masks import MAX_RATIO, allocate_zeros, apply_masks, compute_masks, lowest_k
 from ultra_sparse.rules import assign_families, load_rules
 
@@ -185,3 +185,36 @@ def test_mask_that_does_not_fit_is_refused(base):
 def test_config_rejects_bad_values(kwargs, error):
     with pytest.raises(error, match=next(iter(kwargs))):
         SparsityConfig(**kwargs)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_reported_zeros_are_the_zeros_in_the_weights(base, scope):
+    model = clone(base)
+    with torch.no_grad():  # some zeros before sparsifying, as in a checkpoint that is sparse already
+        model.model[2].cv1.conv.weight[:3] = 0
+    predicted = compute_masks(assign_families(model, load_rules("tokenc3_lsnet")), get_criterion("l1"), 0.45, scope)
+    result = sparsify(model, sparsity=0.45, rules="tokenc3_lsnet", scope=scope)
+    params = dict(model.named_parameters())
+    assert predicted.zeros == {n: int((params[n] == 0).sum()) for n in result.masks}
+    counted = {x["name"]: x["zeros"] for x in result.report["layers"]}
+    assert all(counted[n] == int((params[n] == 0).sum()) for n in counted)
+    total = sum(int((p == 0).sum()) for p in model.parameters())
+    assert result.report["totals"]["all"]["zeros"] == total
+    assert result.report["totals"]["all"]["params"] == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_elementwise_scoring_at_once_equals_scoring_weight_by_weight(base, scope):
+    assignment = assign_families(base, load_rules("tokenc3_lsnet"))
+    at_once = get_criterion("l1l2")
+    one_by_one = Criterion("l1l2", at_once.score, elementwise=False)
+    a = compute_masks(assignment, at_once, 0.3, scope).masks
+    b = compute_masks(assignment, one_by_one, 0.3, scope).masks
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_masks_fit_their_weights_in_module_order(base):
+    assignment = assign_families(base, load_rules("tokenc3_lsnet"))
+    masks = compute_masks(assignment, get_criterion("l1"), 0.2, "global").masks
+    assert list(masks) == [w.name for w in assignment.prunable]
+    assert all(masks[w.name].shape == w.weight.shape and masks[w.name].dtype == torch.bool for w in assignment.prunable)

@@ -197,3 +197,14 @@ def test_bad_rules_files_name_file_key_and_value(tmp_path, text, message):
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="neither a preset"):
         load_rules("no_such_preset")
+
+
+def test_an_edited_rules_file_is_read_again(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("rules:\n  - family: conv\n    ratio: 0.1\n    classes: [Conv]\n")
+    assert load_rules(path).ratios == {"conv": 0.1}
+    path.write_text("rules:\n  - family: conv\n    ratio: 0.25\n    classes: [Conv]\n")  # a different size
+    assert load_rules(path).ratios == {"conv": 0.25}
+    path.write_text("rules: [unclosed\n")
+    with pytest.raises(ValueError, match="does not parse"):
+        load_rules(path)

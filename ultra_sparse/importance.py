@@ -12,6 +12,7 @@ layer's scores so that one global ranking compares layers fairly. ``taylor`` is 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -19,7 +20,30 @@ import torch.nn as nn
 
 __all__ = ["Criterion", "get_criterion", "l1", "l1l2", "l2", "lamp", "taylor_scores"]
 
-Criterion = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """An importance criterion: ``criterion(parameter name, weight) -> one score per element``.
+
+    Attributes:
+        name (str): Its ``importance=`` name.
+        score (Callable[[str, torch.Tensor], torch.Tensor]): The scoring function.
+        elementwise (bool): True if each score depends on its own weight only, so the criterion may score many
+            weights at once, concatenated.
+
+    Examples:
+        >>> Criterion("l1", l1, elementwise=True)("w", torch.tensor([-2.0])).item()
+        2.0
+    """
+
+    name: str
+    score: Callable[[str, torch.Tensor], torch.Tensor]
+    elementwise: bool = False
+
+    def __call__(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        """Score ``weight`` (the parameter called ``name``)."""
+        return self.score(name, weight)
 
 
 def l1(name: str, weight: torch.Tensor) -> torch.Tensor:
@@ -105,7 +129,12 @@ def taylor_scores(model: nn.Module, batches: Iterable[dict], names: Iterable[str
     return scores
 
 
-_ELEMENTWISE = {"l1": l1, "l2": l2, "l1l2": l1l2, "lamp": lamp}
+_CRITERIA = {
+    "l1": Criterion("l1", l1, elementwise=True),
+    "l2": Criterion("l2", l2, elementwise=True),
+    "l1l2": Criterion("l1l2", l1l2, elementwise=True),
+    "lamp": Criterion("lamp", lamp),
+}
 
 
 def get_criterion(name: str, taylor: dict[str, torch.Tensor] | None = None) -> Criterion:
@@ -116,7 +145,7 @@ def get_criterion(name: str, taylor: dict[str, torch.Tensor] | None = None) -> C
         taylor (dict[str, torch.Tensor], optional): Scores from :func:`taylor_scores`, required for ``taylor``.
 
     Returns:
-        (Criterion): A function ``(parameter name, weight) -> scores``.
+        (Criterion): A callable ``(parameter name, weight) -> scores``.
 
     Examples:
         >>> get_criterion("l1")("w", torch.tensor([-3.0])).item()
@@ -125,7 +154,7 @@ def get_criterion(name: str, taylor: dict[str, torch.Tensor] | None = None) -> C
     if name == "taylor":
         if taylor is None:
             raise ValueError("importance=taylor needs calibration scores (pass data= to sparsify)")
-        return lambda param_name, weight: taylor[param_name]
-    if name not in _ELEMENTWISE:
-        raise ValueError(f"importance={name!r} is not one of {', '.join([*_ELEMENTWISE, 'taylor'])}")
-    return _ELEMENTWISE[name]
+        return Criterion("taylor", lambda param_name, weight: taylor[param_name])
+    if name not in _CRITERIA:
+        raise ValueError(f"importance={name!r} is not one of {', '.join([*_CRITERIA, 'taylor'])}")
+    return _CRITERIA[name]

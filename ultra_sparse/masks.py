@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -39,11 +40,13 @@ class MaskResult:
         masks (dict[str, torch.Tensor]): Parameter name -> bool keep-mask, for every prunable weight.
         scale (float): Factor every rule ratio was multiplied by (1.0 without an overall target).
         family_ratios (dict[str, float]): Ratio asked of each prunable family after scaling (capped at MAX_RATIO).
+        zeros (dict[str, int]): Parameter name -> exact zeros the weight holds once the masks are applied.
     """
 
     masks: dict[str, torch.Tensor]
     scale: float
     family_ratios: dict[str, float]
+    zeros: dict[str, int]
 
 
 def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -54,25 +57,14 @@ def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
         k (int): How many to mark, clipped to [0, numel].
 
     Returns:
-        (torch.Tensor): Bool tensor shaped like ``scores``, True for the ``k`` lowest.
+        (torch.Tensor): Bool tensor shaped like ``scores`` (on its device), True for the ``k`` lowest.
 
     Examples:
         >>> lowest_k(torch.tensor([3.0, 1.0, 1.0, 2.0]), 2)
         tensor([False,  True,  True, False])
     """
-    flat = scores.reshape(-1)
-    k = max(0, min(int(k), flat.numel()))
-    if k == 0:
-        return torch.zeros_like(scores, dtype=torch.bool)
-    if k == flat.numel():
-        return torch.ones_like(scores, dtype=torch.bool)
-    threshold = torch.topk(flat, k, largest=False, sorted=False).values.max()
-    marked = flat <= threshold
-    if int(marked.sum()) != k:  # ties at the threshold: keep the earliest of them
-        marked = flat < threshold
-        ties = torch.nonzero(flat == threshold).reshape(-1)[: k - int(marked.sum())]
-        marked[ties] = True
-    return marked.reshape(scores.shape)
+    values = _as_numpy(scores.detach().reshape(-1))
+    return torch.from_numpy(_lowest_k(values, k)).reshape(scores.shape).to(scores.device)
 
 
 def allocate_zeros(
@@ -101,46 +93,50 @@ def allocate_zeros(
         >>> allocate_zeros([100, 100], [0, 0], [0.1, 0.3], [99, 99], target=60)[0]
         [15, 45]
     """
+    n, z = np.asarray(sizes, dtype=np.int64), np.asarray(zeros, dtype=np.int64)
+    r, cap = np.asarray(ratios, dtype=np.float64), np.asarray(caps, dtype=np.int64)
+    asked = r * n
 
-    def counts(c: float) -> list[int]:
-        return [max(z, min(cap, round(c * r * n))) for n, z, r, cap in zip(sizes, zeros, ratios, caps)]
+    def counts(c: float) -> np.ndarray:  # np.rint rounds half to even, like Python's round()
+        return np.maximum(z, np.minimum(cap, np.rint(c * r * n).astype(np.int64)))
 
     if target is None:
-        return counts(1.0), 1.0
-    if sum(zeros) >= target:
-        return list(zeros), 0.0
-    growable = [(cap + 1) / (r * n) for n, r, cap in zip(sizes, ratios, caps) if r > 0 and n > 0]
-    high = max(growable, default=0.0)
-    if not growable or sum(counts(high)) < target:
-        most = sum(counts(high)) if growable else sum(zeros)
+        return counts(1.0).tolist(), 1.0
+    if int(z.sum()) >= target:
+        return z.tolist(), 0.0
+    growable = asked > 0
+    high = float(((cap[growable] + 1) / asked[growable]).max()) if growable.any() else 0.0
+    if not growable.any() or int(counts(high).sum()) < target:
+        most = int(counts(high).sum()) if growable.any() else int(z.sum())
         raise ValueError(
             f"sparsity target of {target} zeros is out of reach: these rules allow at most {most} "
-            f"({most / max(1, sum(sizes)):.2%} of prunable weights)"
+            f"({most / max(1, int(n.sum())):.2%} of prunable weights)"
         )
     low = 0.0
     for _ in range(200):
         mid = (low + high) / 2
         if mid in (low, high):
             break
-        if sum(counts(mid)) <= target:
+        if int(counts(mid).sum()) <= target:
             low = mid
         else:
             high = mid
     result, above = counts(low), counts(high)
-    missing = target - sum(result)
-    for u in range(len(result)):
-        if missing and above[u] > result[u]:
-            result[u] += 1
-            missing -= 1
-    if sum(result) == target:
-        return result, low
-    return above, high  # only reachable when rounding gives the exact target at `high`
+    missing = target - int(result.sum())
+    boundary = np.flatnonzero(above > result)[:missing]  # the earliest units on the rounding boundary
+    result[boundary] += 1
+    if int(result.sum()) == target:
+        return result.tolist(), low
+    return above.tolist(), high  # only reachable when rounding gives the exact target at `high`
 
 
 def compute_masks(
     assignment: Assignment, criterion: Criterion, sparsity: float | None = None, scope: str = "layer"
 ) -> MaskResult:
     """Compute keep-masks for the prunable weights of an assignment.
+
+    All weights are scored and selected in one flat array, unit by unit (numpy's introselect finds each unit's
+    threshold), so the cost is a few passes over the weights rather than a sort.
 
     Args:
         assignment (Assignment): Weights and their families, from :func:`ultra_sparse.rules.assign_families`.
@@ -151,7 +147,8 @@ def compute_masks(
             whole, its weights ranked together across its layers (no layer above MAX_RATIO).
 
     Returns:
-        (MaskResult): The masks and the factor the ratios were scaled by.
+        (MaskResult): The masks, the factor the ratios were scaled by, and the zeros each weight has once they are
+        applied.
 
     Raises:
         ValueError: If a weight holds NaN or Inf, or the target cannot be reached.
@@ -160,23 +157,38 @@ def compute_masks(
         raise ValueError(f"scope={scope!r} is not one of layer, global")
     weights = assignment.prunable
     ratios = assignment.ruleset.ratios
-    for info in weights:
-        if not torch.isfinite(info.weight.detach().sum()):  # a sum is finite only if every element is
-            raise ValueError(f"weight {info.name} holds NaN or Inf values; fix the checkpoint before sparsifying")
     units = _units(weights, scope)
-    weight_zeros = {w.name: _zeros(w.weight) for w in weights}
-    sizes = [sum(w.weight.numel() for w in unit) for unit in units]
-    zeros = [sum(weight_zeros[w.name] for w in unit) for unit in units]
-    caps = [max(z, sum(math.floor(MAX_RATIO * w.weight.numel()) for w in unit)) for unit, z in zip(units, zeros)]
-    target = None if sparsity is None else round(sparsity * sum(sizes))
+    ordered = [w for unit in units for w in unit]  # every unit is one contiguous run of the flat arrays
+    if not ordered:
+        return MaskResult({}, 1.0, {}, {})
+    values = np.concatenate([_as_numpy(w.weight.reshape(-1)) for w in ordered])
+    lengths = np.array([w.weight.numel() for w in ordered], dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    if not math.isfinite(float(values.sum(dtype=np.float64))):  # a float64 sum of float weights overflows never
+        bad = next(w.name for w in ordered if not bool(torch.isfinite(w.weight.detach()).all()))
+        raise ValueError(f"weight {bad} holds NaN or Inf values; fix the checkpoint before sparsifying")
+    is_zero = values == 0
+    weight_zeros = _segment_counts(is_zero, starts, lengths)
+    weight_caps = np.maximum(weight_zeros, np.floor(MAX_RATIO * lengths).astype(np.int64))
+    bounds = np.cumsum([0] + [len(unit) for unit in units])  # unit u holds ordered[bounds[u]:bounds[u + 1]]
+    sizes = np.add.reduceat(lengths, bounds[:-1])
+    zeros = np.add.reduceat(weight_zeros, bounds[:-1])
+    caps = np.maximum(zeros, np.add.reduceat(weight_caps, bounds[:-1]))
+    target = None if sparsity is None else round(sparsity * int(sizes.sum()))
     counts, scale = allocate_zeros(sizes, zeros, [ratios[u[0].family] for u in units], caps, target)
-    masks = {}
-    for unit, count in zip(units, counts):
-        scores = [_ranked_scores(w, criterion) for w in unit]
-        for info, pruned in zip(unit, _prune_unit(scores, [weight_zeros[w.name] for w in unit], count)):
-            masks[info.name] = ~pruned.reshape(info.weight.shape)
+
+    scores = _scores(ordered, values, criterion)
+    pruned = np.zeros(values.size, dtype=bool)
+    for u, count in enumerate(counts):
+        first, last = bounds[u], bounds[u + 1]
+        span = slice(int(starts[first]), int(starts[last - 1] + lengths[last - 1]))
+        pruned[span] = _prune_unit(scores[span], lengths[first:last], weight_caps[first:last], count)
+    keep = torch.from_numpy(~pruned).to(ordered[0].weight.device)
+    pieces = dict(zip((w.name for w in ordered), keep.split(lengths.tolist())))
+    masks = {w.name: pieces[w.name].view(w.weight.shape) for w in weights}  # module order
+    zeros_after = _segment_counts(pruned | is_zero, starts, lengths).tolist()
     family_ratios = {f: min(MAX_RATIO, r * scale) for f, r in ratios.items() if any(w.family == f for w in weights)}
-    return MaskResult(masks, scale, family_ratios)
+    return MaskResult(masks, scale, family_ratios, dict(zip((w.name for w in ordered), zeros_after)))
 
 
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
@@ -214,38 +226,70 @@ def _units(weights: Sequence[WeightInfo], scope: str) -> list[list[WeightInfo]]:
     return list(families.values())
 
 
-def _zeros(weight: torch.Tensor) -> int:
-    """Number of exact zeros in ``weight``."""
-    return weight.numel() - int(torch.count_nonzero(weight.detach()))
+def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU numpy view (or copy) of a 1-D tensor; half and bfloat16 are widened to float32, which is exact."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = tensor.float()
+    return tensor.numpy()
 
 
-def _ranked_scores(info: WeightInfo, criterion: Criterion) -> torch.Tensor:
-    """Scores of one weight, flattened (criteria score exact zeros below every other weight)."""
-    weight = info.weight.detach()
-    return criterion(info.name, weight).to(device=weight.device, dtype=torch.float32).reshape(-1)
+def _segment_counts(flags: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Number of True flags in each run ``flags[start : start + length]``."""
+    return np.array([np.count_nonzero(flags[s : s + n]) for s, n in zip(starts, lengths)], dtype=np.int64)
 
 
-def _prune_unit(scores: list[torch.Tensor], zero_counts: list[int], count: int) -> list[torch.Tensor]:
-    """Mark the ``count`` lowest scores of a unit, no member above MAX_RATIO beyond its existing zeros.
+def _scores(ordered: Sequence[WeightInfo], values: np.ndarray, criterion: Criterion) -> np.ndarray:
+    """Scores of all weights as one float32 array, in the order of ``ordered`` (criteria score exact zeros lowest).
 
-    Returns one bool tensor (True = prune) per member, shaped like its flattened scores. A member whose share would
-    pass its cap is filled to the cap and the rest of the budget goes to the others.
+    ``values`` holds the weights laid end to end in that order; an elementwise criterion scores it in one call, which
+    gives the same values as one call per weight.
     """
-    caps = [max(zeros, math.floor(MAX_RATIO * s.numel())) for s, zeros in zip(scores, zero_counts)]
-    if len(scores) == 1:
-        return [lowest_k(scores[0], min(count, caps[0]))]
-    result: list[torch.Tensor] = [torch.zeros_like(s, dtype=torch.bool) for s in scores]
-    active, budget = list(range(len(scores))), count
+    if criterion.elementwise:
+        return _as_numpy(criterion("", torch.from_numpy(values)).to(torch.float32))
+    return np.concatenate([_as_numpy(criterion(w.name, w.weight.detach()).reshape(-1).float()) for w in ordered])
+
+
+def _lowest_k(values: np.ndarray, k: int) -> np.ndarray:
+    """Bool array marking the ``k`` lowest of a 1-D array; ties at the threshold go to the earlier positions."""
+    k = max(0, min(int(k), values.size))
+    if k == 0:
+        return np.zeros(values.size, dtype=bool)
+    if k == values.size:
+        return np.ones(values.size, dtype=bool)
+    threshold = np.partition(values, k - 1)[k - 1]
+    marked = values <= threshold
+    if np.count_nonzero(marked) != k:  # ties at the threshold: keep the earliest of them
+        marked = values < threshold
+        ties = np.flatnonzero(values == threshold)[: k - np.count_nonzero(marked)]
+        marked[ties] = True
+    return marked
+
+
+def _prune_unit(scores: np.ndarray, lengths: np.ndarray, caps: np.ndarray, count: int) -> np.ndarray:
+    """Mark the ``count`` lowest scores of a unit (its members laid end to end), no member above its cap.
+
+    Returns one bool array (True = prune) over the whole unit. A member whose share would pass its cap is filled to
+    the cap and the rest of the budget goes to the others.
+    """
+    if len(lengths) == 1:
+        return _lowest_k(scores, min(count, int(caps[0])))
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    members = [slice(int(s), int(s + n)) for s, n in zip(starts, lengths)]
+    result = np.zeros(scores.size, dtype=bool)
+    active, budget = list(range(len(members))), count
     while active:
-        marked = lowest_k(torch.cat([scores[i] for i in active]), budget)
-        parts = dict(zip(active, marked.split([scores[i].numel() for i in active])))
-        over = [i for i in active if int(parts[i].sum()) > caps[i]]
+        values = scores if len(active) == len(members) else np.concatenate([scores[members[i]] for i in active])
+        marked = _lowest_k(values, budget)
+        local = np.concatenate(([0], np.cumsum([lengths[i] for i in active])[:-1]))
+        taken = np.add.reduceat(marked, local, dtype=np.int64)
+        over = [i for i, n in zip(active, taken) if n > caps[i]]
         if not over:
-            for i in active:
-                result[i] = parts[i]
+            for i, offset in zip(active, local):
+                result[members[i]] = marked[offset : offset + lengths[i]]
             break
         for i in over:
-            result[i] = lowest_k(scores[i], caps[i])
-            budget -= caps[i]
+            result[members[i]] = _lowest_k(scores[members[i]], int(caps[i]))
+            budget -= int(caps[i])
             active.remove(i)
     return result

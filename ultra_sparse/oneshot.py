@@ -69,5 +69,5 @@ def sparsify(
     apply_masks(net, result.masks)
     if net is not model and hasattr(model, "predictor"):
         model.predictor = None  # predict() caches a copy of the old weights
-    report = sparsity_report(net, assignment, result.family_ratios, config.to_dict())
+    report = sparsity_report(net, assignment, result.family_ratios, config.to_dict(), result.zeros)
     return SparsifyResult(result.masks, report, result.scale)

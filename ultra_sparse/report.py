@@ -20,6 +20,7 @@ def sparsity_report(
     rules: str | RuleSet | Assignment = "default",
     ratios_asked: Mapping[str, float] | None = None,
     config: Mapping[str, Any] | None = None,
+    zeros: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Count zeros per family and per layer of a model.
 
@@ -28,6 +29,8 @@ def sparsity_report(
         rules (str | RuleSet | Assignment): Rules to group weights by, or an existing assignment.
         ratios_asked (Mapping[str, float], optional): Family -> ratio that was asked (after scaling), if known.
         config (Mapping[str, Any], optional): Settings to record in the report.
+        zeros (Mapping[str, int], optional): Parameter name -> zeros, where already known (for example
+            :attr:`ultra_sparse.masks.MaskResult.zeros`); the other weights are counted.
 
     Returns:
         (dict): ``totals`` (over prunable weights, protected weights and all parameters), ``families``, ``layers``,
@@ -42,10 +45,11 @@ def sparsity_report(
     model = network_of(model)
     assignment = rules if isinstance(rules, Assignment) else assign_families(model, load_rules(rules))
     ratios_asked = dict(ratios_asked or {})
+    known = dict(zeros or {})
     layers, families = [], {}
     for info in assignment.weights:
         numel = info.weight.numel()
-        zeros = numel - int(torch.count_nonzero(info.weight.detach()))
+        zeros = known[info.name] if info.name in known else numel - int(torch.count_nonzero(info.weight.detach()))
         asked = 0.0 if info.protected else ratios_asked.get(info.family)
         layers.append(
             {
@@ -68,8 +72,12 @@ def sparsity_report(
         fam["zeros"] += zeros
     for fam in families.values():
         fam["ratio_achieved"] = fam["zeros"] / fam["params"]
-    total = sum(p.numel() for p in model.parameters())
-    total_zeros = total - sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+    weight_names = {info.name for info in assignment.weights}
+    others = [p.detach().reshape(-1) for n, p in model.named_parameters() if n not in weight_names]
+    other_params = sum(p.numel() for p in others)
+    total = sum(x["params"] for x in layers) + other_params
+    other_zeros = other_params - int(torch.count_nonzero(torch.cat(others))) if others else 0
+    total_zeros = sum(x["zeros"] for x in layers) + other_zeros
     return {
         "rules": assignment.ruleset.name,
         "config": dict(config) if config else None,

@@ -36,6 +36,7 @@ PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear
 FIXED_CLASSES = ("DFL",)  # fixed kernels: never pruned, whatever the rules say
 _RULE_KEYS = {"family", "ratio", "classes", "layers", "protect"}
 _FILE_KEYS = {"description", "rules"}
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader where PyYAML was built with it
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,6 @@ class Rule:
     classes: tuple[str, ...]
     layers: frozenset[int] | None = None
     protect: bool = False
-
-    def matches(self, chain: tuple[nn.Module, ...], layer: int | None) -> bool:
-        """Return True if a module of ``chain`` has a matching class and ``layer`` is allowed."""
-        if self.layers is not None and layer not in self.layers:
-            return False
-        return any(_class_matches(type(module), self.classes) for module in chain)
 
 
 @dataclass(frozen=True)
@@ -87,7 +82,27 @@ class RuleSet:
 
     def family_of(self, chain: tuple[nn.Module, ...], layer: int | None) -> Rule | None:
         """Return the rule a weight with this ancestor chain belongs to: protected rules first, then file order."""
-        return next((rule for rule in self.match_order if rule.matches(chain, layer)), None)
+        return self._first_rule(_chain_bits(chain, self), layer)
+
+    def class_bits(self, cls: type) -> int:
+        """Bit ``i`` is set if rule ``match_order[i]`` names ``cls`` or one of its base classes (cached per class)."""
+        bits = self._bits_by_class.get(cls)
+        if bits is None:
+            bits = sum(1 << i for i, rule in enumerate(self.match_order) if _class_matches(cls, rule.classes))
+            self._bits_by_class[cls] = bits
+        return bits
+
+    @functools.cached_property
+    def _bits_by_class(self) -> dict[type, int]:
+        """Cache of :meth:`class_bits`."""
+        return {}
+
+    def _first_rule(self, matched: int, layer: int | None) -> Rule | None:
+        """The first rule of ``match_order`` whose bit is set in ``matched`` and whose layers allow ``layer``."""
+        for i, rule in enumerate(self.match_order):
+            if matched >> i & 1 and (rule.layers is None or layer in rule.layers):
+                return rule
+        return None
 
 
 @dataclass(frozen=True)
@@ -178,8 +193,15 @@ def load_rules(spec: str | Path | dict | RuleSet = "default") -> RuleSet:
         source = str(path)
     else:
         raise FileNotFoundError(f"rules={spec!r} is neither a preset ({', '.join(preset_names())}) nor a file")
+    stat = path.stat()
+    return _load_file(str(path), source, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_file(path: str, source: str, mtime_ns: int, size: int) -> RuleSet:
+    """Parse and validate a rules file; cached on its path, modification time and size, so an edit is re-read."""
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ValueError(f"rules file {path} does not parse: {' '.join(str(e).split())}") from None
     return _parse(content, source=source)
@@ -202,13 +224,15 @@ def assign_families(model: nn.Module, rules: RuleSet) -> Assignment:
         True
     """
     infos = []
-    for name, module, chain in _walk(network_of(model), "", ()):
+    net = network_of(model)
+    top = (net,) if isinstance(net, PRUNABLE_TYPES) else ()  # a bare Conv/Linear is its own chain
+    for name, module, chain, matched in _walk(net, "", top, _chain_bits(top, rules), rules):
         layer = next((m.i for m in chain if isinstance(getattr(m, "i", None), int)), None)
         classes = tuple(type(m).__name__ for m in chain)
         if any(_class_matches(type(m), FIXED_CLASSES) for m in chain):
             infos.append(WeightInfo(name, module, "fixed", True, classes, layer))
             continue
-        rule = rules.family_of(chain, layer)
+        rule = rules._first_rule(matched, layer)
         family = rule.family if rule else "unmatched"
         protected = rule is None or rule.protect or rule.ratio == 0.0
         infos.append(WeightInfo(name, module, family, protected, classes, layer))
@@ -228,15 +252,23 @@ def network_of(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, Model) else model
 
 
-def _walk(module: nn.Module, prefix: str, chain: tuple[nn.Module, ...]) -> Iterator[tuple]:
-    """Yield (weight name, owning module, ancestor chain) for each Conv/Linear weight, in module order.
+def _walk(module: nn.Module, prefix: str, chain: tuple[nn.Module, ...], matched: int, rules: RuleSet) -> Iterator[tuple]:
+    """Yield (weight name, owning module, ancestor chain, rule bits of the chain) per Conv/Linear weight, in order.
 
     The chain runs from the top-level child of the model down to the owning module; the model itself is left out.
     """
-    if isinstance(module, PRUNABLE_TYPES) and isinstance(getattr(module, "weight", None), nn.Parameter):
-        yield f"{prefix}weight", module, chain or (module,)
+    if chain and isinstance(module, PRUNABLE_TYPES) and isinstance(getattr(module, "weight", None), nn.Parameter):
+        yield f"{prefix}weight", module, chain, matched
     for child_name, child in module.named_children():
-        yield from _walk(child, f"{prefix}{child_name}.", (*chain, child))
+        yield from _walk(child, f"{prefix}{child_name}.", (*chain, child), matched | rules.class_bits(type(child)), rules)
+
+
+def _chain_bits(chain: tuple[nn.Module, ...], rules: RuleSet) -> int:
+    """Rule bits of every module of ``chain`` together."""
+    matched = 0
+    for module in chain:
+        matched |= rules.class_bits(type(module))
+    return matched
 
 
 @functools.lru_cache(maxsize=4096)
