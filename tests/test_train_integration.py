@@ -173,6 +173,19 @@ def test_finetune_with_mask_from_sparse_checkpoint_via_cli(gradual, synthetic_da
     _assert_masked(out["model"], masks)
 
 
+def test_finetune_with_rules_but_no_sparsity_keeps_the_checkpoint_zeros(start, synthetic_data, tmp_path):
+    """rules= alone must not prune a sparse start up to the rule ratios as written (they ask for more than 5%)."""
+    from ultra_sparse.cli import main
+
+    sparse = tmp_path / "s5.pt"
+    assert main(["sparsify", f"model={start}", "sparsity=0.05", "rules=tokenc3_lsnet", f"out={sparse}"]) == 0
+    argv = [f"model={sparse}", f"data={synthetic_data}", "epochs=1", "rules=tokenc3_lsnet", f"project={tmp_path}", "name=ft"]
+    assert main(["train", *argv, *[f"{k}={v}" for k, v in COMMON.items()], "optimizer=SGD"]) == 0
+    out = _load(tmp_path / "ft" / "weights" / "last.pt")
+    assert out[METADATA_KEY]["sparsity"] == pytest.approx(0.05, abs=1e-5)
+    assert _csv_column(tmp_path / "ft", "sparsity") == pytest.approx([0.05], abs=1e-5)
+
+
 def test_adamw_oneshot_with_yolo_trainer_argument(start, synthetic_data, tmp_path):
     from ultralytics import YOLO
 

@@ -375,6 +375,7 @@ class SparseDetectionTrainer(DetectionTrainer):
     def _start_sparsity(self) -> None:
         """Build masks and schedule: from the resumed checkpoint, the start model's zeros, and the sparsity keys."""
         net = self.net
+        fine_tune = False
         if self._resume_state is not None:
             state = self._resume_state
             self.sparse = SparseTraining(net, SparsityConfig(**state["config"]), self.epochs, sparse_start=True)
@@ -386,8 +387,9 @@ class SparseDetectionTrainer(DetectionTrainer):
             sparse_start = zeros >= SPARSE_START_ZEROS
             if config is None and not sparse_start:
                 return  # a dense model without sparsity keys: plain Ultralytics training
-            if config is None:  # fine-tune with mask: keep the zeros, add none
-                config = SparsityConfig(sparsity=zeros, schedule="oneshot")
+            fine_tune = sparse_start and (config is None or config.sparsity is None)
+            if fine_tune:  # fine-tune with mask: keep the zeros, add none (other keys such as rules= still apply)
+                config = (config or SparsityConfig()).replace(sparsity=zeros, schedule="oneshot")
             self.sparse = SparseTraining(net, config, self.epochs, sparse_start)
             if self.sparse.config.schedule == "oneshot":
                 self.sparse.prune(net)
@@ -396,7 +398,7 @@ class SparseDetectionTrainer(DetectionTrainer):
         ramp = f", epochs {c.prune_start}->{c.prune_end} every {c.prune_freq}" if c.schedule == "gradual" else ""
         plan = (
             "fine-tune with the model's zeros as mask"
-            if self.sparsity_config is None and self._resume_state is None
+            if fine_tune
             else f"{c.schedule} to {s.final:.2%} ({c.rules} rules, {c.importance}, scope={c.scope}{ramp})"
         )
         LOGGER.info(f"{colorstr('sparsity:')} {plan}; now {self.sparse.sparsity(net):.2%} of prunable weights are zero")
