@@ -207,7 +207,7 @@ def test_reported_zeros_are_the_zeros_in_the_weights(base, scope):
 def test_elementwise_scoring_at_once_equals_scoring_weight_by_weight(base, scope):
     assignment = assign_families(base, load_rules("tokenc3_lsnet"))
     at_once = get_criterion("l1l2")
-    one_by_one = Criterion("l1l2", at_once.score, elementwise=False)
+    one_by_one = Criterion(at_once.score, elementwise=False)
     a = compute_masks(assignment, at_once, 0.3, scope).masks
     b = compute_masks(assignment, one_by_one, 0.3, scope).masks
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -21,23 +21,20 @@ import torch.nn as nn
 __all__ = ["Criterion", "get_criterion", "l1", "l1l2", "l2", "lamp", "taylor_scores"]
 
 
-
 @dataclass(frozen=True)
 class Criterion:
     """An importance criterion: ``criterion(parameter name, weight) -> one score per element``.
 
     Attributes:
-        name (str): Its ``importance=`` name.
         score (Callable[[str, torch.Tensor], torch.Tensor]): The scoring function.
         elementwise (bool): True if each score depends on its own weight only, so the criterion may score many
             weights at once, concatenated.
 
     Examples:
-        >>> Criterion("l1", l1, elementwise=True)("w", torch.tensor([-2.0])).item()
+        >>> Criterion(l1, elementwise=True)("w", torch.tensor([-2.0])).item()
         2.0
     """
 
-    name: str
     score: Callable[[str, torch.Tensor], torch.Tensor]
     elementwise: bool = False
 
@@ -130,10 +127,10 @@ def taylor_scores(model: nn.Module, batches: Iterable[dict], names: Iterable[str
 
 
 _CRITERIA = {
-    "l1": Criterion("l1", l1, elementwise=True),
-    "l2": Criterion("l2", l2, elementwise=True),
-    "l1l2": Criterion("l1l2", l1l2, elementwise=True),
-    "lamp": Criterion("lamp", lamp),
+    "l1": Criterion(l1, elementwise=True),
+    "l2": Criterion(l2, elementwise=True),
+    "l1l2": Criterion(l1l2, elementwise=True),
+    "lamp": Criterion(lamp),
 }
 
 
@@ -154,7 +151,7 @@ def get_criterion(name: str, taylor: dict[str, torch.Tensor] | None = None) -> C
     if name == "taylor":
         if taylor is None:
             raise ValueError("importance=taylor needs calibration scores (pass data= to sparsify)")
-        return Criterion("taylor", lambda param_name, weight: taylor[param_name])
+        return Criterion(lambda param_name, weight: taylor[param_name])
     if name not in _CRITERIA:
         raise ValueError(f"importance={name!r} is not one of {', '.join([*_CRITERIA, 'taylor'])}")
     return _CRITERIA[name]

@@ -163,14 +163,15 @@ def compute_masks(
         return MaskResult({}, 1.0, {}, {})
     values = np.concatenate([_as_numpy(w.weight.reshape(-1)) for w in ordered])
     lengths = np.array([w.weight.numel() for w in ordered], dtype=np.int64)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    starts = _offsets(lengths)[:-1]
     if not math.isfinite(float(values.sum(dtype=np.float64))):  # a float64 sum of float weights overflows never
         bad = next(w.name for w in ordered if not bool(torch.isfinite(w.weight.detach()).all()))
         raise ValueError(f"weight {bad} holds NaN or Inf values; fix the checkpoint before sparsifying")
     is_zero = values == 0
     weight_zeros = _segment_counts(is_zero, starts, lengths)
     weight_caps = np.maximum(weight_zeros, np.floor(MAX_RATIO * lengths).astype(np.int64))
-    bounds = np.cumsum([0] + [len(unit) for unit in units])  # unit u holds ordered[bounds[u]:bounds[u + 1]]
+    bounds = _offsets([len(unit) for unit in units])  # unit u holds ordered[bounds[u]:bounds[u + 1]]
+    edges = _offsets(lengths)[bounds]  # unit u spans values[edges[u]:edges[u + 1]]
     sizes = np.add.reduceat(lengths, bounds[:-1])
     zeros = np.add.reduceat(weight_zeros, bounds[:-1])
     caps = np.maximum(zeros, np.add.reduceat(weight_caps, bounds[:-1]))
@@ -180,9 +181,8 @@ def compute_masks(
     scores = _scores(ordered, values, criterion)
     pruned = np.zeros(values.size, dtype=bool)
     for u, count in enumerate(counts):
-        first, last = bounds[u], bounds[u + 1]
-        span = slice(int(starts[first]), int(starts[last - 1] + lengths[last - 1]))
-        pruned[span] = _prune_unit(scores[span], lengths[first:last], weight_caps[first:last], count)
+        span, members = slice(edges[u], edges[u + 1]), slice(bounds[u], bounds[u + 1])
+        pruned[span] = _prune_unit(scores[span], lengths[members], weight_caps[members], count)
     keep = torch.from_numpy(~pruned).to(ordered[0].weight.device)
     pieces = dict(zip((w.name for w in ordered), keep.split(lengths.tolist())))
     masks = {w.name: pieces[w.name].view(w.weight.shape) for w in weights}  # module order
@@ -234,6 +234,11 @@ def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy()
 
 
+def _offsets(lengths: Sequence[int]) -> np.ndarray:
+    """Where each run starts when runs of these lengths are laid end to end, plus the total at the end."""
+    return np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
+
+
 def _segment_counts(flags: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Number of True flags in each run ``flags[start : start + length]``."""
     return np.array([np.count_nonzero(flags[s : s + n]) for s, n in zip(starts, lengths)], dtype=np.int64)
@@ -274,14 +279,14 @@ def _prune_unit(scores: np.ndarray, lengths: np.ndarray, caps: np.ndarray, count
     """
     if len(lengths) == 1:
         return _lowest_k(scores, min(count, int(caps[0])))
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    members = [slice(int(s), int(s + n)) for s, n in zip(starts, lengths)]
+    offsets = _offsets(lengths)
+    members = [slice(offsets[i], offsets[i + 1]) for i in range(len(lengths))]
     result = np.zeros(scores.size, dtype=bool)
     active, budget = list(range(len(members))), count
     while active:
         values = scores if len(active) == len(members) else np.concatenate([scores[members[i]] for i in active])
         marked = _lowest_k(values, budget)
-        local = np.concatenate(([0], np.cumsum([lengths[i] for i in active])[:-1]))
+        local = _offsets([lengths[i] for i in active])[:-1]
         taken = np.add.reduceat(marked, local, dtype=np.int64)
         over = [i for i, n in zip(active, taken) if n > caps[i]]
         if not over:

@@ -45,11 +45,11 @@ def sparsity_report(
     model = network_of(model)
     assignment = rules if isinstance(rules, Assignment) else assign_families(model, load_rules(rules))
     ratios_asked = dict(ratios_asked or {})
-    known = dict(zeros or {})
+    known = zeros or {}
     layers, families = [], {}
     for info in assignment.weights:
         numel = info.weight.numel()
-        zeros = known[info.name] if info.name in known else numel - int(torch.count_nonzero(info.weight.detach()))
+        n_zeros = known[info.name] if info.name in known else numel - int(torch.count_nonzero(info.weight.detach()))
         asked = 0.0 if info.protected else ratios_asked.get(info.family)
         layers.append(
             {
@@ -58,9 +58,9 @@ def sparsity_report(
                 "protected": info.protected,
                 "chain": list(info.chain),
                 "params": numel,
-                "zeros": zeros,
+                "zeros": n_zeros,
                 "ratio_asked": asked,
-                "ratio_achieved": zeros / numel,
+                "ratio_achieved": n_zeros / numel,
             }
         )
         fam = families.setdefault(
@@ -69,7 +69,7 @@ def sparsity_report(
         )
         fam["layers"] += 1
         fam["params"] += numel
-        fam["zeros"] += zeros
+        fam["zeros"] += n_zeros
     for fam in families.values():
         fam["ratio_achieved"] = fam["zeros"] / fam["params"]
     weight_names = {info.name for info in assignment.weights}

@@ -82,9 +82,15 @@ class RuleSet:
 
     def family_of(self, chain: tuple[nn.Module, ...], layer: int | None) -> Rule | None:
         """Return the rule a weight with this ancestor chain belongs to: protected rules first, then file order."""
-        return self._first_rule(_chain_bits(chain, self), layer)
+        matched = 0
+        for module in chain:
+            matched |= self._class_bits(type(module))
+        for i, rule in enumerate(self.match_order):
+            if matched >> i & 1 and (rule.layers is None or layer in rule.layers):
+                return rule
+        return None
 
-    def class_bits(self, cls: type) -> int:
+    def _class_bits(self, cls: type) -> int:
         """Bit ``i`` is set if rule ``match_order[i]`` names ``cls`` or one of its base classes (cached per class)."""
         bits = self._bits_by_class.get(cls)
         if bits is None:
@@ -94,15 +100,8 @@ class RuleSet:
 
     @functools.cached_property
     def _bits_by_class(self) -> dict[type, int]:
-        """Cache of :meth:`class_bits`."""
+        """Cache of :meth:`_class_bits`."""
         return {}
-
-    def _first_rule(self, matched: int, layer: int | None) -> Rule | None:
-        """The first rule of ``match_order`` whose bit is set in ``matched`` and whose layers allow ``layer``."""
-        for i, rule in enumerate(self.match_order):
-            if matched >> i & 1 and (rule.layers is None or layer in rule.layers):
-                return rule
-        return None
 
 
 @dataclass(frozen=True)
@@ -224,15 +223,13 @@ def assign_families(model: nn.Module, rules: RuleSet) -> Assignment:
         True
     """
     infos = []
-    net = network_of(model)
-    top = (net,) if isinstance(net, PRUNABLE_TYPES) else ()  # a bare Conv/Linear is its own chain
-    for name, module, chain, matched in _walk(net, "", top, _chain_bits(top, rules), rules):
+    for name, module, chain in _walk(network_of(model), "", ()):
         layer = next((m.i for m in chain if isinstance(getattr(m, "i", None), int)), None)
         classes = tuple(type(m).__name__ for m in chain)
         if any(_class_matches(type(m), FIXED_CLASSES) for m in chain):
             infos.append(WeightInfo(name, module, "fixed", True, classes, layer))
             continue
-        rule = rules._first_rule(matched, layer)
+        rule = rules.family_of(chain, layer)
         family = rule.family if rule else "unmatched"
         protected = rule is None or rule.protect or rule.ratio == 0.0
         infos.append(WeightInfo(name, module, family, protected, classes, layer))
@@ -252,23 +249,15 @@ def network_of(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, Model) else model
 
 
-def _walk(module: nn.Module, prefix: str, chain: tuple[nn.Module, ...], matched: int, rules: RuleSet) -> Iterator[tuple]:
-    """Yield (weight name, owning module, ancestor chain, rule bits of the chain) per Conv/Linear weight, in order.
+def _walk(module: nn.Module, prefix: str, chain: tuple[nn.Module, ...]) -> Iterator[tuple]:
+    """Yield (weight name, owning module, ancestor chain) for each Conv/Linear weight, in module order.
 
     The chain runs from the top-level child of the model down to the owning module; the model itself is left out.
     """
-    if chain and isinstance(module, PRUNABLE_TYPES) and isinstance(getattr(module, "weight", None), nn.Parameter):
-        yield f"{prefix}weight", module, chain, matched
+    if isinstance(module, PRUNABLE_TYPES) and isinstance(getattr(module, "weight", None), nn.Parameter):
+        yield f"{prefix}weight", module, chain or (module,)
     for child_name, child in module.named_children():
-        yield from _walk(child, f"{prefix}{child_name}.", (*chain, child), matched | rules.class_bits(type(child)), rules)
-
-
-def _chain_bits(chain: tuple[nn.Module, ...], rules: RuleSet) -> int:
-    """Rule bits of every module of ``chain`` together."""
-    matched = 0
-    for module in chain:
-        matched |= rules.class_bits(type(module))
-    return matched
+        yield from _walk(child, f"{prefix}{child_name}.", (*chain, child))
 
 
 @functools.lru_cache(maxsize=4096)
