@@ -11,7 +11,7 @@ import torch.nn.utils.prune as prune
 
 from ultra_sparse import SparsityConfig, sparsify
 from ultra_sparse.importance import Criterion, get_criterion, lamp
-from ultra_sparse.masks import MAX_RATIO, allocate_zeros, apply_masks, compute_masks, lowest_k
+from ultra_sparse.prune.unstructured import MAX_RATIO, allocate_zeros, apply_masks, compute_masks, lowest_k
 from ultra_sparse.rules import assign_families, load_rules
 
 
@@ -65,7 +65,7 @@ def test_family_proportions_follow_the_rules(base):
 
 def test_no_target_applies_ratios_as_written(base):
     model = clone(base)
-    result = sparsify(model, rules="tokenc3_lsnet")
+    result = sparsify(model, rules="tokenc3_lsnet", scope="layer")
     assert result.scale == 1.0
     for layer in result.report["layers"]:
         if not layer["protected"]:

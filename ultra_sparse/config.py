@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["IMPORTANCES", "SCHEDULES", "SCOPES", "SPARSITY_KEYS", "SparsityConfig"]
+__all__ = ["IMPORTANCES", "METHODS", "SCHEDULES", "SCOPES", "SPARSITY_KEYS", "SparsityConfig"]
 
+METHODS = ("unstructured", "channel", "nm")
 IMPORTANCES = ("l1", "l2", "l1l2", "lamp", "taylor")
 SCOPES = ("layer", "global")
 SCHEDULES = ("oneshot", "gradual")
@@ -19,42 +20,61 @@ class SparsityConfig:
     """Settings of a sparsification run, checked when built.
 
     Attributes:
-        sparsity (float | None): Overall fraction of zeros wanted over prunable weights, in [0, 1). ``None`` applies
-            the rule ratios as written.
+        method (str): ``unstructured`` (exact zeros in dense tensors, the default), ``channel`` (whole channels
+            removed: smaller dense layers) or ``nm`` (N:M semi-structured zeros, see ``nm``).
+        sparsity (float | None): Overall fraction of zeros wanted over prunable weights, in [0, 1) (for
+            ``method=channel``: the fraction of prunable parameters removed). ``None`` applies the rule ratios as
+            written.
+        flops (float | None): ``method=channel`` only: the fraction of GFLOPs to remove, in [0, 1). At most one of
+            ``sparsity`` and ``flops``.
         rules (str | dict): A preset name from ``cfg/sparsity`` (``default``, ``tokenc3_lsnet``), a path to a rules
             YAML, or the parsed content of one.
         importance (str): Weight importance criterion: ``l1``, ``l2``, ``l1l2``, ``lamp`` or ``taylor``.
-        scope (str): ``layer`` (each layer loses its family's ratio) or ``global`` (each family loses its ratio as a
-            whole, spread over its layers by one ranking).
+        scope (str): ``global`` (each family loses its ratio as a whole, spread over its layers by one ranking; the
+            default, far more accurate at high sparsity) or ``layer`` (each layer loses its family's ratio: the
+            reference scheme's per-layer way).
         schedule (str | None): ``oneshot`` or ``gradual`` when training; ``None`` lets the trainer choose.
         prune_start (int | None): First epoch of the gradual ramp; ``None`` picks a default for the run length.
         prune_end (int | None): Epoch at which the gradual ramp reaches ``sparsity``; ``None`` picks a default.
         prune_freq (int): Epochs between two pruning steps of the gradual ramp.
         calib_batches (int): Calibration batches used by ``importance=taylor``.
+        round_to (int): ``method=channel`` only: channel counts of layers with at least 16 channels stay multiples of
+            this (8 by default; 1 turns rounding off).
+        nm (str): ``method=nm`` only: the pattern ``"N:M"``, N kept in every group of M (default ``"2:4"``).
 
     Examples:
         >>> cfg = SparsityConfig(sparsity=0.1, rules="tokenc3_lsnet")
         >>> cfg.scope
-        'layer'
+        'global'
         >>> cfg, rest = SparsityConfig.from_args({"sparsity": 0.5, "epochs": 3})
         >>> rest
         {'epochs': 3}
     """
 
+    method: str = "unstructured"
     sparsity: float | None = None
+    flops: float | None = None
     rules: str | dict = "default"
     importance: str = "l1"
-    scope: str = "layer"
+    scope: str = "global"
     schedule: str | None = None
     prune_start: int | None = None
     prune_end: int | None = None
     prune_freq: int = 1
     calib_batches: int = 8
+    round_to: int = 8
+    nm: str = "2:4"
 
     def __post_init__(self):
         """Validate every field; raise TypeError or ValueError naming the key and the bad value."""
-        if self.sparsity is not None:
-            object.__setattr__(self, "sparsity", _fraction("sparsity", self.sparsity))
+        _choice("method", self.method, METHODS)
+        for key in ("sparsity", "flops"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, _fraction(key, getattr(self, key)))
+        if self.flops is not None and self.method != "channel":
+            raise ValueError(f"flops={self.flops} needs method=channel (method={self.method!r} counts zeros: use sparsity=)")
+        if self.flops is not None and self.sparsity is not None:
+            raise ValueError("give sparsity= or flops=, not both")
         if isinstance(self.rules, Path):
             object.__setattr__(self, "rules", str(self.rules))
         if not isinstance(self.rules, (str, dict)) or not self.rules:
@@ -68,8 +88,21 @@ class SparsityConfig:
                 _integer(key, getattr(self, key), minimum=0)
         _integer("prune_freq", self.prune_freq, minimum=1)
         _integer("calib_batches", self.calib_batches, minimum=1)
+        _integer("round_to", self.round_to, minimum=1)
+        object.__setattr__(self, "nm", _nm_pattern(self.nm))
         if self.prune_start is not None and self.prune_end is not None and self.prune_end < self.prune_start:
             raise ValueError(f"prune_end={self.prune_end} must not come before prune_start={self.prune_start}")
+
+    @property
+    def nm_pattern(self) -> tuple[int, int]:
+        """``nm`` as the pair (N, M).
+
+        Examples:
+            >>> SparsityConfig(method="nm", nm="1:4").nm_pattern
+            (1, 4)
+        """
+        n, m = self.nm.split(":")
+        return int(n), int(m)
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> tuple[SparsityConfig, dict[str, Any]]:
@@ -104,6 +137,18 @@ def _fraction(key: str, value: Any) -> float:
     if not math.isfinite(value) or not 0.0 <= value < 1.0:
         raise ValueError(f"{key}={value!r} is outside [0, 1)")
     return float(value)
+
+
+def _nm_pattern(value: Any) -> str:
+    """Return ``value`` as a normalised ``"N:M"`` string with 0 < N < M <= 32, or raise naming ``nm``."""
+    text = str(value).strip() if isinstance(value, str) else None
+    parts = text.split(":") if text else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"nm={value!r} must be N:M, for example 2:4")
+    n, m = (int(p) for p in parts)
+    if not 0 < n < m <= 32:
+        raise ValueError(f"nm={value!r} needs 0 < N < M <= 32")
+    return f"{n}:{m}"
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from .config import SparsityConfig
 from .importance import get_criterion, taylor_scores
-from .masks import apply_masks, compute_masks
+from .prune.unstructured import apply_masks, compute_masks
 from .report import sparsity_report
 from .rules import assign_families, load_rules, network_of
 

@@ -30,7 +30,7 @@ def sparsity_report(
         ratios_asked (Mapping[str, float], optional): Family -> ratio that was asked (after scaling), if known.
         config (Mapping[str, Any], optional): Settings to record in the report.
         zeros (Mapping[str, int], optional): Parameter name -> zeros, where already known (for example
-            :attr:`ultra_sparse.masks.MaskResult.zeros`); the other weights are counted.
+            :attr:`ultra_sparse.prune.unstructured.MaskResult.zeros`); the other weights are counted.
 
     Returns:
         (dict): ``totals`` (over prunable weights, protected weights and all parameters), ``families``, ``layers``,

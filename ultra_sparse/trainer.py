@@ -30,7 +30,7 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 from .checkpoint import METADATA_KEY, atomic_write_bytes
 from .config import SPARSITY_KEYS, SparsityConfig
 from .importance import get_criterion
-from .masks import apply_masks, compute_masks, masks_from_zeros
+from .prune.unstructured import apply_masks, compute_masks, masks_from_zeros
 from .rules import assign_families, load_rules
 from .schedule import SparsitySchedule, default_window
 from .validator import SparseDetectionValidator

@@ -17,7 +17,7 @@ from .common import OUTPUT_KEYS, save_dir
 __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
-    "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10] [rules=default] [importance=l1] [scope=layer]\n"
+    "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10] [rules=default] [importance=l1] [scope=global]\n"
     "                             [data=D] [name=..] [out=PATH]\n\n"
     "Zeroes weights of a trained checkpoint family by family and writes a NEW checkpoint (never the input), with\n"
     "report.json and report.md beside it. The output loads with plain YOLO(path)."
@@ -28,8 +28,8 @@ KEYS = {
     "factor to hit it exactly (default: apply the rule ratios as written)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
     "importance": "l1 (default), l2, l1l2 (rank like l1), lamp, taylor (needs data=)",
-    "scope": "layer: each layer loses its family's ratio (default); global: each family loses its ratio as a "
-    "whole, ranked across its layers",
+    "scope": "global: each family loses its ratio as a whole, ranked across its layers (default); layer: each "
+    "layer loses its family's ratio (the reference scheme's per-layer way; far less accurate at high sparsity)",
     "data": "dataset YAML whose train split calibrates importance=taylor",
     "imgsz": "image size of the calibration batches (default 640)",
     "batch": "calibration batch size (default 8)",

@@ -8,7 +8,7 @@ __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse train model=M data=D [sparsity=0.5] [schedule=gradual|oneshot] [rules=default]\n"
-    "                          [importance=l1] [scope=layer] [prune_start=N] [prune_end=N] [prune_freq=1]\n"
+    "                          [importance=l1] [scope=global] [prune_start=N] [prune_end=N] [prune_freq=1]\n"
     "                          [any Ultralytics train key: epochs, imgsz, batch, optimizer, resume, ...]\n\n"
     "Trains like 'yolo detect train' and keeps pruned weights exactly zero in the model, the EMA and every\n"
     "checkpoint. From a sparse checkpoint without sparsity= it fine-tunes with the checkpoint's zeros as mask.\n"
@@ -34,7 +34,7 @@ KEYS = _TrainKeys(
         "sparse model)",
         "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
         "importance": "l1 (default), l2, l1l2, lamp",
-        "scope": "layer (default) or global",
+        "scope": "global (default: each family ranked across its layers) or layer (per-layer ratios)",
         "prune_start": "epochs completed before the gradual ramp starts (default 0)",
         "prune_end": "epochs completed when the ramp reaches sparsity= (default: two thirds of epochs)",
         "prune_freq": "epochs between pruning steps of the ramp (default 1)",

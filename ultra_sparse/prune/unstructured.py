@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .importance import Criterion
-from .rules import Assignment, WeightInfo
+from ..importance import Criterion
+from ..rules import Assignment, WeightInfo
 
 __all__ = [
     "MAX_RATIO",
@@ -131,7 +131,7 @@ def allocate_zeros(
 
 
 def compute_masks(
-    assignment: Assignment, criterion: Criterion, sparsity: float | None = None, scope: str = "layer"
+    assignment: Assignment, criterion: Criterion, sparsity: float | None = None, scope: str = "global"
 ) -> MaskResult:
     """Compute keep-masks for the prunable weights of an assignment.
 

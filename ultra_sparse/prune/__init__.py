@@ -1,0 +1,1 @@
+"""Pruning methods: ``unstructured`` (element masks); each method is one sibling module over the shared rules."""
