@@ -10,7 +10,8 @@ import torch.nn as nn
 
 from .config import SparsityConfig
 from .importance import get_criterion, taylor_scores
-from .prune.unstructured import apply_masks, compute_masks
+from .prune import element_masks
+from .prune.unstructured import apply_masks
 from .report import sparsity_report
 from .rules import assign_families, load_rules, network_of
 
@@ -65,7 +66,7 @@ def sparsify(
         if batches is None:
             raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
         taylor = taylor_scores(net, batches, [w.name for w in assignment.prunable])
-    result = compute_masks(assignment, get_criterion(config.importance, taylor), config.sparsity, config.scope)
+    result = element_masks(assignment, get_criterion(config.importance, taylor), config.sparsity, config)
     apply_masks(net, result.masks)
     if net is not model and hasattr(model, "predictor"):
         model.predictor = None  # predict() caches a copy of the old weights

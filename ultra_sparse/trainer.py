@@ -30,7 +30,8 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 from .checkpoint import METADATA_KEY, atomic_write_bytes
 from .config import SPARSITY_KEYS, SparsityConfig
 from .importance import get_criterion
-from .prune.unstructured import apply_masks, compute_masks, masks_from_zeros
+from .prune import element_masks
+from .prune.unstructured import apply_masks, masks_from_zeros
 from .rules import assign_families, load_rules
 from .schedule import SparsitySchedule, default_window
 from .validator import SparseDetectionValidator
@@ -79,7 +80,7 @@ class SparseTraining:
         initial = self.sparsity(net)
         final = config.sparsity
         if final is None:  # the rule ratios as written decide the final sparsity
-            ruled = compute_masks(self.assignment, get_criterion(config.importance), None, config.scope).masks
+            ruled = element_masks(self.assignment, get_criterion(config.importance), None, config).masks
             final = _zero_fraction(ruled.values())
         start, end = default_window(epochs)
         kind = config.schedule or ("oneshot" if sparse_start else "gradual")
@@ -111,7 +112,7 @@ class SparseTraining:
         if round(target * total) <= total - kept:
             return False
         self.apply(net)  # scores must see the current zeros
-        result = compute_masks(self.assignment, get_criterion(self.config.importance), target, self.config.scope)
+        result = element_masks(self.assignment, get_criterion(self.config.importance), target, self.config)
         self.masks = {name: mask & result.masks[name].to(mask.device) for name, mask in self.masks.items()}
         _broadcast(self.masks)
         return True

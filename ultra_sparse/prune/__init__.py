@@ -1,1 +1,33 @@
 """Pruning methods: ``unstructured`` (element masks); each method is one sibling module over the shared rules."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .unstructured import MaskResult, compute_masks
+
+if TYPE_CHECKING:
+    from ..config import SparsityConfig
+    from ..importance import Criterion
+    from ..rules import Assignment
+
+__all__ = ["element_masks"]
+
+
+def element_masks(assignment: Assignment, criterion: Criterion, sparsity: float | None, config: SparsityConfig) -> MaskResult:
+    """Keep-masks of an element method (zeros inside dense tensors) for the prunable weights of ``assignment``.
+
+    The one place where one-shot sparsify and sparse training choose how element masks are drawn.
+
+    Args:
+        assignment (Assignment): Prunable weights and their families.
+        criterion (Criterion): Importance scores.
+        sparsity (float | None): Overall target over prunable weights; ``None`` applies the rule ratios as written.
+        config (SparsityConfig): ``method`` and ``scope`` are read from it.
+
+    Returns:
+        (MaskResult): Masks, scale factor, family ratios and zero counts.
+    """
+    if config.method == "unstructured":
+        return compute_masks(assignment, criterion, sparsity, config.scope)
+    raise ValueError(f"method={config.method!r} does not draw element masks")
