@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
+
+from .messages import echo
 
 __all__ = ["IMPORTANCES", "METHODS", "SCHEDULES", "SCOPES", "SPARSITY_KEYS", "SparsityConfig"]
 
@@ -78,17 +81,15 @@ class SparsityConfig:
         if isinstance(self.rules, Path):
             object.__setattr__(self, "rules", str(self.rules))
         if not isinstance(self.rules, (str, dict)) or not self.rules:
-            raise TypeError(f"rules={self.rules!r} must be a preset name, a path to a rules YAML or a rules dict")
+            raise TypeError(f"rules={echo(self.rules)} must be a preset name, a path to a rules YAML or a rules dict")
         _choice("importance", self.importance, IMPORTANCES)
         _choice("scope", self.scope, SCOPES)
         if self.schedule is not None:
             _choice("schedule", self.schedule, SCHEDULES)
-        for key in ("prune_start", "prune_end"):
+        minimums = {"prune_start": 0, "prune_end": 0, "prune_freq": 1, "calib_batches": 1, "round_to": 1}
+        for key, minimum in minimums.items():
             if getattr(self, key) is not None:
-                _integer(key, getattr(self, key), minimum=0)
-        _integer("prune_freq", self.prune_freq, minimum=1)
-        _integer("calib_batches", self.calib_batches, minimum=1)
-        _integer("round_to", self.round_to, minimum=1)
+                object.__setattr__(self, key, _integer(key, getattr(self, key), minimum))
         object.__setattr__(self, "nm", _nm_pattern(self.nm))
         if self.prune_start is not None and self.prune_end is not None and self.prune_end < self.prune_start:
             raise ValueError(f"prune_end={self.prune_end} must not come before prune_start={self.prune_start}")
@@ -131,11 +132,11 @@ SPARSITY_KEYS = frozenset(f.name for f in fields(SparsityConfig))
 
 
 def _fraction(key: str, value: Any) -> float:
-    """Return ``value`` as a float in [0, 1) or raise naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{key}={value!r} must be a number in [0, 1)")
+    """Return ``value`` (a real number type, numpy's too; never a bool) as a float in [0, 1), or raise naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{key}={echo(value)} must be a number in [0, 1)")
     if not math.isfinite(value) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{key}={value!r} is outside [0, 1)")
+        raise ValueError(f"{key}={echo(value)} is outside [0, 1)")
     return float(value)
 
 
@@ -144,22 +145,23 @@ def _nm_pattern(value: Any) -> str:
     text = str(value).strip() if isinstance(value, str) else None
     parts = text.split(":") if text else []
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"nm={value!r} must be N:M, for example 2:4")
+        raise ValueError(f"nm={echo(value)} must be N:M, for example 2:4")
     n, m = (int(p) for p in parts)
     if not 0 < n < m <= 32:
-        raise ValueError(f"nm={value!r} needs 0 < N < M <= 32")
+        raise ValueError(f"nm={echo(value)} needs 0 < N < M <= 32")
     return f"{n}:{m}"
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     """Raise ValueError naming ``key`` unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{key}={value!r} is not one of {', '.join(choices)}")
+        raise ValueError(f"{key}={echo(value)} is not one of {', '.join(choices)}")
 
 
-def _integer(key: str, value: Any, minimum: int) -> None:
-    """Raise TypeError/ValueError naming ``key`` unless ``value`` is an int >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{key}={value!r} must be an integer")
+def _integer(key: str, value: Any, minimum: int) -> int:
+    """Return ``value`` (an integral type, numpy's too; never a bool) as an int >= ``minimum``, or raise naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{key}={echo(value)} must be an integer")
     if value < minimum:
-        raise ValueError(f"{key}={value!r} must be >= {minimum}")
+        raise ValueError(f"{key}={echo(value)} must be >= {minimum}")
+    return int(value)

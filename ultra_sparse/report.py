@@ -12,7 +12,7 @@ import torch.nn as nn
 from .checkpoint import atomic_write_bytes
 from .rules import Assignment, RuleSet, assign_families, load_rules, network_of
 
-__all__ = ["format_report_md", "sparsity_report", "write_report"]
+__all__ = ["format_report_md", "log_report", "sparsity_report", "write_report"]
 
 
 def sparsity_report(
@@ -92,8 +92,10 @@ def sparsity_report(
     }
 
 
-def format_report_md(report: Mapping[str, Any], title: str = "Sparsity report") -> str:
-    """Render a report as Markdown: totals, families, then layers."""
+def format_report_md(
+    report: Mapping[str, Any], title: str = "Sparsity report", layers: bool = True, warnings: bool = True
+) -> str:
+    """Render a report as Markdown: totals, families, then (with ``layers``) layers and (with ``warnings``) warnings."""
     t = report["totals"]
     lines = [f"# {title}", "", f"Rules: `{report['rules']}`", ""]
     if report.get("config"):
@@ -113,15 +115,29 @@ def format_report_md(report: Mapping[str, Any], title: str = "Sparsity report") 
         lines.append(
             f"| {name} | {f['layers']} | {f['params']:,} | {f['zeros']:,} | {_pct(f['ratio_asked'])} | {_pct(f['ratio_achieved'])} |"
         )
-    lines += ["", "| layer | family | classes | params | zeros | asked | achieved |", "|---|---|---|---:|---:|---:|---:|"]
-    for x in report["layers"]:
+    if layers:
+        lines += ["", "| layer | family | classes | params | zeros | asked | achieved |", "|---|---|---|---:|---:|---:|---:|"]
+    for x in report["layers"] if layers else ():
         chain = " > ".join(x["chain"])
         lines.append(
             f"| `{x['name']}` | {x['family']} | {chain} | {x['params']:,} | {x['zeros']:,} | {_pct(x['ratio_asked'])} | {_pct(x['ratio_achieved'])} |"
         )
-    if report["warnings"]:
+    if warnings and report["warnings"]:
         lines += ["", "Warnings:", *[f"- {w}" for w in report["warnings"]]]
     return "\n".join(lines) + "\n"
+
+
+def log_report(report: Mapping[str, Any], title: str = "Sparsity report", layers: bool = False) -> None:
+    """Print a report's tables to the console (the per-layer table with ``layers``), then each warning once.
+
+    Examples:
+        >>> log_report(sparsity_report(model, "default"), layers=True)  # doctest: +SKIP
+    """
+    from ultralytics.utils import LOGGER
+
+    LOGGER.info(format_report_md(report, title, layers=layers, warnings=False).strip())
+    for warning in report["warnings"]:
+        LOGGER.warning(f"ultra-sparse: {warning}")
 
 
 def write_report(report: Mapping[str, Any], folder: str | Path, title: str = "Sparsity report") -> tuple[Path, Path]:

@@ -10,9 +10,10 @@ from ..calibration import calibration_batches, loss_ready
 from ..checkpoint import METADATA_KEY, load_checkpoint, save_checkpoint
 from ..config import SparsityConfig
 from ..oneshot import sparsify
-from ..report import format_report_md, write_report
+from ..bench import parse_device
+from ..report import log_report, write_report
 from ..rules import load_rules
-from .common import OUTPUT_KEYS, save_dir
+from .common import OUTPUT_KEYS, check_writable, positive_int, save_dir
 
 __all__ = ["HELP", "KEYS", "run"]
 
@@ -34,7 +35,7 @@ KEYS = {
     "imgsz": "image size of the calibration batches (default 640)",
     "batch": "calibration batch size (default 8)",
     "calib_batches": "number of calibration batches for taylor (default 8)",
-    "device": "device for taylor calibration, e.g. cpu or 0 (default cpu)",
+    "device": "device for taylor calibration: cpu (default), a CUDA index such as 0, or cuda:N",
     **OUTPUT_KEYS,
     "out": "exact path of the sparse checkpoint to create (default: <project>/<name>/weights/<stem>-sparse.pt)",
 }
@@ -50,8 +51,8 @@ def run(args: dict[str, Any]) -> None:
         raise ValueError("model= is required, e.g. model=runs/detect/train/weights/best.pt")
     out = args.pop("out", None)
     project, name = args.pop("project", None), args.pop("name", None)
-    data, device = args.pop("data", None), str(args.pop("device", "cpu"))
-    imgsz, batch = args.pop("imgsz", 640), args.pop("batch", 8)
+    data, device = args.pop("data", None), parse_device(args.pop("device", "cpu"))
+    imgsz, batch = positive_int("imgsz", args.pop("imgsz", 640)), positive_int("batch", args.pop("batch", 8))
     config, _ = SparsityConfig.from_args(args)
     load_rules(config.rules)  # fail on a bad rules file before any work
     if config.importance == "taylor" and not data:
@@ -63,6 +64,9 @@ def run(args: dict[str, Any]) -> None:
             raise ValueError(f"out={out} must end in .pt")
         if out.exists():
             raise FileExistsError(f"out={out} already exists; choose a new path")
+        check_writable(out.parent)
+    folder = out.parent if out is not None else save_dir(project, name, "sparsify")
+    weights = out if out is not None else folder / "weights" / f"{model_path.stem}-sparse.pt"
     model, ckpt = load_checkpoint(model_path)
 
     batches = None
@@ -74,8 +78,6 @@ def run(args: dict[str, Any]) -> None:
         result = sparsify(model, config, batches=batches)
     model.cpu()
 
-    folder = out.parent if out is not None else save_dir(project, name, "sparsify")
-    weights = out if out is not None else folder / "weights" / f"{model_path.stem}-sparse.pt"
     metadata = {
         "version": __version__,
         "source": str(model_path),
@@ -87,7 +89,7 @@ def run(args: dict[str, Any]) -> None:
     save_checkpoint(model, ckpt, weights, metadata)
     json_path, md_path = write_report(result.report, folder, title=f"Sparsity report: {weights.name}")
     t = result.report["totals"]
-    LOGGER.info(format_report_md(result.report).split("\n| layer |")[0].strip())
+    log_report(result.report, title=f"Sparsity report: {weights.name}")
     LOGGER.info(
         f"\nultra-sparse: {t['prunable']['sparsity']:.2%} zeros over prunable weights "
         f"({t['all']['nonzero']:,}/{t['all']['params']:,} parameters non-zero)\n"

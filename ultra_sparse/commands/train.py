@@ -16,30 +16,20 @@ HELP = (
 )
 
 
-class _TrainKeys(dict):
-    """The documented keys of ``train``; every other key passes on to Ultralytics, which checks it and suggests."""
-
-    def __contains__(self, key: object) -> bool:
-        """Every key is accepted here: Ultralytics rejects unknown ones with its own suggestion."""
-        return True
-
-
-KEYS = _TrainKeys(
-    {
-        "model": "model YAML (from scratch), .pt checkpoint, or a sparse .pt to fine-tune with its mask (required)",
-        "data": "dataset YAML (required unless resuming)",
-        "sparsity": "final fraction of zeros over prunable weights, in [0, 1) (default: none; a sparse model keeps "
-        "its own)",
-        "schedule": "gradual (cubic ramp, default for a dense model) or oneshot (prune at the start, default for a "
-        "sparse model)",
-        "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
-        "importance": "l1 (default), l2, l1l2, lamp",
-        "scope": "global (default: each family ranked across its layers) or layer (per-layer ratios)",
-        "prune_start": "epochs completed before the gradual ramp starts (default 0)",
-        "prune_end": "epochs completed when the ramp reaches sparsity= (default: two thirds of epochs)",
-        "prune_freq": "epochs between pruning steps of the ramp (default 1)",
-    }
-)
+KEYS = {  # documented here; every Ultralytics train key is taken too and checked by Ultralytics
+    "model": "model YAML (from scratch), .pt checkpoint, or a sparse .pt to fine-tune with its mask (required)",
+    "data": "dataset YAML (required unless resuming)",
+    "sparsity": "final fraction of zeros over prunable weights, in [0, 1) (default: none; a sparse model keeps "
+    "its own)",
+    "schedule": "gradual (cubic ramp, default for a dense model) or oneshot (prune at the start, default for a "
+    "sparse model)",
+    "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
+    "importance": "l1 (default), l2, l1l2, lamp",
+    "scope": "global (default: each family ranked across its layers) or layer (per-layer ratios)",
+    "prune_start": "epochs completed before the gradual ramp starts (default 0)",
+    "prune_end": "epochs completed when the ramp reaches sparsity= (default: two thirds of epochs)",
+    "prune_freq": "epochs between pruning steps of the ramp (default 1)",
+}
 
 
 def run(args: dict[str, Any]) -> None:
@@ -50,4 +40,5 @@ def run(args: dict[str, Any]) -> None:
     model = args.pop("model", None)
     if not model:
         raise ValueError("model= is required, e.g. model=yolo11n.yaml or model=runs/detect/train/weights/best.pt")
-    SparseYOLO(str(model)).train(**args)
+    task = args.pop("task", None)  # 'ultra-sparse detect train ...' or task: in a cfg file, as for 'yolo'
+    SparseYOLO(str(model), task=task).train(**args)

@@ -9,7 +9,7 @@ from ..bench import parse_device
 from ..checkpoint import atomic_write_bytes
 from ..compare import check_inputs, rules_of, validate
 from .benchmark import settings_from
-from .common import OUTPUT_KEYS, save_dir
+from .common import OUTPUT_KEYS, positive_int, save_dir
 
 __all__ = ["HELP", "KEYS", "run"]
 
@@ -38,8 +38,7 @@ def run(args: dict[str, Any]) -> None:
     model, data = args.pop("model", None), args.pop("data", None)
     settings = settings_from(args, batch=16)
     for key in ("imgsz", "batch"):
-        if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
-            raise ValueError(f"{key}={settings[key]!r} must be a positive integer")
+        positive_int(key, settings[key])
     device = parse_device(settings["device"], settings["half"])
     if data is None:
         raise ValueError("data= is required (a dataset YAML)")
