@@ -156,7 +156,7 @@ class SparseTrainerMixin:
             if not path:
                 raise FileNotFoundError("resume: no checkpoint found; pass model=path/to/last.pt resume=True")
             ckpt = check_resumable(path)
-            self._check_task(ckpt.get("ema") or ckpt.get("model"))
+            self._check_task(ckpt.get("ema") or ckpt.get("model"), args.task)
             state = ckpt.get(METADATA_KEY)
             if isinstance(state, dict) and "masks" in state:
                 net = trained_network((ckpt.get("ema") or ckpt["model"]).float())
@@ -169,20 +169,20 @@ class SparseTrainerMixin:
         if model.lower().endswith(".pt"):
             net, ckpt = load_checkpoint(model)
             metadata = ckpt.get(METADATA_KEY)
-            self._check_task(net)
         elif own:
             from ultralytics import YOLO
 
             net = YOLO(model, task=args.task, verbose=False).model
+        self._check_task(net, args.task)
         if net is None:
             return None, None
         return decide_start(trained_network(net), own, metadata, args.epochs), None
 
-    def _check_task(self, net: nn.Module | None) -> None:
-        """Refuse a model of another task with one line naming the trainer to use."""
+    def _check_task(self, net: nn.Module | None, task: str | None) -> None:
+        """Refuse a model (or a ``task=``) of another task with one line naming the trainer to use."""
         from ultralytics.nn.tasks import guess_model_task
 
-        task = guess_model_task(trained_network(net)) if net is not None else self.task
+        task = guess_model_task(trained_network(net)) if net is not None else task or self.task
         if task != self.task:
             name = SPARSE_TRAINERS[task].__name__ if task in SPARSE_TRAINERS else "none"
             raise ValueError(
