@@ -352,8 +352,8 @@ def prunable_zero_fraction(net: nn.Module, rules: str | dict = "default") -> flo
 
     Examples:
         >>> from ultralytics import YOLO
-        >>> prunable_zero_fraction(YOLO("yolo11n.yaml").model)
-        0.0
+        >>> prunable_zero_fraction(YOLO("yolo11n.yaml").model) < 1e-5  # random init: an exact zero is rare
+        True
     """
     return _zero_fraction(w.weight.detach() for w in assign_families(net, load_rules(rules)).prunable)
 
