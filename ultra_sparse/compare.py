@@ -61,8 +61,8 @@ def check_inputs(weights: Mapping[str, Any], data: Any = None) -> dict[str, Any]
     if data is not None:
         if not data:
             raise ValueError("data= is required (a dataset YAML)")
-        if not Path(str(data)).is_file():
-            raise FileNotFoundError(f"data={data} not found (pass the dataset YAML by path)")
+        if not Path(str(data)).exists():  # a YAML, or a folder for classification
+            raise FileNotFoundError(f"data={data} not found (pass the dataset YAML, or a classification folder, by path)")
     loaded = {}
     for key, path in weights.items():
         try:
@@ -85,7 +85,7 @@ def rules_of(ckpt: Mapping[str, Any]) -> str:
 def validate(
     weights: str | Path, data: str | Path, imgsz: int, batch: int, device: str, half: bool, rules: str, folder: Path
 ) -> dict[str, Any]:
-    """Validate one checkpoint with ``SparseDetectionValidator`` and return its results dict and speed.
+    """Validate one checkpoint with the sparse validator of its task and return its results dict and speed.
 
     Args:
         weights (str | Path): Checkpoint.
@@ -103,13 +103,15 @@ def validate(
     from ultralytics import YOLO
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
-    from .validator import SparseDetectionValidator
+    from .validator import sparse_validator
 
-    validator = type("SparseDetectionValidator", (SparseDetectionValidator,), {"rules": rules})
+    model = YOLO(str(weights))
+    base = sparse_validator(model.task)  # the checkpoint's task picks the validator
+    validator = type(base.__name__, (base,), {"rules": rules})
     precision = {}
     if half:
         precision = {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
-    metrics = YOLO(str(weights)).val(
+    metrics = model.val(
         data=str(data), imgsz=imgsz, batch=batch, device=device.removeprefix("cuda:"), plots=False, workers=0,
         project=str(folder.parent), name=folder.name, exist_ok=True, validator=validator, **precision,
     )

@@ -15,13 +15,14 @@ __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse val model=W data=D [imgsz=640] [batch=16] [device=cpu|0] [half] [name=..]\n\n"
-    "Validates a checkpoint with Ultralytics' detection validator (P, R, mAP50, mAP50-95, speed per image) and\n"
-    "reports its sparsity: non-zero parameters, zeros over prunable weights and over all parameters.\n"
+    "Validates a checkpoint with Ultralytics' validator of its task (detect, segment, pose, obb: P, R, mAP50,\n"
+    "mAP50-95; classify: top-1, top-5; and the speed per image) and reports its sparsity: non-zero parameters,\n"
+    "zeros over prunable weights and over all parameters.\n"
     "Writes val.json in the run folder."
 )
 KEYS = {
     "model": "checkpoint (.pt) to validate (required)",
-    "data": "dataset YAML, by path (required)",
+    "data": "dataset YAML, by path (a folder for classify; required)",
     "imgsz": "image size (default 640)",
     "batch": "batch size (default 16)",
     "device": "cpu (default) or a CUDA device such as 0",
