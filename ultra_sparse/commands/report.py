@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..checkpoint import METADATA_KEY, load_checkpoint
-from ..report import format_report_md, sparsity_report, write_report
+from ..report import format_report_md, pattern_of, sparsity_report, write_report
 from .common import OUTPUT_KEYS, save_dir
 
 __all__ = ["HELP", "KEYS", "run"]
@@ -35,9 +35,10 @@ def run(args: dict[str, Any]) -> None:
     metadata = ckpt.get(METADATA_KEY) or {}
     rules = args.get("rules") or (metadata.get("config") or {}).get("rules") or "default"
     asked = metadata.get("family_ratios") if rules == (metadata.get("config") or {}).get("rules") else None
-    report = sparsity_report(model, rules, asked, metadata.get("config"))
-    text = format_report_md(report, title=f"Sparsity report: {args['model']}")
-    LOGGER.info(text if args.get("layers") else text.split("\n| layer |")[0].strip())
+    config = metadata.get("config")
+    report = sparsity_report(model, rules, asked, config, pattern=pattern_of(config))
+    LOGGER.info(format_report_md(report, title=f"Sparsity report: {args['model']}", layers=bool(args.get("layers"))))
     if args.get("save"):
         paths = write_report(report, save_dir(args.get("project"), args.get("name"), "report"), f"Sparsity report: {args['model']}")
         LOGGER.info(f"ultra-sparse: reports written to {paths[0]}, {paths[1]}")
+
