@@ -161,3 +161,21 @@ def test_train_method_nm_prunes_once_and_keeps_the_pattern(trained_checkpoint, s
     names = [n for n, m in sparse.masks.items() if not bool(m.all())]
     assert len(names) > 50 and violations(ckpt["model"], names) == 0
     assert ckpt["ultra_sparse"]["config"]["method"] == "nm"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="the trainer's fine-tune start sets sparsity= to the start zeros, which method=nm refuses; "
+    "for method=nm it should keep the nm config (element_masks keeps an nm start's zeros as they are)",
+)
+def test_finetune_from_nm_checkpoint_with_method_nm_given(nm_run, synthetic_data, tmp_path):
+    from ultra_sparse import SparseYOLO
+
+    _, weights, report = nm_run
+    model = SparseYOLO(str(weights))
+    model.train(data=str(synthetic_data), epochs=1, optimizer="SGD", method="nm", project=str(tmp_path), name="c", **COMMON)
+    net = torch.load(tmp_path / "c" / "weights" / "last.pt", map_location="cpu", weights_only=False)["model"]
+    assert violations(net, eligible_names(report)) == 0
