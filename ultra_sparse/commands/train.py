@@ -34,6 +34,9 @@ KEYS = _TrainKeys(
         "sparse model)",
         "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
         "importance": "l1 (default), l2, l1l2, lamp",
+        "method": "unstructured (default) or nm: N:M semi-structured zeros drawn once at the start (schedule=oneshot, "
+        "no sparsity=); to fine-tune an N:M checkpoint, give no sparsity keys",
+        "nm": "method=nm: the N:M pattern (default 2:4), see docs/nm.md",
         "scope": "global (default: each family ranked across its layers) or layer (per-layer ratios)",
         "prune_start": "epochs completed before the gradual ramp starts (default 0)",
         "prune_end": "epochs completed when the ramp reaches sparsity= (default: two thirds of epochs)",
