@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from .bench import benchmark_models, check_settings, format_benchmark_md, parse_device
 from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
-from .report import sparsity_report
+from .report import pattern_of, sparsity_report
 from .rules import load_rules
 
 __all__ = [
@@ -147,7 +147,8 @@ def compare_models(
         backend (str): Benchmark backend, ``torch`` or ``onnxruntime``.
 
     Returns:
-        (dict): ``settings``, ``dense`` and ``sparse`` (weights, sizes, sparsity, metrics, families), ``rows``
+        (dict): ``settings``, ``dense`` and ``sparse`` (weights, sizes, sparsity, metrics, families, and ``nm``: the
+        N:M check of a ``method=nm`` sparse checkpoint, else None), ``rows``
         (``metric``, ``dense``, ``sparse``, ``abs_change``, ``rel_change``) and ``benchmark``.
 
     Raises:
@@ -163,10 +164,11 @@ def compare_models(
     device = parse_device(device, half)
     loaded = check_inputs({"dense": dense, "sparse": sparse}, data)
     rules = rules_of(loaded["sparse"][1])
+    pattern = pattern_of((loaded["sparse"][1].get(METADATA_KEY) or {}).get("config"))
     folder = Path(folder)
     sides = {}
     for name, path in (("dense", dense), ("sparse", sparse)):
-        report = sparsity_report(loaded[name][0], rules=rules)
+        report = sparsity_report(loaded[name][0], rules=rules, pattern=pattern if name == "sparse" else None)
         val = validate(path, data, imgsz, batch, device, half, rules, folder / f"val-{name}")
         sides[name] = {
             "weights": str(path),
@@ -175,6 +177,7 @@ def compare_models(
             "families": report["families"],
             "metrics": val["results"],
             "val_speed_ms": val["speed_ms"],
+            "nm": report["nm"],
         }
     bench = benchmark_models(
         dense, sparse, imgsz=imgsz, batch=1, device=device, half=half, runs=runs, warmup=warmup, backend=backend,
@@ -213,6 +216,14 @@ def format_comparison_md(result: Mapping[str, Any]) -> str:
             f"| {row['metric']} | {_fmt(row['dense'], unit)} | {_fmt(row['sparse'], unit)} "
             f"| {_fmt(row['abs_change'], unit, sign=True)} | {rel} |"
         )
+    nm = (result.get("sparse") or {}).get("nm")
+    if nm:
+        verdict = "holds in every group" if nm["holds"] else f"does NOT hold in {len(nm['violating_layers'])} layers"
+        lines += [
+            "",
+            f"N:M pattern {nm['pattern']} of the sparse model: {verdict} of its {nm['eligible_layers']} eligible layers "
+            f"({len(nm['ineligible_layers'])} prunable layers not eligible, left dense).",
+        ]
     if s:
         lines += [
             "",

@@ -27,7 +27,7 @@ class SparsityConfig:
             removed: smaller dense layers) or ``nm`` (N:M semi-structured zeros, see ``nm``).
         sparsity (float | None): Overall fraction of zeros wanted over prunable weights, in [0, 1) (for
             ``method=channel``: the fraction of prunable parameters removed). ``None`` applies the rule ratios as
-            written.
+            written. Not taken by ``method=nm``, whose pattern fixes the zeros.
         flops (float | None): ``method=channel`` only: the fraction of GFLOPs to remove, in [0, 1). At most one of
             ``sparsity`` and ``flops``.
         rules (str | dict): A preset name from ``cfg/sparsity`` (``default``, ``tokenc3_lsnet``), a path to a rules
@@ -36,14 +36,16 @@ class SparsityConfig:
         scope (str): ``global`` (each family loses its ratio as a whole, spread over its layers by one ranking; the
             default, far more accurate at high sparsity) or ``layer`` (each layer loses its family's ratio: the
             reference scheme's per-layer way).
-        schedule (str | None): ``oneshot`` or ``gradual`` when training; ``None`` lets the trainer choose.
+        schedule (str | None): ``oneshot`` or ``gradual`` when training; ``None`` lets the trainer choose
+            (``method=nm`` prunes once: ``None`` becomes ``oneshot`` and ``gradual`` is refused).
         prune_start (int | None): First epoch of the gradual ramp; ``None`` picks a default for the run length.
         prune_end (int | None): Epoch at which the gradual ramp reaches ``sparsity``; ``None`` picks a default.
         prune_freq (int): Epochs between two pruning steps of the gradual ramp.
         calib_batches (int): Calibration batches used by ``importance=taylor``.
         round_to (int): ``method=channel`` only: channel counts of layers with at least 16 channels stay multiples of
             this (8 by default; 1 turns rounding off).
-        nm (str): ``method=nm`` only: the pattern ``"N:M"``, N kept in every group of M (default ``"2:4"``).
+        nm (str): ``method=nm`` only: the pattern ``"N:M"``, N kept in every group of M consecutive input-channel
+            weights (default ``"2:4"``); it zeroes 1 - N/M of every eligible weight, family ratios do not apply.
 
     Examples:
         >>> cfg = SparsityConfig(sparsity=0.1, rules="tokenc3_lsnet")
@@ -75,7 +77,8 @@ class SparsityConfig:
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, _fraction(key, getattr(self, key)))
         if self.flops is not None and self.method != "channel":
-            raise ValueError(f"flops={self.flops} needs method=channel (method={self.method!r} counts zeros: use sparsity=)")
+            use = "its pattern fixes the zeros" if self.method == "nm" else "use sparsity="
+            raise ValueError(f"flops={self.flops} needs method=channel (method={self.method!r} counts zeros: {use})")
         if self.flops is not None and self.sparsity is not None:
             raise ValueError("give sparsity= or flops=, not both")
         if isinstance(self.rules, Path):
@@ -91,6 +94,8 @@ class SparsityConfig:
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, _integer(key, getattr(self, key), minimum))
         object.__setattr__(self, "nm", _nm_pattern(self.nm))
+        if self.method == "nm":
+            _check_nm(self)
         if self.prune_start is not None and self.prune_end is not None and self.prune_end < self.prune_start:
             raise ValueError(f"prune_end={self.prune_end} must not come before prune_start={self.prune_start}")
 
@@ -150,6 +155,18 @@ def _nm_pattern(value: Any) -> str:
     if not 0 < n < m <= 32:
         raise ValueError(f"nm={echo(value)} needs 0 < N < M <= 32")
     return f"{n}:{m}"
+
+
+def _check_nm(config: SparsityConfig) -> None:
+    """Refuse keys that ``method=nm`` cannot honour and resolve its schedule (the pattern is drawn once)."""
+    if config.sparsity is not None:
+        raise ValueError(
+            f"sparsity={config.sparsity} does not apply to method=nm: the pattern nm={config.nm} fixes the zeros "
+            "(1 - N/M of every eligible weight); drop sparsity="
+        )
+    if config.schedule == "gradual":
+        raise ValueError("schedule=gradual does not apply to method=nm: the N:M pattern is drawn once (schedule=oneshot)")
+    object.__setattr__(config, "schedule", "oneshot")
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -249,8 +249,8 @@ def decide_start(net: nn.Module, keys: Mapping[str, Any], metadata: Mapping[str,
         return None
     check_finite(net)
     fine_tune = sparse_start and config.sparsity is None
-    if fine_tune:
-        config = config.replace(sparsity=zeros, schedule="oneshot")
+    if fine_tune:  # keep the start's zeros; an N:M pattern fixes its own sparsity, so nm takes no sparsity=
+        config = config.replace(schedule="oneshot", **({} if config.method == "nm" else {"sparsity": zeros}))
     SparseTraining(net, config, epochs, sparse_start).check_reachable(net)
     return StartPlan(config, sparse_start, fine_tune)
 

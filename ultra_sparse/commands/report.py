@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..checkpoint import METADATA_KEY, load_checkpoint
-from ..report import log_report, sparsity_report, write_report
+from ..report import log_report, pattern_of, sparsity_report, write_report
 from .common import OUTPUT_KEYS, save_dir
 
 __all__ = ["FLAGS", "HELP", "KEYS", "run"]
@@ -37,8 +37,10 @@ def run(args: dict[str, Any]) -> None:
     metadata = ckpt.get(METADATA_KEY) or {}
     rules = args.get("rules") or (metadata.get("config") or {}).get("rules") or "default"
     asked = metadata.get("family_ratios") if rules == (metadata.get("config") or {}).get("rules") else None
-    report = sparsity_report(model, rules, asked, metadata.get("config"))
+    config = metadata.get("config")
+    report = sparsity_report(model, rules, asked, config, pattern=pattern_of(config))
     log_report(report, title=f"Sparsity report: {args['model']}", layers=args.get("layers", False))
     if folder is not None:
         paths = write_report(report, folder, f"Sparsity report: {args['model']}")
         LOGGER.info(f"ultra-sparse: reports written to {paths[0]}, {paths[1]}")
+

@@ -19,12 +19,17 @@ __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10] [rules=default] [importance=l1] [scope=global]\n"
-    "                             [data=D] [name=..] [out=PATH]\n\n"
-    "Zeroes weights of a trained checkpoint family by family and writes a NEW checkpoint (never the input), with\n"
-    "report.json and report.md beside it. The output loads with plain YOLO(path)."
+    "                             [method=unstructured|nm] [nm=2:4] [data=D] [name=..] [out=PATH]\n\n"
+    "Zeroes weights of a trained checkpoint family by family (method=nm: N of every M consecutive input-channel\n"
+    "weights kept) and writes a NEW checkpoint (never the input), with report.json and report.md beside it.\n"
+    "The output loads with plain YOLO(path)."
 )
 KEYS = {
     "model": "trained Ultralytics checkpoint (.pt) to sparsify (required)",
+    "method": "unstructured (default: zeros anywhere, exact sparsity=) or nm (N:M semi-structured zeros for "
+    "sparse tensor cores; the pattern fixes the zeros, so sparsity= is not taken)",
+    "nm": "method=nm: N:M pattern, N kept in every group of M consecutive input channels (default 2:4); layers "
+    "whose input channels per group are not a multiple of M stay dense and are listed in the report",
     "sparsity": "overall fraction of zeros over prunable weights, in [0, 1); all family ratios are scaled by one "
     "factor to hit it exactly (default: apply the rule ratios as written)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
@@ -37,7 +42,8 @@ KEYS = {
     "calib_batches": "number of calibration batches for taylor (default 8)",
     "device": "device for taylor calibration: cpu (default), a CUDA index such as 0, or cuda:N",
     **OUTPUT_KEYS,
-    "out": "exact path of the sparse checkpoint to create (default: <project>/<name>/weights/<stem>-sparse.pt)",
+    "out": "exact path of the sparse checkpoint to create (default: <project>/<name>/weights/<stem>-sparse.pt, "
+    "for method=nm <stem>-<N>of<M>.pt, e.g. best-2of4.pt)",
 }
 
 
@@ -66,7 +72,7 @@ def run(args: dict[str, Any]) -> None:
             raise FileExistsError(f"out={out} already exists; choose a new path")
         check_writable(out.parent)
     folder = out.parent if out is not None else save_dir(project, name, "sparsify")
-    weights = out if out is not None else folder / "weights" / f"{model_path.stem}-sparse.pt"
+    weights = out if out is not None else folder / "weights" / f"{model_path.stem}-{_suffix(config)}.pt"
     model, ckpt = load_checkpoint(model_path)
 
     batches = None
@@ -88,12 +94,21 @@ def run(args: dict[str, Any]) -> None:
     }
     save_checkpoint(model, ckpt, weights, metadata)
     json_path, md_path = write_report(result.report, folder, title=f"Sparsity report: {weights.name}")
-    t = result.report["totals"]
+    t, nm = result.report["totals"], result.report["nm"]
     log_report(result.report, title=f"Sparsity report: {weights.name}")
+    pattern = f"; {nm['pattern']} holds in all {nm['eligible_layers']} eligible layers" if nm and nm["holds"] else ""
     LOGGER.info(
-        f"\nultra-sparse: {t['prunable']['sparsity']:.2%} zeros over prunable weights "
+        f"\nultra-sparse: {t['prunable']['sparsity']:.2%} zeros over prunable weights{pattern} "
         f"({t['all']['nonzero']:,}/{t['all']['params']:,} parameters non-zero)\n"
         f"  checkpoint {weights}\n  reports    {json_path}, {md_path}"
     )
     if METADATA_KEY in ckpt:
         LOGGER.info(f"  note: {model_path} was already sparse; its zeros were kept and counted toward the target")
+
+
+def _suffix(config: SparsityConfig) -> str:
+    """The output name's suffix: ``sparse``, or ``2of4`` for ``method=nm nm=2:4``."""
+    if config.method == "nm":
+        n, m = config.nm_pattern
+        return f"{n}of{m}"
+    return "sparse"

@@ -21,8 +21,10 @@ HELP = (
 KEYS = {  # documented here; every Ultralytics train key is taken too and checked by Ultralytics
     "model": "model YAML (from scratch), .pt checkpoint, or a sparse .pt to fine-tune with its mask (required)",
     "data": "dataset YAML (a folder for classify; required unless resuming)",
-    "method": "unstructured (default) or nm (N:M masks, see nm=); channel pruning is done by 'sparsify "
-    "method=channel', then the pruned checkpoint is fine-tuned here",
+    "method": "unstructured (default) or nm: N:M semi-structured zeros drawn once at the start (schedule=oneshot, "
+    "no sparsity=); channel pruning is done by 'sparsify method=channel', then the pruned checkpoint is "
+    "fine-tuned here",
+    "nm": "method=nm: the N:M pattern (default 2:4), see docs/nm.md",
     "sparsity": "final fraction of zeros over prunable weights, in [0, 1) (default: none; a sparse model keeps "
     "its own)",
     "schedule": "gradual (cubic ramp, default for a dense model) or oneshot (prune at the start, default for a "
