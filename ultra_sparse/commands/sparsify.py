@@ -7,20 +7,20 @@ from typing import Any
 
 from .. import __version__
 from ..calibration import calibration_batches, loss_ready
-from ..checkpoint import METADATA_KEY, load_checkpoint, save_checkpoint
+from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig
 from ..oneshot import sparsify
-from ..report import format_report_md, write_report
-from ..rules import load_rules
-from .common import OUTPUT_KEYS, save_dir
+from ..report import format_file_size, format_report_md, report_documents
+from ..rules import load_rules, rules_as_dict
+from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, run_dir, write_new_files
 
 __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10] [rules=default] [importance=l1] [scope=global]\n"
-    "                             [data=D] [name=..] [out=PATH]\n\n"
+    "                             [data=D] [name=..] [out=PATH] [compress=True]\n\n"
     "Zeroes weights of a trained checkpoint family by family and writes a NEW checkpoint (never the input), with\n"
-    "report.json and report.md beside it. The output loads with plain YOLO(path)."
+    "<checkpoint>-report.json and <checkpoint>-report.md beside it. The output loads with plain YOLO(path)."
 )
 KEYS = {
     "model": "trained Ultralytics checkpoint (.pt) to sparsify (required)",
@@ -35,13 +35,20 @@ KEYS = {
     "batch": "calibration batch size (default 8)",
     "calib_batches": "number of calibration batches for taylor (default 8)",
     "device": "device for taylor calibration, e.g. cpu or 0 (default cpu)",
+    "compress": "write the checkpoint with DEFLATE-compressed zip entries: much smaller for sparse weights, still "
+    "loads with plain YOLO(path) (default True)",
     **OUTPUT_KEYS,
-    "out": "exact path of the sparse checkpoint to create (default: <project>/<name>/weights/<stem>-sparse.pt)",
+    "out": "exact path of the sparse checkpoint to create; reports go beside it as <stem>-report.json/.md "
+    "(default: <project>/<name>/weights/<stem>-sparse.pt, reports in <project>/<name>)",
 }
 
 
 def run(args: dict[str, Any]) -> None:
-    """Sparsify ``args['model']`` and write the checkpoint and reports; raise ValueError etc. on bad input."""
+    """Sparsify ``args['model']`` and write the checkpoint and reports; raise ValueError etc. on bad input.
+
+    Every input and every output path is checked before the work starts; the run folder is claimed and the files
+    are written only at the end, each once and atomically.
+    """
     from ultralytics.utils import LOGGER
 
     args = dict(args)
@@ -52,18 +59,27 @@ def run(args: dict[str, Any]) -> None:
     project, name = args.pop("project", None), args.pop("name", None)
     data, device = args.pop("data", None), str(args.pop("device", "cpu"))
     imgsz, batch = args.pop("imgsz", 640), args.pop("batch", 8)
+    compress = args.pop("compress", True)
+    if not isinstance(compress, bool):
+        raise TypeError(f"compress={compress!r} must be True or False")
     config, _ = SparsityConfig.from_args(args)
     load_rules(config.rules)  # fail on a bad rules file before any work
     if config.importance == "taylor" and not data:
         raise ValueError("importance=taylor needs data= (a dataset YAML whose train split calibrates it)")
     model_path = Path(model_path)
+    model, ckpt = load_checkpoint(model_path)
+    check_finite(model, f"model={model_path}")
+    weights_name = f"{model_path.stem}-sparse.pt"
     if out is not None:
         out = Path(out)
         if out.suffix != ".pt":
             raise ValueError(f"out={out} must end in .pt")
-        if out.exists():
-            raise FileExistsError(f"out={out} already exists; choose a new path")
-    model, ckpt = load_checkpoint(model_path)
+        outputs = _outputs(out, out.parent)
+    else:
+        planned = run_dir(project, name, "sparsify")
+        outputs = _outputs(planned / "weights" / weights_name, planned)
+    for path in outputs:
+        check_new_file(path, "out" if out is not None else "project")
 
     batches = None
     if config.importance == "taylor":
@@ -74,24 +90,37 @@ def run(args: dict[str, Any]) -> None:
         result = sparsify(model, config, batches=batches)
     model.cpu()
 
-    folder = out.parent if out is not None else save_dir(project, name, "sparsify")
-    weights = out if out is not None else folder / "weights" / f"{model_path.stem}-sparse.pt"
     metadata = {
         "version": __version__,
         "source": str(model_path),
-        "config": config.to_dict(),
+        "config": {**config.to_dict(), "rules": rules_as_dict(config.rules)},  # usable wherever the file goes
         "scale": result.scale,
         "family_ratios": {f["family"]: f["ratio_asked"] for f in result.report["families"]},
         "totals": result.report["totals"],
     }
-    save_checkpoint(model, ckpt, weights, metadata)
-    json_path, md_path = write_report(result.report, folder, title=f"Sparsity report: {weights.name}")
+    payload = checkpoint_bytes(model, ckpt, metadata, compress=compress)
+    report = {**result.report, "file": checkpoint_file_size(payload)}
+    claimed = None
+    if out is None:
+        claimed = claim_run_dir(project, name, "sparsify")
+        outputs = _outputs(claimed / "weights" / weights_name, claimed)
+    weights, json_path, md_path = outputs
+    write_new_files(
+        dict(zip((weights, json_path, md_path), (payload, *report_documents(report, f"Sparsity report: {weights.name}")))),
+        claimed,
+    )
     t = result.report["totals"]
     LOGGER.info(format_report_md(result.report).split("\n| layer |")[0].strip())
     LOGGER.info(
         f"\nultra-sparse: {t['prunable']['sparsity']:.2%} zeros over prunable weights "
         f"({t['all']['nonzero']:,}/{t['all']['params']:,} parameters non-zero)\n"
-        f"  checkpoint {weights}\n  reports    {json_path}, {md_path}"
+        f"  checkpoint {weights}, {format_file_size(report['file'])}\n  reports    {json_path}, {md_path}"
     )
     if METADATA_KEY in ckpt:
         LOGGER.info(f"  note: {model_path} was already sparse; its zeros were kept and counted toward the target")
+
+
+def _outputs(weights: Path, folder: Path) -> tuple[Path, Path, Path]:
+    """The checkpoint and its two reports in ``folder``, named after it: ``a.pt`` -> ``a-report.json``, ``.md``."""
+    stem = f"{weights.stem}-report"
+    return weights, folder / f"{stem}.json", folder / f"{stem}.md"
