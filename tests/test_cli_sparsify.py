@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,8 @@ def test_plain_ultralytics_loads_the_same_zeros(sparse_run):
     """A process that never imports ultra_sparse loads the checkpoint with YOLO() and sees the same zeros."""
     folder, _, run = sparse_run
     weights = run / "weights" / "best-sparse.pt"
+    with zipfile.ZipFile(weights) as archive:  # written compressed by default, and still a plain checkpoint
+        assert {e.compress_type for e in archive.infolist()} == {zipfile.ZIP_DEFLATED}
     code = (
         "import sys, json, torch; from ultralytics import YOLO; "
         f"m = YOLO({str(weights)!r}).model; "
