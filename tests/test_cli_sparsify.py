@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -38,13 +39,14 @@ def sparse_run(tmp_path_factory, trained_checkpoint):
 def test_sparsify_writes_new_checkpoint_and_reports(sparse_run):
     folder, model, run = sparse_run
     weights = run / "weights" / "best-sparse.pt"
-    assert weights.is_file() and (run / "report.json").is_file() and (run / "report.md").is_file()
-    report = json.loads((run / "report.json").read_text())
+    reports = run / "best-sparse-report.json", run / "best-sparse-report.md"
+    assert weights.is_file() and reports[0].is_file() and reports[1].is_file()
+    report = json.loads(reports[0].read_text())
     prunable = report["totals"]["prunable"]
     assert prunable["zeros"] == round(0.25 * prunable["params"])  # exact to the weight
     assert {"params", "nonzero", "zeros"} <= set(report["totals"]["all"])
     assert report["layers"][0]["chain"] and "ratio_asked" in report["families"][0]
-    assert "| family |" in (run / "report.md").read_text()
+    assert "| family |" in reports[1].read_text()
     ckpt = torch.load(weights, map_location="cpu", weights_only=False)
     assert ckpt["ultra_sparse"]["config"]["sparsity"] == 0.25
     assert not any(k.startswith("sparsity") or k == "rules" for k in ckpt["train_args"])  # never in train_args
@@ -52,16 +54,21 @@ def test_sparsify_writes_new_checkpoint_and_reports(sparse_run):
 
 def test_input_checkpoint_is_untouched_and_second_run_gets_a_new_folder(sparse_run, trained_checkpoint):
     folder, model, run = sparse_run
+    from ultralytics.utils.files import increment_path
+
     assert model.read_bytes() == trained_checkpoint.read_bytes()
+    numbered = increment_path(folder / "runs" / "s")  # Ultralytics' numbering: s2 on 8.3, s-2 on 8.4
     again = cli("sparsify", f"model={model}", "sparsity=0.25", f"project={folder / 'runs'}", "name=s", cwd=folder)
     assert again.returncode == 0, again.stderr
-    assert (folder / "runs" / "s2" / "weights" / "best-sparse.pt").is_file()
+    assert (numbered / "weights" / "best-sparse.pt").is_file()
 
 
 def test_plain_ultralytics_loads_the_same_zeros(sparse_run):
     """A process that never imports ultra_sparse loads the checkpoint with YOLO() and sees the same zeros."""
     folder, _, run = sparse_run
     weights = run / "weights" / "best-sparse.pt"
+    with zipfile.ZipFile(weights) as archive:  # written compressed by default, and still a plain checkpoint
+        assert {e.compress_type for e in archive.infolist()} == {zipfile.ZIP_DEFLATED}
     code = (
         "import sys, json, torch; from ultralytics import YOLO; "
         f"m = YOLO({str(weights)!r}).model; "
@@ -71,7 +78,7 @@ def test_plain_ultralytics_loads_the_same_zeros(sparse_run):
     out = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     zeros = json.loads(out.stdout.strip().splitlines()[-1])
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "best-sparse-report.json").read_text())
     for layer in report["layers"]:
         assert zeros[layer["name"]] == layer["zeros"], layer["name"]
 
@@ -155,7 +162,7 @@ def test_taylor_importance_uses_calibration_data(tmp_path, trained_checkpoint, s
     for name in ("taylor", "l1"):
         net = torch.load(tmp_path / f"{name}.pt", map_location="cpu", weights_only=False)["model"]
         zeros[name] = torch.cat([(p == 0).flatten() for n, p in net.named_parameters() if n.endswith("conv.weight")])
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((tmp_path / "taylor-report.json").read_text())
     prunable = report["totals"]["prunable"]
     assert prunable["zeros"] == round(0.3 * prunable["params"])
     assert not torch.equal(zeros["taylor"], zeros["l1"])  # the data changed which weights went

@@ -9,6 +9,8 @@ import torch
 
 from ultra_sparse.rules import assign_families, load_rules
 
+SMALL = ["epochs=1", "finetune_epochs=1", "n_train=2", "n_val=2", "imgsz=64"]
+
 
 @pytest.mark.slow
 def test_demo_runs_all_five_steps(tmp_path):
@@ -33,11 +35,26 @@ def test_demo_runs_all_five_steps(tmp_path):
         assert result and (run / name / "compare.md").is_file() and (run / name / "compare.png").is_file()
 
 
-def test_demo_rejects_bad_keys_before_writing(tmp_path):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sparsity=1.5"], "sparsity"),
+        (["model=best.pt"], "model YAML"),
+        (["imgsz=80"], "imgsz=80 must be a multiple of 32"),  # compare's rule, checked before training
+        (["epochs=0"], "epochs=0 must be a positive integer"),
+        (["n_val=-1"], "n_val=-1"),
+        (["device=bogus"], "device='bogus'"),
+        (["rules=NORULES"], "leave no prunable weight"),
+    ],
+)
+def test_demo_rejects_bad_keys_before_writing(tmp_path, args, message):
     from ultra_sparse.cli import main
 
-    with pytest.raises(ValueError, match="sparsity"):
-        main(["demo", "sparsity=1.5", f"project={tmp_path}"])
-    with pytest.raises(ValueError, match="model YAML"):
-        main(["demo", "model=best.pt", f"project={tmp_path}"])
-    assert not any(tmp_path.iterdir())
+    (tmp_path / "rules.yaml").write_text("rules:\n  - {family: x, ratio: 0.3, classes: [NoSuchBlock]}\n")
+    project = tmp_path / "runs"
+    args = [a.replace("NORULES", str(tmp_path / "rules.yaml")) for a in args]
+    given = {a.split("=")[0] for a in args}
+    small = [a for a in SMALL if a.split("=")[0] not in given]  # were a check missing, the run would end quickly
+    with pytest.raises(ValueError, match=message):
+        main(["demo", *args, *small, f"project={project}"])
+    assert not project.exists()

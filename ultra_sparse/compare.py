@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from .bench import benchmark_models, check_settings, format_benchmark_md, parse_device
 from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
 from .report import pattern_of, sparsity_report
-from .rules import load_rules
+from .rules import recorded_rules
 
 __all__ = [
     "ROW_NAMES",
@@ -72,14 +72,9 @@ def check_inputs(weights: Mapping[str, Any], data: Any = None) -> dict[str, Any]
     return loaded
 
 
-def rules_of(ckpt: Mapping[str, Any]) -> str:
-    """The rules a sparse checkpoint was made with, if still loadable, else ``default``."""
-    rules = ((ckpt.get(METADATA_KEY) or {}).get("config") or {}).get("rules") or "default"
-    try:
-        load_rules(rules)
-    except (ValueError, FileNotFoundError, TypeError):
-        return "default"
-    return str(rules)
+def rules_of(ckpt: Mapping[str, Any]) -> str | dict:
+    """The rules a sparse checkpoint was made with, if still loadable, else ``default`` (see ``recorded_rules``)."""
+    return recorded_rules(ckpt)
 
 
 def validate(

@@ -26,22 +26,21 @@ import torch
 import torch.nn as nn
 from ultralytics.utils import LOGGER, colorstr
 
+from .checkpoint import METADATA_KEY, check_finite
 from .config import SparsityConfig
 from .importance import get_criterion
 from .prune import element_masks
 from .prune.unstructured import apply_masks, masks_from_zeros
-from .rules import assign_families, load_rules
+from .rules import assign_families, check_prunable, load_rules, recorded_rules, rules_as_dict
 from .schedule import SparsitySchedule, default_window
 
 __all__ = [
     "SPARSE_START_ZEROS",
     "SparseTraining",
     "StartPlan",
-    "check_finite",
     "decide_start",
     "pack_mask",
     "prunable_zero_fraction",
-    "recorded_rules",
     "start_is_sparse",
     "start_training",
     "trained_network",
@@ -88,8 +87,7 @@ class SparseTraining:
         """Bind to ``net``, take its zeros as the first mask and resolve the schedule."""
         _check_training_config(config)
         self.assignment = assign_families(net, load_rules(config.rules))
-        if not self.assignment.prunable:
-            raise ValueError(f"rules={_rules_name(config.rules)} leave no prunable weight in this model")
+        check_prunable(self.assignment, config.sparsity)
         self.prunable = tuple(w.name for w in self.assignment.prunable)
         self._shapes = {w.name: tuple(w.weight.shape) for w in self.assignment.weights}
         if sparse_start:
@@ -173,7 +171,7 @@ class SparseTraining:
     def state_dict(self) -> dict[str, Any]:
         """Plain-data state for a checkpoint: config, schedule position and bit-packed masks."""
         return {
-            "config": self.config.to_dict(),
+            "config": {**self.config.to_dict(), "rules": rules_as_dict(self.config.rules)},  # usable anywhere
             "schedule": self.schedule.state_dict(),
             "masks": {name: pack_mask(mask) for name, mask in self.masks.items()},
         }
@@ -240,14 +238,13 @@ def decide_start(net: nn.Module, keys: Mapping[str, Any], metadata: Mapping[str,
     """
     config = SparsityConfig(**keys)
     _check_training_config(config)
-    rules = recorded_rules(metadata) if "rules" not in keys else None
-    if rules is not None:
-        config = config.replace(rules=rules)
+    if "rules" not in keys:  # a checkpoint made with custom rules goes on with them
+        config = config.replace(rules=recorded_rules({METADATA_KEY: metadata or {}}))
     zeros = prunable_zero_fraction(net, config.rules)
     sparse_start = bool(metadata) or zeros >= SPARSE_START_ZEROS
     if not keys and not sparse_start:
         return None
-    check_finite(net)
+    check_finite(net, "model")
     fine_tune = sparse_start and config.sparsity is None
     if fine_tune:  # keep the start's zeros; an N:M pattern fixes its own sparsity, so nm takes no sparsity=
         config = config.replace(schedule="oneshot", **({} if config.method == "nm" else {"sparsity": zeros}))
@@ -278,30 +275,6 @@ def start_training(net: nn.Module, plan: StartPlan, epochs: int) -> SparseTraini
     )
     LOGGER.info(f"{colorstr('sparsity:')} {what}; now {state.sparsity(net):.2%} of prunable weights are zero")
     return state
-
-
-def recorded_rules(metadata: Mapping[str, Any] | None) -> str | dict | None:
-    """The rules a checkpoint's ``ultra_sparse`` metadata records, if they still load (else None, with a warning)."""
-    rules = ((metadata or {}).get("config") or {}).get("rules")
-    if rules is None:
-        return None
-    try:
-        load_rules(rules)
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        LOGGER.warning(f"sparsity: the checkpoint's recorded rules do not load ({e}); using rules=default")
-        return None
-    return rules
-
-
-def check_finite(net: nn.Module) -> None:
-    """Raise ValueError naming the first parameter of ``net`` that holds NaN or Inf values.
-
-    Examples:
-        >>> check_finite(nn.Linear(2, 2))
-    """
-    for name, param in net.named_parameters():
-        if param.is_floating_point() and not bool(torch.isfinite(param.detach()).all()):
-            raise ValueError(f"parameter {name} holds NaN or Inf values; fix the checkpoint before training")
 
 
 def trained_network(model: nn.Module) -> nn.Module:

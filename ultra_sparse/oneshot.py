@@ -13,7 +13,7 @@ from .importance import get_criterion, taylor_scores
 from .prune import element_masks
 from .prune.unstructured import apply_masks
 from .report import pattern_of, sparsity_report
-from .rules import assign_families, load_rules, network_of
+from .rules import assign_families, check_prunable, load_rules, network_of
 
 __all__ = ["SparsifyResult", "sparsify"]
 
@@ -48,6 +48,10 @@ def sparsify(
     Returns:
         (SparsifyResult): Masks, report and scale factor.
 
+    Raises:
+        ValueError: On bad settings, rules that leave nothing to prune (:func:`ultra_sparse.rules.check_prunable`),
+            NaN/Inf weights, or an unreachable target.
+
     Examples:
         >>> from ultralytics import YOLO
         >>> model = YOLO("yolo11n.yaml")
@@ -63,6 +67,7 @@ def sparsify(
         raise TypeError("pass either config or keyword settings, not both")
     net = network_of(model)
     assignment = assign_families(net, load_rules(config.rules))
+    check_prunable(assignment, config.sparsity)
     taylor = None
     if config.importance == "taylor":
         if batches is None:

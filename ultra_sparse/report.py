@@ -13,7 +13,7 @@ from .checkpoint import atomic_write_bytes
 from .prune.nm import nm_eligibility, nm_violations, pattern_fraction
 from .rules import Assignment, RuleSet, WeightInfo, assign_families, load_rules, network_of
 
-__all__ = ["format_report_md", "log_report", "pattern_of", "sparsity_report", "write_report"]
+__all__ = ["format_file_size", "format_report_md", "log_report", "pattern_of", "report_documents", "sparsity_report", "write_report"]
 
 
 def sparsity_report(
@@ -122,8 +122,11 @@ def format_report_md(
     """Render a report as Markdown: totals, families, layers (with ``layers``), the N:M check, warnings (with ``warnings``)."""
     t = report["totals"]
     lines = [f"# {title}", "", f"Rules: `{report['rules']}`", ""]
+    if report.get("file"):
+        lines += [f"File: {format_file_size(report['file'])}", ""]
     if report.get("config"):
-        lines += ["Settings: " + ", ".join(f"`{k}={v}`" for k, v in report["config"].items() if v is not None), ""]
+        settings = {k: v.get("name", "<dict>") if isinstance(v, dict) else v for k, v in report["config"].items()}
+        lines += ["Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items() if v is not None), ""]
     lines += [
         "| scope | params | zeros | nonzero | sparsity |",
         "|---|---:|---:|---:|---:|",
@@ -162,12 +165,26 @@ def log_report(report: Mapping[str, Any], title: str = "Sparsity report", layers
         LOGGER.warning(f"ultra-sparse: {warning}")
 
 
-def write_report(report: Mapping[str, Any], folder: str | Path, title: str = "Sparsity report") -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.md`` into ``folder`` (atomically) and return their paths."""
+def report_documents(report: Mapping[str, Any], title: str = "Sparsity report") -> tuple[bytes, bytes]:
+    """The content of a report's JSON and Markdown files.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> json_bytes, md_bytes = report_documents(sparsity_report(YOLO("yolo11n.yaml").model))
+        >>> md_bytes.startswith(b"# Sparsity report")
+        True
+    """
+    return json.dumps(report, indent=2).encode(), format_report_md(report, title).encode()
+
+
+def write_report(
+    report: Mapping[str, Any], folder: str | Path, title: str = "Sparsity report", stem: str = "report"
+) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``folder`` (atomically) and return their paths."""
     folder = Path(folder)
-    json_path, md_path = folder / "report.json", folder / "report.md"
-    atomic_write_bytes(json_path, json.dumps(report, indent=2).encode())
-    atomic_write_bytes(md_path, format_report_md(report, title).encode())
+    json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
+    for path, payload in zip((json_path, md_path), report_documents(report, title)):
+        atomic_write_bytes(path, payload)
     return json_path, md_path
 
 
@@ -238,6 +255,18 @@ def _nm_cell(nm: Mapping[str, Any] | None) -> str:
     if not nm["eligible"]:
         return "not eligible"
     return "holds" if nm["violations"] == 0 else f"{nm['violations']:,} groups over N"
+
+
+def format_file_size(size: Mapping[str, Any]) -> str:
+    """One line for :func:`ultra_sparse.checkpoint.checkpoint_file_size`.
+
+    Examples:
+        >>> format_file_size({"bytes": 2_620_000, "mb": 2.62, "compressed": True, "uncompressed_bytes": 4_230_000})
+        '2.62 MB (zip entries DEFLATE-compressed; 4.23 MB uncompressed)'
+    """
+    if size["compressed"]:
+        return f"{size['mb']:.2f} MB (zip entries DEFLATE-compressed; {size['uncompressed_bytes'] / 1e6:.2f} MB uncompressed)"
+    return f"{size['mb']:.2f} MB (not compressed)"
 
 
 def _totals(layers: list[dict], protected: bool) -> dict[str, Any]:

@@ -14,12 +14,13 @@ import functools
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Iterator
 
 import torch.nn as nn
 import yaml
 
-from .messages import echo
+from .messages import clip, echo
 
 __all__ = [
     "FIXED_CLASSES",
@@ -29,15 +30,18 @@ __all__ = [
     "RuleSet",
     "WeightInfo",
     "assign_families",
+    "check_prunable",
     "load_rules",
     "network_of",
     "preset_names",
+    "recorded_rules",
+    "rules_as_dict",
 ]
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
 FIXED_CLASSES = ("DFL",)  # fixed kernels: never pruned, whatever the rules say
 _RULE_KEYS = {"family", "ratio", "classes", "layers", "protect"}
-_FILE_KEYS = {"description", "rules"}
+_FILE_KEYS = {"name", "description", "rules"}
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader where PyYAML was built with it
 
 
@@ -183,19 +187,106 @@ def load_rules(spec: str | Path | dict | RuleSet = "default") -> RuleSet:
     if isinstance(spec, RuleSet):
         return spec
     if isinstance(spec, dict):
-        return _parse(spec, source="<dict>")
+        name = spec.get("name")
+        return _parse(spec, source=name if isinstance(name, str) and name else "<dict>")
     if not isinstance(spec, (str, Path)):
         raise TypeError(f"rules={echo(spec)} must be a preset name, a path or a dict")
     path = Path(spec)
+    source = str(path)
     if path.suffix not in {".yaml", ".yml"} and str(spec) in preset_names():
-        path = Path(str(resources.files("ultra_sparse.cfg") / "sparsity" / f"{spec}.yaml"))
-        source = str(spec)
-    elif path.is_file():
-        source = str(path)
-    else:
-        raise FileNotFoundError(f"rules={echo(spec)} is neither a preset ({', '.join(preset_names())}) nor a file")
-    stat = path.stat()
+        path, source = Path(str(resources.files("ultra_sparse.cfg") / "sparsity" / f"{spec}.yaml")), str(spec)
+    missing = FileNotFoundError(f"rules={echo(spec)} is neither a preset ({', '.join(preset_names())}) nor a file")
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise missing from None
+    except OSError as e:  # a name too long, a file used as a folder, ...
+        raise ValueError(f"rules file {clip(source)} cannot be read ({e.strerror})") from None
+    if not S_ISREG(stat.st_mode):
+        raise missing
     return _load_file(str(path), source, stat.st_mtime_ns, stat.st_size)
+
+
+def rules_as_dict(spec: str | Path | dict | RuleSet) -> dict[str, Any]:
+    """The parsed rules as a plain dict that :func:`load_rules` accepts: what checkpoints record.
+
+    Unlike a path, it stays usable wherever the checkpoint goes. ``name`` keeps the preset name or source path.
+
+    Examples:
+        >>> recorded = rules_as_dict("tokenc3_lsnet")
+        >>> recorded["name"], load_rules(recorded).ratios == load_rules("tokenc3_lsnet").ratios
+        ('tokenc3_lsnet', True)
+    """
+    ruleset = load_rules(spec)
+    rules = []
+    for rule in ruleset.rules:
+        item = {"family": rule.family, "ratio": rule.ratio, "classes": list(rule.classes), "protect": rule.protect}
+        if rule.layers is not None:
+            item["layers"] = sorted(rule.layers)
+        rules.append(item)
+    return {"name": ruleset.name, "rules": rules}
+
+
+def recorded_rules(ckpt: dict[str, Any]) -> str | dict[str, Any]:
+    """The rules a checkpoint records under ``ultra_sparse`` (``config.rules``), or ``default`` if it records none.
+
+    Reads the parsed dict that checkpoints store and the older forms (a preset name, or a rules file path, which
+    only resolves from the folder it was given in: where it no longer loads, ``default`` is used with a warning).
+
+    Args:
+        ckpt (dict): A loaded checkpoint.
+
+    Returns:
+        (str | dict): Something :func:`load_rules` accepts.
+
+    Examples:
+        >>> recorded_rules({"ultra_sparse": {"config": {"rules": "tokenc3_lsnet"}}})
+        'tokenc3_lsnet'
+        >>> recorded_rules({})
+        'default'
+    """
+    from .checkpoint import METADATA_KEY
+
+    rules = ((ckpt.get(METADATA_KEY) or {}).get("config") or {}).get("rules") or "default"
+    try:
+        load_rules(rules)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        from ultralytics.utils import LOGGER
+
+        LOGGER.warning(f"ultra-sparse: the checkpoint's recorded rules no longer load ({e}); counting with default")
+        return "default"
+    return rules
+
+
+def check_prunable(assignment: Assignment, sparsity: float | None) -> None:
+    """Refuse rules that leave nothing to prune when zeros are asked for (a run would silently stay dense).
+
+    Args:
+        assignment (Assignment): The model's weights and families (:func:`assign_families`).
+        sparsity (float | None): The overall target; ``None`` applies the rule ratios as written, ``0`` asks nothing.
+
+    Raises:
+        ValueError: If ``sparsity`` is not 0 and no weight is prunable (all protected, fixed, unmatched or in families
+            of ratio 0: rules that protect everything, match no class, have ratio 0 or name layers the model lacks).
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> check_prunable(assign_families(YOLO("yolo11n.yaml").model, load_rules("default")), 0.3)
+    """
+    if sparsity == 0 or assignment.prunable:
+        return
+    rules = {r.family: r for r in assignment.ruleset.rules}
+    counts: dict[str, int] = {}
+    for info in assignment.weights:
+        rule = rules.get(info.family) if info.family not in ("fixed", "unmatched") else None
+        kind = info.family if rule is None else "protected" if rule.protect else "ratio 0"
+        counts[kind] = counts.get(kind, 0) + 1
+    detail = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
+    target = "the rule ratios" if sparsity is None else f"sparsity={sparsity}"
+    raise ValueError(
+        f"rules {assignment.ruleset.name} leave no prunable weight in this model (Conv/Linear weights: {detail}), "
+        f"so {target} cannot be applied; give rules that match this model's modules with a ratio above 0"
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -205,6 +296,8 @@ def _load_file(path: str, source: str, mtime_ns: int, size: int) -> RuleSet:
         content = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ValueError(f"rules file {path} does not parse: {' '.join(str(e).split())}") from None
+    except OSError as e:
+        raise ValueError(f"rules file {path} cannot be read ({e.strerror})") from None
     return _parse(content, source=source)
 
 
@@ -276,6 +369,8 @@ def _parse(content: Any, source: str) -> RuleSet:
     unknown = set(content) - _FILE_KEYS
     if unknown:
         raise ValueError(f"rules file {source}: unknown key {echo(sorted(unknown)[0])} (expected {sorted(_FILE_KEYS)})")
+    if not isinstance(content.get("name", ""), str):
+        raise ValueError(f"rules file {source}: name={echo(content['name'])} must be a string")
     raw = content["rules"]
     if not isinstance(raw, list) or not raw:
         raise ValueError(f"rules file {source}: 'rules' must be a non-empty list")

@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 from ..bench import BACKENDS, benchmark_models, check_settings, format_benchmark_md, parse_device
-from ..checkpoint import atomic_write_bytes
 from ..compare import check_inputs
-from .common import OUTPUT_KEYS, save_dir
+from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, run_dir, write_new_files
 
 __all__ = ["HELP", "KEYS", "run", "settings_from"]
 
@@ -55,13 +54,15 @@ def run(args: dict[str, Any]) -> None:
 
     args = dict(args)
     dense, sparse = args.pop("dense", None), args.pop("sparse", None)
-    folder = save_dir(args.pop("project", None), args.pop("name", None), "benchmark")
+    project, name = args.pop("project", None), args.pop("name", None)
+    check_new_file(run_dir(project, name, "benchmark"), "project")
     settings = settings_from(args, batch=1, runs=50, warmup=10, backend="torch")
     check_settings(**{k: settings[k] for k in ("imgsz", "batch", "runs", "warmup", "backend")})
     parse_device(settings["device"], settings["half"])
     check_inputs({"dense": dense, "sparse": sparse})  # errors name the key, before any timing
     result = benchmark_models(dense, sparse, **settings)
     text = format_benchmark_md(result)
-    atomic_write_bytes(folder / "benchmark.json", json.dumps(result, indent=2).encode())
-    atomic_write_bytes(folder / "benchmark.md", text.encode())
+    folder = claim_run_dir(project, name, "benchmark")
+    files = {folder / "benchmark.json": json.dumps(result, indent=2).encode(), folder / "benchmark.md": text.encode()}
+    write_new_files(files, folder)
     LOGGER.info(f"{text}\nultra-sparse: results in {folder}")

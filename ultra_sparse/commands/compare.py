@@ -7,7 +7,7 @@ from typing import Any
 from ..bench import BACKENDS
 from ..compare import compare_models, format_comparison_md, write_comparison
 from .benchmark import settings_from
-from .common import OUTPUT_KEYS, save_dir
+from .common import OUTPUT_KEYS, check_new_file, claimed_run_dir, run_dir
 
 __all__ = ["HELP", "KEYS", "run"]
 
@@ -41,8 +41,10 @@ def run(args: dict[str, Any]) -> None:
     dense, sparse, data = args.pop("dense", None), args.pop("sparse", None), args.pop("data", None)
     if data is None:
         raise ValueError("data= is required (a dataset YAML)")
-    folder = save_dir(args.pop("project", None), args.pop("name", None), "compare")
+    project, name = args.pop("project", None), args.pop("name", None)
+    check_new_file(run_dir(project, name, "compare"), "project")
     settings = settings_from(args, batch=16, runs=30, warmup=5, backend="torch")
-    result = compare_models(dense, sparse, data, folder, **settings)
-    paths = write_comparison(result, folder)
+    with claimed_run_dir(project, name, "compare") as folder:
+        result = compare_models(dense, sparse, data, folder, **settings)
+        paths = write_comparison(result, folder)
     LOGGER.info(f"\n{format_comparison_md(result)}\nultra-sparse: results in {', '.join(str(p) for p in paths)}")

@@ -11,14 +11,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .common import OUTPUT_KEYS, save_dir
+from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, run_dir
 
 __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse demo [model=yolo11n.yaml] [epochs=30] [finetune_epochs=4] [sparsity=0.5] [device=cpu]\n\n"
     "Generates a synthetic dataset, trains a dense baseline, sparsifies it, fine-tunes with the mask and compares\n"
-    "dense against sparse. Everything is written under <project>/<name> (default runs/sparse/demo)."
+    "dense against sparse. Everything is written under <project>/<name> (default runs_dir/sparse/demo); every\n"
+    "key is checked before the first step."
 )
 KEYS = {
     "model": "model YAML of the baseline: yolo11n.yaml (default), or yolov13-tokenc3-lsnet-n for this project's "
@@ -28,7 +29,7 @@ KEYS = {
     "scope": "layer or global (default global)",
     "epochs": "baseline training epochs (default 30)",
     "finetune_epochs": "fine-tune-with-mask epochs (default 4)",
-    "imgsz": "image size of data and training (default 96)",
+    "imgsz": "image size of data and training, a multiple of 32 (default 96)",
     "n_train": "synthetic training images (default 300)",
     "n_val": "synthetic validation images (default 80)",
     "device": "cpu (default) or a CUDA device such as 0",
@@ -53,14 +54,12 @@ def run(args: dict[str, Any]) -> None:
     from ultralytics import YOLO
     from ultralytics.utils import LOGGER
 
-    from ..config import SparsityConfig
     from ..synthetic import make_synthetic_dataset
     from . import compare, sparsify, train
 
     opts = {**DEFAULTS, **args}
-    SparsityConfig(sparsity=opts["sparsity"], rules=opts["rules"], scope=opts["scope"])  # validate before any work
-    model = _model_yaml(str(opts["model"]))
-    folder = save_dir(opts.get("project"), opts.get("name"), "demo")
+    model = _check_options(opts)
+    folder = claim_run_dir(opts.get("project"), opts.get("name"), "demo")
     common = {"imgsz": opts["imgsz"], "device": opts["device"], "workers": 0, "plots": False, "seed": 0}
     start = time.time()
 
@@ -86,6 +85,35 @@ def run(args: dict[str, Any]) -> None:
         compare.run({"dense": str(dense), "sparse": str(candidate), "data": str(data), "imgsz": opts["imgsz"],
                      "device": opts["device"], "project": str(folder), "name": name})
     LOGGER.info(f"\nultra-sparse demo done in {time.time() - start:.0f} s; everything is under {folder}")
+
+
+def _check_options(opts: dict[str, Any]) -> str:
+    """Check every demo option as the later steps will, before anything is written; return the model YAML.
+
+    Each step's own checks run here on the demo's values (sparsity settings, the rules against the model's modules,
+    image size and device as compare takes them, counts), so a bad value fails in seconds, not after training.
+    """
+    from ultralytics.nn.tasks import DetectionModel
+
+    from ..bench import check_settings, parse_device
+    from ..config import SparsityConfig
+    from ..rules import assign_families, check_prunable, load_rules
+
+    config = SparsityConfig(sparsity=opts["sparsity"], rules=opts["rules"], scope=opts["scope"])
+    model = _model_yaml(str(opts["model"]))
+    for key in ("epochs", "finetune_epochs", "n_train", "n_val"):
+        value = opts[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}={value!r} must be a positive integer")
+    check_settings(imgsz=opts["imgsz"], batch=16, runs=30, warmup=5, backend="torch")  # compare's defaults
+    parse_device(opts["device"])
+    check_new_file(run_dir(opts.get("project"), opts.get("name"), "demo"), "project")
+    try:
+        net = DetectionModel(model, verbose=False)  # built to check the rules against its modules
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"model={opts['model']!r} does not build: {e}") from None
+    check_prunable(assign_families(net, load_rules(config.rules)), config.sparsity)
+    return model
 
 
 def _model_yaml(model: str) -> str:

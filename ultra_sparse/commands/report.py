@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..checkpoint import METADATA_KEY, load_checkpoint
-from ..report import log_report, pattern_of, sparsity_report, write_report
-from .common import OUTPUT_KEYS, save_dir
+from ..checkpoint import METADATA_KEY, checkpoint_file_size, load_checkpoint
+from ..report import log_report, pattern_of, report_documents, sparsity_report
+from ..rules import load_rules, recorded_rules
+from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, run_dir, write_new_files
 
 __all__ = ["FLAGS", "HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse report model=W [rules=default] [save=False]\n\n"
-    "Prints per-family and per-layer zeros of a checkpoint and totals over prunable weights and all parameters.\n"
-    "With save=True, also writes report.json and report.md to <project>/<name>."
+    "Prints the file size, per-family and per-layer zeros of a checkpoint and totals over prunable weights and all\n"
+    "parameters. With save=True, also writes report.json and report.md to a new run folder <project>/<name>."
 )
 KEYS = {
     "model": "Ultralytics checkpoint (.pt) (required)",
@@ -32,15 +33,20 @@ def run(args: dict[str, Any]) -> None:
 
     if not args.get("model"):
         raise ValueError("model= is required, e.g. model=runs/sparse/sparsify/weights/best-sparse.pt")
-    folder = save_dir(args.get("project"), args.get("name"), "report") if args.get("save") else None
+    if args.get("save"):
+        check_new_file(run_dir(args.get("project"), args.get("name"), "report"), "project")
     model, ckpt = load_checkpoint(args["model"])
     metadata = ckpt.get(METADATA_KEY) or {}
-    rules = args.get("rules") or (metadata.get("config") or {}).get("rules") or "default"
-    asked = metadata.get("family_ratios") if rules == (metadata.get("config") or {}).get("rules") else None
+    recorded = recorded_rules(ckpt)
+    rules = args.get("rules") or recorded
+    same = recorded == (metadata.get("config") or {}).get("rules") and load_rules(rules) == load_rules(recorded)
     config = metadata.get("config")
-    report = sparsity_report(model, rules, asked, config, pattern=pattern_of(config))
-    log_report(report, title=f"Sparsity report: {args['model']}", layers=args.get("layers", False))
-    if folder is not None:
-        paths = write_report(report, folder, f"Sparsity report: {args['model']}")
+    report = sparsity_report(model, rules, metadata.get("family_ratios") if same else None, config, pattern=pattern_of(config))
+    report["file"] = checkpoint_file_size(args["model"])
+    title = f"Sparsity report: {args['model']}"
+    log_report(report, title=title, layers=bool(args.get("layers")))
+    if args.get("save"):
+        folder = claim_run_dir(args.get("project"), args.get("name"), "report")
+        paths = (folder / "report.json", folder / "report.md")
+        write_new_files(dict(zip(paths, report_documents(report, title))), folder)
         LOGGER.info(f"ultra-sparse: reports written to {paths[0]}, {paths[1]}")
-

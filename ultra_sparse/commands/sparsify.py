@@ -7,29 +7,25 @@ from typing import Any
 
 from .. import __version__
 from ..calibration import calibration_batches, loss_ready
-from ..checkpoint import METADATA_KEY, load_checkpoint, save_checkpoint
+from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig
 from ..oneshot import sparsify
 from ..bench import parse_device
-from ..report import log_report, write_report
-from ..rules import load_rules
-from .common import OUTPUT_KEYS, check_writable, positive_int, save_dir
+from ..report import format_file_size, log_report, report_documents
+from ..rules import load_rules, rules_as_dict
+from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, run_dir, write_new_files
 
-__all__ = ["HELP", "KEYS", "run"]
+__all__ = ["FLAGS", "HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10] [rules=default] [importance=l1] [scope=global]\n"
-    "                             [method=unstructured|nm] [nm=2:4] [data=D] [name=..] [out=PATH]\n\n"
+    "                             [method=unstructured|nm] [nm=2:4] [data=D] [name=..] [out=PATH] [compress=True]\n\n"
     "Zeroes weights of a trained checkpoint family by family (method=nm: N of every M consecutive input-channel\n"
-    "weights kept) and writes a NEW checkpoint (never the input), with report.json and report.md beside it.\n"
-    "The output loads with plain YOLO(path)."
+    "weights kept) and writes a NEW checkpoint (never the input), with <checkpoint>-report.json and\n"
+    "<checkpoint>-report.md beside it. The output loads with plain YOLO(path)."
 )
 KEYS = {
     "model": "trained Ultralytics checkpoint (.pt) to sparsify (required)",
-    "method": "unstructured (default: zeros anywhere, exact sparsity=) or nm (N:M semi-structured zeros for "
-    "sparse tensor cores; the pattern fixes the zeros, so sparsity= is not taken)",
-    "nm": "method=nm: N:M pattern, N kept in every group of M consecutive input channels (default 2:4); layers "
-    "whose input channels per group are not a multiple of M stay dense and are listed in the report",
     "sparsity": "overall fraction of zeros over prunable weights, in [0, 1); all family ratios are scaled by one "
     "factor to hit it exactly (default: apply the rule ratios as written)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
@@ -41,14 +37,22 @@ KEYS = {
     "batch": "calibration batch size (default 8)",
     "calib_batches": "number of calibration batches for taylor (default 8)",
     "device": "device for taylor calibration: cpu (default), a CUDA index such as 0, or cuda:N",
+    "compress": "write the checkpoint with DEFLATE-compressed zip entries: much smaller for sparse weights, still "
+    "loads with plain YOLO(path) (default True)",
     **OUTPUT_KEYS,
-    "out": "exact path of the sparse checkpoint to create (default: <project>/<name>/weights/<stem>-sparse.pt, "
-    "for method=nm <stem>-<N>of<M>.pt, e.g. best-2of4.pt)",
+    "out": "exact path of the sparse checkpoint to create; reports go beside it as <stem>-report.json/.md "
+    "(default: <project>/<name>/weights/<stem>-sparse.pt, for method=nm <stem>-<N>of<M>.pt such as best-2of4.pt; "
+    "reports in <project>/<name>)",
 }
+FLAGS = ("compress",)
 
 
 def run(args: dict[str, Any]) -> None:
-    """Sparsify ``args['model']`` and write the checkpoint and reports; raise ValueError etc. on bad input."""
+    """Sparsify ``args['model']`` and write the checkpoint and reports; raise ValueError etc. on bad input.
+
+    Every input and every output path is checked before the work starts; the run folder is claimed and the files
+    are written only at the end, each once and atomically.
+    """
     from ultralytics.utils import LOGGER
 
     args = dict(args)
@@ -59,21 +63,27 @@ def run(args: dict[str, Any]) -> None:
     project, name = args.pop("project", None), args.pop("name", None)
     data, device = args.pop("data", None), parse_device(args.pop("device", "cpu"))
     imgsz, batch = positive_int("imgsz", args.pop("imgsz", 640)), positive_int("batch", args.pop("batch", 8))
+    compress = args.pop("compress", True)
+    if not isinstance(compress, bool):
+        raise TypeError(f"compress={compress!r} must be True or False")
     config, _ = SparsityConfig.from_args(args)
     load_rules(config.rules)  # fail on a bad rules file before any work
     if config.importance == "taylor" and not data:
         raise ValueError("importance=taylor needs data= (a dataset YAML whose train split calibrates it)")
     model_path = Path(model_path)
+    model, ckpt = load_checkpoint(model_path)
+    check_finite(model, f"model={model_path}")
+    weights_name = f"{model_path.stem}-{_suffix(config)}.pt"
     if out is not None:
         out = Path(out)
         if out.suffix != ".pt":
             raise ValueError(f"out={out} must end in .pt")
-        if out.exists():
-            raise FileExistsError(f"out={out} already exists; choose a new path")
-        check_writable(out.parent)
-    folder = out.parent if out is not None else save_dir(project, name, "sparsify")
-    weights = out if out is not None else folder / "weights" / f"{model_path.stem}-{_suffix(config)}.pt"
-    model, ckpt = load_checkpoint(model_path)
+        outputs = _outputs(out, out.parent)
+    else:
+        planned = run_dir(project, name, "sparsify")
+        outputs = _outputs(planned / "weights" / weights_name, planned)
+    for path in outputs:
+        check_new_file(path, "out" if out is not None else "project")
 
     batches = None
     if config.importance == "taylor":
@@ -87,23 +97,38 @@ def run(args: dict[str, Any]) -> None:
     metadata = {
         "version": __version__,
         "source": str(model_path),
-        "config": config.to_dict(),
+        "config": {**config.to_dict(), "rules": rules_as_dict(config.rules)},  # usable wherever the file goes
         "scale": result.scale,
         "family_ratios": {f["family"]: f["ratio_asked"] for f in result.report["families"]},
         "totals": result.report["totals"],
     }
-    save_checkpoint(model, ckpt, weights, metadata)
-    json_path, md_path = write_report(result.report, folder, title=f"Sparsity report: {weights.name}")
+    payload = checkpoint_bytes(model, ckpt, metadata, compress=compress)
+    report = {**result.report, "file": checkpoint_file_size(payload)}
+    claimed = None
+    if out is None:
+        claimed = claim_run_dir(project, name, "sparsify")
+        outputs = _outputs(claimed / "weights" / weights_name, claimed)
+    weights, json_path, md_path = outputs
+    write_new_files(
+        dict(zip((weights, json_path, md_path), (payload, *report_documents(report, f"Sparsity report: {weights.name}")))),
+        claimed,
+    )
     t, nm = result.report["totals"], result.report["nm"]
     log_report(result.report, title=f"Sparsity report: {weights.name}")
     pattern = f"; {nm['pattern']} holds in all {nm['eligible_layers']} eligible layers" if nm and nm["holds"] else ""
     LOGGER.info(
         f"\nultra-sparse: {t['prunable']['sparsity']:.2%} zeros over prunable weights{pattern} "
         f"({t['all']['nonzero']:,}/{t['all']['params']:,} parameters non-zero)\n"
-        f"  checkpoint {weights}\n  reports    {json_path}, {md_path}"
+        f"  checkpoint {weights}, {format_file_size(report['file'])}\n  reports    {json_path}, {md_path}"
     )
     if METADATA_KEY in ckpt:
         LOGGER.info(f"  note: {model_path} was already sparse; its zeros were kept and counted toward the target")
+
+
+def _outputs(weights: Path, folder: Path) -> tuple[Path, Path, Path]:
+    """The checkpoint and its two reports in ``folder``, named after it: ``a.pt`` -> ``a-report.json``, ``.md``."""
+    stem = f"{weights.stem}-report"
+    return weights, folder / f"{stem}.json", folder / f"{stem}.md"
 
 
 def _suffix(config: SparsityConfig) -> str:

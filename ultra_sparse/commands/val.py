@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 from ..bench import parse_device
-from ..checkpoint import atomic_write_bytes
-from ..compare import check_inputs, rules_of, validate
+from ..compare import check_inputs, validate
+from ..rules import recorded_rules
 from .benchmark import settings_from
-from .common import OUTPUT_KEYS, positive_int, save_dir
+from .common import OUTPUT_KEYS, check_new_file, claimed_run_dir, positive_int, run_dir, write_new_files
 
 __all__ = ["HELP", "KEYS", "run"]
 
@@ -43,10 +43,12 @@ def run(args: dict[str, Any]) -> None:
     device = parse_device(settings["device"], settings["half"])
     if data is None:
         raise ValueError("data= is required (a dataset YAML)")
+    project, name = args.pop("project", None), args.pop("name", None)
+    check_new_file(run_dir(project, name, "val"), "project")
     loaded = check_inputs({"model": model}, data)
-    folder = save_dir(args.pop("project", None), args.pop("name", None), "val")
-    rules = rules_of(loaded["model"][1])
-    result = validate(model, data, settings["imgsz"], settings["batch"], device, settings["half"], rules, folder)
-    payload = {"model": str(model), "data": str(data), **settings, "device": device, "rules": rules, **result}
-    atomic_write_bytes(folder / "val.json", json.dumps(payload, indent=2).encode())
+    rules = recorded_rules(loaded["model"][1])
+    with claimed_run_dir(project, name, "val") as folder:
+        result = validate(model, data, settings["imgsz"], settings["batch"], device, settings["half"], rules, folder)
+        payload = {"model": str(model), "data": str(data), **settings, "device": device, "rules": rules, **result}
+        write_new_files({folder / "val.json": json.dumps(payload, indent=2).encode()})
     LOGGER.info(f"ultra-sparse: results in {folder / 'val.json'}")
