@@ -52,8 +52,9 @@ def sparsity_report(
     assignment = rules if isinstance(rules, Assignment) else assign_families(model, load_rules(rules))
     ratios_asked = dict(ratios_asked or {})
     known = zeros or {}
+    listed = [info for info in assignment.weights if info.family != "fixed"]  # DFL's fixed kernel is never pruned
     layers, families = [], {}
-    for info in assignment.weights:
+    for info in listed:
         numel = info.weight.numel()
         n_zeros = known[info.name] if info.name in known else numel - int(torch.count_nonzero(info.weight.detach()))
         asked = 0.0 if info.protected else ratios_asked.get(info.family)
@@ -80,7 +81,7 @@ def sparsity_report(
         fam["zeros"] += n_zeros
     for fam in families.values():
         fam["ratio_achieved"] = fam["zeros"] / fam["params"]
-    weight_names = {info.name for info in assignment.weights}
+    weight_names = {info.name for info in listed}
     others = [p.detach().reshape(-1) for n, p in model.named_parameters() if n not in weight_names]
     other_params = sum(p.numel() for p in others)
     total = sum(x["params"] for x in layers) + other_params
