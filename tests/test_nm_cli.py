@@ -58,17 +58,17 @@ def nm_run(tmp_path_factory, trained_checkpoint):
     result = cli("sparsify", f"model={model}", "method=nm", f"project={folder / 'runs'}", "name=s", cwd=folder)
     assert result.returncode == 0, result.stderr
     run = folder / "runs" / "s"
-    return folder, run / "weights" / "best-2of4.pt", json.loads((run / "report.json").read_text())
+    return folder, run / "weights" / "best-2of4.pt", json.loads((run / "best-2of4-report.json").read_text())
 
 
 def test_sparsify_method_nm_writes_2of4_checkpoint_and_reports(nm_run):
     folder, weights, report = nm_run
-    assert weights.is_file() and (weights.parent.parent / "report.md").is_file()
+    assert weights.is_file() and (weights.parent.parent / "best-2of4-report.md").is_file()
     assert report["nm"]["holds"] and report["nm"]["pattern"] == "2:4" and len(eligible_names(report)) > 50
     assert {x["name"] for x in report["nm"]["ineligible_layers"]} >= {"model.0.conv.weight"}
     ckpt = torch.load(weights, map_location="cpu", weights_only=False)
     assert ckpt["ultra_sparse"]["config"]["method"] == "nm" and ckpt["ultra_sparse"]["config"]["sparsity"] is None
-    assert "N:M pattern 2:4: holds in every group" in (weights.parent.parent / "report.md").read_text()
+    assert "N:M pattern 2:4: holds in every group" in (weights.parent.parent / "best-2of4-report.md").read_text()
 
 
 def test_plain_ultralytics_loads_the_pattern(nm_run):

@@ -78,7 +78,9 @@ def gradual(start, synthetic_data, tmp_path_factory):
 
 def test_gradual_csv_and_console_sparsity(gradual):
     model, run = gradual
-    assert _csv_column(run, "sparsity") == pytest.approx([0.4375, 0.5], abs=1e-5)
+    assert _csv_column(run, "metrics/sparsity") == pytest.approx([0.4375, 0.5], abs=1e-5)
+    header = (run / "results.csv").read_text().splitlines()[0].split(",")
+    assert [h.strip() for h in header if "sparsity" in h] == ["metrics/sparsity"]  # one column, plotted as a metric
 
 
 def test_gradual_every_checkpoint_exact(gradual):
@@ -145,7 +147,7 @@ def test_resume_keeps_masks_and_schedule_position(gradual, tmp_path):
     model.train(resume=True)
     start_masks = _masks(_load(run / "weights" / "epoch0.pt"))
     assert seen["t"] == 1 and all(torch.equal(seen["masks"][n], start_masks[n]) for n in start_masks)
-    assert _csv_column(tmp_path / "resumed", "sparsity")[-1] == pytest.approx(0.5, abs=1e-5)
+    assert _csv_column(tmp_path / "resumed", "metrics/sparsity")[-1] == pytest.approx(0.5, abs=1e-5)
     _assert_masked(_load(tmp_path / "resumed" / "weights" / "last.pt")["model"], model.trainer.sparse.masks)
 
 
@@ -183,7 +185,7 @@ def test_finetune_with_rules_but_no_sparsity_keeps_the_checkpoint_zeros(start, s
     assert main(["train", *argv, *[f"{k}={v}" for k, v in COMMON.items()], "optimizer=SGD"]) == 0
     out = _load(tmp_path / "ft" / "weights" / "last.pt")
     assert out[METADATA_KEY]["sparsity"] == pytest.approx(0.05, abs=1e-5)
-    assert _csv_column(tmp_path / "ft", "sparsity") == pytest.approx([0.05], abs=1e-5)
+    assert _csv_column(tmp_path / "ft", "metrics/sparsity") == pytest.approx([0.05], abs=1e-5)
 
 
 def test_adamw_oneshot_with_yolo_trainer_argument(start, synthetic_data, tmp_path):
@@ -195,7 +197,7 @@ def test_adamw_oneshot_with_yolo_trainer_argument(start, synthetic_data, tmp_pat
     )
     masks = {n: m.cpu() for n, m in model.trainer.sparse.masks.items()}
     ckpt = _load(tmp_path / "adamw" / "weights" / "last.pt")
-    assert _csv_column(tmp_path / "adamw", "sparsity") == pytest.approx([0.3], abs=1e-5)
+    assert _csv_column(tmp_path / "adamw", "metrics/sparsity") == pytest.approx([0.3], abs=1e-5)
     _assert_masked(ckpt["model"], masks)
     params = dict(model.trainer.model.named_parameters())
     for name, mask in masks.items():

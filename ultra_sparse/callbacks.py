@@ -9,7 +9,7 @@ still exact zeros, but:
 - gradients are not masked: gradient clipping counts pruned weights, optimizer state (momentum, Adam moments) refills
   at pruned positions after every step, and Muon (MuSGD) orthogonalises updates that include them;
 - both model and EMA are masked after every batch (also between accumulation steps), twice the work of the trainer;
-- checkpoints carry no ``ultra_sparse`` state and results.csv no ``sparsity`` column, and ``resume=True`` restarts
+- checkpoints carry no ``ultra_sparse`` state and results.csv no ``metrics/sparsity`` column, and ``resume=True`` restarts
   the schedule: a resumed run keeps its zeros only if it starts from a sparse checkpoint without new sparsity keys;
 - bad keys are refused when training starts (after Ultralytics wrote its run folder), not before.
 """

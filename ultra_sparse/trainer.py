@@ -14,7 +14,7 @@ decision live in :mod:`ultra_sparse.masking` (shared with the callbacks). The mi
   ``on_train_epoch_end``, on the model and the EMA, so validation measures the sparse model; warns at the end of a run
   that stopped below its target.
 - ``save_model``: writes last.pt, best.pt and epochN.pt once each, atomically, with the ``ultra_sparse`` state.
-- ``save_metrics`` / ``get_validator``: the ``sparsity`` column and the task's sparse validator.
+- ``save_metrics`` / ``get_validator``: the ``metrics/sparsity`` column and the task's sparse validator.
 
 With knowledge distillation (``distill_model=``, Ultralytics 8.4.77+) the masks belong to the student.
 """
@@ -54,6 +54,7 @@ from .masking import (
     unpack_mask,
     unwrap,
 )
+from .validator import SPARSITY_KEYS as VALIDATOR_SPARSITY_KEYS
 from .validator import sparse_validator
 
 __all__ = [
@@ -306,9 +307,12 @@ class SparseTrainerMixin:
         return validator
 
     def save_metrics(self, metrics: dict):
-        """Write the metrics row with the achieved sparsity of the EMA (what is validated and saved)."""
+        """Write the metrics row with ONE sparsity column, ``metrics/sparsity``: zeros over prunable weights of the EMA
+        (what is validated and saved), every epoch of a sparse run. Ultralytics 8.4 plots every ``metrics/`` column in
+        results.png; the validator's own sparsity keys, which would repeat it, are left out of results.csv."""
+        metrics = {k: v for k, v in metrics.items() if k not in VALIDATOR_SPARSITY_KEYS}
         if self.sparse is not None:
-            metrics = {**metrics, "sparsity": round(self.sparse.sparsity(self._ema_net()), 6)}
+            metrics["metrics/sparsity"] = round(self.sparse.sparsity(self._ema_net()), 6)
         super().save_metrics(metrics)
 
     def save_model(self):

@@ -11,7 +11,7 @@ before Ultralytics fuses Conv+BN (fusing RepConv-style blocks sums branches and 
 
 These keys are appended to ``metrics.results_dict`` and printed after the accuracy table. ``metrics.keys`` and the
 fitness are unchanged, so the printed table and best-checkpoint selection stay Ultralytics'. Inside a training run
-(``get_validator`` of a trainer), the sparsity keys come after the validation losses in the dict the trainer receives,
+(``get_validator`` of a trainer of your own; ultra_sparse's sparse trainers write one ``metrics/sparsity`` column instead), the sparsity keys come after the validation losses in the dict the trainer receives,
 so ``results.csv`` keeps Ultralytics' column order with the sparsity columns at the end; they are left out when the
 trainer validates only some epochs (``val=False``), where they would change the CSV columns between rows. When
 distilling, the student is counted.

@@ -102,7 +102,7 @@ def check_new_file(path: str | Path, key: str) -> None:
     limit = _name_max(folder)
     for part in path.relative_to(folder).parts:
         if len(os.fsencode(part)) > limit:
-            raise ValueError(f"{key}=: the name {part[:40]}... is longer than this file system allows ({limit} bytes)")
+            raise ValueError(f"{key}=: the name {part[:40]}... is too long: longer than this file system allows ({limit} bytes)")
 
 
 def claim_run_dir(project: str | Path | None, name: str | None, default_name: str) -> Path:

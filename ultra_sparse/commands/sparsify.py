@@ -26,6 +26,10 @@ HELP = (
 )
 KEYS = {
     "model": "trained Ultralytics checkpoint (.pt) to sparsify (required)",
+    "method": "unstructured (default: zeros anywhere, exact sparsity=) or nm (N:M semi-structured zeros for "
+    "sparse tensor cores; the pattern fixes the zeros, so sparsity= is not taken)",
+    "nm": "method=nm: N:M pattern, N kept in every group of M consecutive input channels (default 2:4); layers "
+    "whose input channels per group are not a multiple of M stay dense and are listed in the report",
     "sparsity": "overall fraction of zeros over prunable weights, in [0, 1); all family ratios are scaled by one "
     "factor to hit it exactly (default: apply the rule ratios as written)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
