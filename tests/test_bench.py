@@ -7,17 +7,8 @@ import sys
 import pytest
 import torch
 
-from ultra_sparse.bench import (
-    HONEST_NOTE,
-    benchmark_models,
-    format_benchmark_md,
-    interleaved_order,
-    parse_device,
-    ratio_summary,
-    summarize,
-    time_interleaved,
-    verdict,
-)
+from ultra_sparse.bench.stats import HONEST_NOTE, ratio_summary, summarize, verdict
+from ultra_sparse.bench.timing import benchmark_models, format_benchmark_md, interleaved_order, parse_device, time_interleaved
 
 
 class FakeClock:
