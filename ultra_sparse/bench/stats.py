@@ -10,7 +10,20 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-__all__ = ["HONEST_NOTE", "MIN_RUNS", "Stats", "ratio_summary", "summarize", "verdict"]
+__all__ = [
+    "HONEST_NOTE",
+    "MIN_RUNS",
+    "NM_NOTE",
+    "OUTCOMES",
+    "PAIR_KINDS",
+    "Stats",
+    "outcome",
+    "pair_kind",
+    "ratio_summary",
+    "speed_note",
+    "summarize",
+    "verdict",
+]
 
 MIN_RUNS = 10  # quartiles of fewer rounds say little about the spread
 HONEST_NOTE = (
@@ -18,6 +31,13 @@ HONEST_NOTE = (
     "multiply-adds run whatever the values. Speed-ups need structure: channel pruning (smaller dense layers) or 2:4 "
     "semi-structured sparsity on GPUs with sparse tensor cores (large matrix multiplies only)."
 )
+NM_NOTE = (
+    "N:M zeros sit inside dense tensors, and the kernels timed here are dense: they do the same multiply-adds "
+    "whatever the values. A 2:4 pattern speeds up only semi-structured sparse kernels on GPUs with sparse tensor "
+    "cores (benchmarks/nm_speed.py times those)."
+)
+PAIR_KINDS = ("unstructured", "nm", "structured")
+OUTCOMES = ("speed-up", "none", "slow-down")
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,21 @@ def ratio_summary(dense: Sequence[float], sparse: Sequence[float]) -> Stats:
     return summarize([s / d for d, s in zip(dense, sparse)])
 
 
+def outcome(ratio: Stats) -> str:
+    """What a sparse/dense latency ratio shows: ``speed-up``, ``none`` or ``slow-down`` (one of ``OUTCOMES``).
+
+    The spread decides, not the median: an interquartile range that contains 1.0 is ``none`` whatever the median;
+    a range wholly below 1.0 is a speed-up, wholly above a slow-down.
+
+    Examples:
+        >>> outcome(summarize([0.6, 0.62, 0.65])), outcome(summarize([0.9, 1.0, 1.1])), outcome(summarize([1.2, 1.3]))
+        ('speed-up', 'none', 'slow-down')
+    """
+    if ratio.q1 <= 1.0 <= ratio.q3:
+        return "none"
+    return "speed-up" if ratio.q3 < 1.0 else "slow-down"
+
+
 def verdict(ratio: Stats) -> str:
     """Say what a sparse/dense latency ratio means, honestly.
 
@@ -122,9 +157,71 @@ def verdict(ratio: Stats) -> str:
         'speed-up: sparse is 2.00x faster (ratio 0.50, IQR 0.49-0.51)'
     """
     spread = f"IQR {ratio.q1:.2f}-{ratio.q3:.2f}"
-    if ratio.q1 <= 1.0 <= ratio.q3:
+    result = outcome(ratio)
+    if result == "none":
         return f"no measurable speed-up (ratio {ratio.median:.2f}, {spread} includes 1.00)"
-    if ratio.q3 < 1.0:
+    if result == "speed-up":
         return f"speed-up: sparse is {1 / ratio.median:.2f}x faster (ratio {ratio.median:.2f}, {spread})"
     return f"slow-down: sparse is {ratio.median:.2f}x slower (ratio {ratio.median:.2f}, {spread})"
 
+
+
+def pair_kind(same_shapes: bool, method: str | None = None) -> str:
+    """The kind of a dense/sparse pair (one of ``PAIR_KINDS``), which decides the note that goes with its verdict.
+
+    Models whose parameters differ in shape are ``structured`` (channel pruning, or another architecture): their
+    speed can change, and only the measurement says by how much. Models of the same shapes differ only in values:
+    ``nm`` when the sparse checkpoint's ultra_sparse metadata says ``method=nm``, else ``unstructured`` (zeros, if
+    any, inside dense tensors). A ``method=channel`` checkpoint is ``structured`` even if no channel was removed.
+
+    Args:
+        same_shapes (bool): Whether both models have the same parameter names and shapes.
+        method (str, optional): ``config.method`` from the sparse checkpoint's ultra_sparse metadata, if any.
+
+    Returns:
+        (str): ``unstructured``, ``nm`` or ``structured``.
+
+    Examples:
+        >>> pair_kind(True), pair_kind(True, "nm"), pair_kind(False), pair_kind(False, "unstructured")
+        ('unstructured', 'nm', 'structured', 'structured')
+    """
+    if not same_shapes or method == "channel":
+        return "structured"
+    return "nm" if method == "nm" else "unstructured"
+
+
+def speed_note(kind: str, gflops_ratio: float | None = None) -> str:
+    """The note printed under a verdict: what speed to expect from a pair of this kind, and why.
+
+    Unstructured pairs get the fixed ``HONEST_NOTE`` and N:M pairs ``NM_NOTE``; structured pairs get their GFLOPs
+    ratio as the compute expectation against which the measured ratio can be read.
+
+    Args:
+        kind (str): One of ``PAIR_KINDS``.
+        gflops_ratio (float, optional): Sparse/dense GFLOPs, where both were counted.
+
+    Returns:
+        (str): The note.
+
+    Raises:
+        ValueError: If ``kind`` is unknown.
+
+    Examples:
+        >>> speed_note("structured", 0.5)[:62]
+        'The models differ in shape (channel pruning or another archite'
+        >>> speed_note("unstructured") == HONEST_NOTE
+        True
+    """
+    if kind == "unstructured":
+        return HONEST_NOTE
+    if kind == "nm":
+        return NM_NOTE
+    if kind != "structured":
+        raise ValueError(f"pair kind {kind!r} is unknown; one of {', '.join(PAIR_KINDS)}")
+    expectation = (
+        f" Their GFLOPs ratio {gflops_ratio:.2f} is the compute expectation for the latency ratio; latency usually "
+        "falls less, where memory traffic and per-layer overheads weigh (small inputs, thin layers, fast GPUs)."
+        if gflops_ratio is not None
+        else ""
+    )
+    return f"The models differ in shape (channel pruning or another architecture): their speed ratio is measured.{expectation}"

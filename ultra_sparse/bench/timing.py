@@ -15,7 +15,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .stats import HONEST_NOTE, MIN_RUNS, ratio_summary, summarize, verdict
+from ..messages import echo
+from .models import check_comparable, kind_of_pair, model_facts, prepare_for_timing
+from .stats import MIN_RUNS, outcome, ratio_summary, speed_note, summarize, verdict
 
 __all__ = [
     "BACKENDS",
@@ -24,7 +26,9 @@ __all__ = [
     "check_settings",
     "format_benchmark_md",
     "interleaved_order",
+    "missing_onnx_packages",
     "parse_device",
+    "resolve_backends",
     "time_interleaved",
 ]
 
@@ -153,164 +157,214 @@ def benchmark_models(
     half: bool = False,
     runs: int = 50,
     warmup: int = 10,
-    backend: str = "torch",
+    backend: str | Sequence[str] = "torch",
     workdir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Time two checkpoints on the same input, interleaved, and compare their latencies.
 
-    Both models are loaded as Ultralytics deploys them (FP32, Conv+BN fused, eval mode; FP16 with ``half``). With
-    ``backend="onnxruntime"`` both are exported to ONNX into ``workdir`` (or a temporary folder that is removed
-    afterwards), never beside the weights, and ONNX Runtime sessions are timed the same way.
+    The two models may differ in architecture (a channel-pruned model against its dense parent) but must solve the
+    same task over the same classes. Both are loaded as Ultralytics deploys them (FP32, Conv+BN fused, eval mode; FP16
+    with ``half``). Every backend asked is timed in the same interleaved run: with ``torch`` and ``onnxruntime``, each
+    round runs the four model/backend pairs, alternating the order. For ONNX Runtime both models are exported into
+    ``workdir`` (or a temporary folder that is removed afterwards), never beside the weights.
 
     Args:
-        dense (str | Path): Dense checkpoint (.pt).
-        sparse (str | Path): Sparse checkpoint (.pt).
-        imgsz (int): Square input size.
+        dense (str | Path): Dense (reference) checkpoint (.pt).
+        sparse (str | Path): Sparse or pruned checkpoint (.pt).
+        imgsz (int): Square input size; GFLOPs are counted at this size too.
         batch (int): Images per inference.
         device (Any): ``cpu`` or a CUDA device (``0``, ``cuda:0``).
         half (bool): FP16 inference (CUDA only).
-        runs (int): Timed runs per model, at least ``MIN_RUNS``.
-        warmup (int): Untimed runs per model first.
-        backend (str): ``torch`` or ``onnxruntime``.
+        runs (int): Timed runs per model and backend, at least ``MIN_RUNS``.
+        warmup (int): Untimed runs per model and backend first.
+        backend (str | Sequence[str]): ``torch``, ``onnxruntime``, both (``torch,onnxruntime`` or a list), or
+            ``auto`` (torch, plus onnxruntime where its packages are installed); see ``resolve_backends``.
         workdir (str | Path, optional): Folder for ONNX exports; a temporary one when None.
 
     Returns:
-        (dict): ``settings``, ``models`` (per model: latency stats in ms per batch, ``ms_per_image``, ``fps``,
-        ``zeros_timed`` = fraction of zeros in the weights actually run), ``ratio`` (stats of sparse/dense per
-        round), ``verdict``, ``note`` (why unstructured sparsity is not faster) and ``samples_ms``.
+        (dict): ``settings`` (``backends``: those timed), ``kind`` (``stats.pair_kind``), ``models`` (per model:
+        ``params``, ``nonzero``, ``gflops``, ``file_mb``, ``zeros_timed`` = fraction of zeros in the weights actually
+        run), ``gflops_ratio``, ``timings`` (per backend: ``models`` with latency stats in ms per batch,
+        ``ms_per_image`` and ``fps``; ``ratio`` = stats of sparse/dense per round; ``outcome``; ``verdict``;
+        ``samples_ms``) and ``note`` (``stats.speed_note`` of the kind).
 
     Raises:
-        ValueError: On a bad setting, unreadable checkpoint or missing onnxruntime.
+        ValueError: On a bad setting, an unreadable checkpoint, models of different classes, or a missing package.
         FileNotFoundError: If a checkpoint is missing.
 
     Examples:
         >>> result = benchmark_models("dense.pt", "sparse.pt", imgsz=640, runs=30)  # doctest: +SKIP
-        >>> result["verdict"]  # doctest: +SKIP
+        >>> result["timings"]["torch"]["verdict"]  # doctest: +SKIP
         'no measurable speed-up (ratio 1.00, IQR 0.98-1.02 includes 1.00)'
     """
+    from ..checkpoint import load_checkpoint
+
     settings = check_settings(imgsz=imgsz, batch=batch, runs=runs, warmup=warmup, backend=backend)
     device = parse_device(device, half)
-    if backend == "onnxruntime":
-        check_onnx_packages()
-    models = {name: _load_for_timing(path) for name, path in (("dense", dense), ("sparse", sparse))}
+    paths = {"dense": dense, "sparse": sparse}
+    loaded = {name: load_checkpoint(path) for name, path in paths.items()}
+    check_comparable({name: model for name, (model, _) in loaded.items()})
+    kind = kind_of_pair(loaded["dense"], loaded["sparse"])
+    facts = {name: model_facts(model, paths[name], imgsz) for name, (model, _) in loaded.items()}
+    timed = {name: prepare_for_timing(model) for name, (model, _) in loaded.items()}
+    for name, entry in timed.items():
+        facts[name]["zeros_timed"] = entry["zeros"]
 
     import torch
 
     torch.manual_seed(0)
     x = torch.rand(batch, 3, imgsz, imgsz)
+    fns = {}
     with tempfile.TemporaryDirectory(prefix="ultra_sparse_bench_") as tmp:
-        if backend == "torch":
-            fns, sync = _torch_runners(models, x, device, half)
-        else:
-            folder = Path(workdir) if workdir is not None else Path(tmp)
-            fns, sync = _onnxruntime_runners(models, x, device, half, folder)
-        return _finish(models, fns, sync, settings, device, half, dense, sparse)
+        for name in settings["backends"]:
+            if name == "torch":
+                runners = _torch_runners(timed, x, device, half)
+            else:
+                runners = _onnxruntime_runners(timed, x, device, half, Path(workdir) if workdir is not None else Path(tmp))
+            fns.update({f"{name}/{model}": fn for model, fn in runners.items()})
+        sync = torch.cuda.synchronize if device.startswith("cuda") else None
+        times = _time_with_progress(fns, sync, settings)
+    gflops_pair = [facts[name]["gflops"] for name in ("dense", "sparse")]
+    gflops_ratio = gflops_pair[1] / gflops_pair[0] if all(gflops_pair) else None
+    return {
+        "settings": {**settings, "device": device, "half": bool(half)},
+        "kind": kind,
+        "models": facts,
+        "gflops_ratio": gflops_ratio,
+        "timings": {name: _judge(times, name, batch) for name in settings["backends"]},
+        "note": speed_note(kind, gflops_ratio),
+    }
+
+
+def resolve_backends(backend: str | Sequence[str]) -> tuple[str, ...]:
+    """The backends to time: one name, several (a comma-separated string or a list), or ``auto``.
+
+    ``auto`` is ``torch`` plus ``onnxruntime`` where the ``onnx`` and ``onnxruntime`` packages import. A backend asked
+    by name must be usable: ``onnxruntime`` without its packages is refused here, before any work.
+
+    Raises:
+        ValueError: If a name is unknown or repeated, or ``onnxruntime`` is asked without its packages.
+
+    Examples:
+        >>> resolve_backends("torch")
+        ('torch',)
+        >>> resolve_backends(["torch", "onnxruntime"])  # doctest: +SKIP
+        ('torch', 'onnxruntime')
+    """
+    if backend == "auto":
+        return BACKENDS if not missing_onnx_packages() else ("torch",)
+    names = [b.strip() for b in backend.split(",")] if isinstance(backend, str) else backend
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ValueError(f"backend={echo(backend)} must be auto, one of {', '.join(BACKENDS)}, or a comma list of them")
+    for name in names:
+        if name not in BACKENDS:
+            raise ValueError(f"backend={echo(name)} is unknown; choose auto or {', '.join(BACKENDS)} (or both: torch,onnxruntime)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"backend={echo(backend)} names a backend twice")
+    if "onnxruntime" in names:
+        check_onnx_packages()
+    return tuple(names)
 
 
 def check_settings(imgsz: Any, batch: Any, runs: Any, warmup: Any, backend: Any) -> dict[str, Any]:
-    """Validate benchmark settings and return them as a dict; raise ValueError/TypeError naming the bad one."""
+    """Validate benchmark settings and return them as a dict; raise ValueError/TypeError naming the bad one.
+
+    ``backends`` in the result is ``resolve_backends(backend)``: a missing package is refused here, before any work.
+
+    Examples:
+        >>> check_settings(imgsz=64, batch=1, runs=10, warmup=0, backend="torch")["backends"]
+        ('torch',)
+    """
     limits = (("imgsz", imgsz, 32), ("batch", batch, 1), ("runs", runs, MIN_RUNS), ("warmup", warmup, 0))
     for key, value, low in limits:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{key}={value!r} must be an integer")
+            raise TypeError(f"{key}={echo(value)} must be an integer")
         if value < low:
             raise ValueError(f"{key}={value} must be at least {low}")
     if imgsz % 32:
         raise ValueError(f"imgsz={imgsz} must be a multiple of 32")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is unknown; choose one of {', '.join(BACKENDS)}")
-    return {"imgsz": imgsz, "batch": batch, "runs": runs, "warmup": warmup, "backend": backend}
+    backends = resolve_backends(backend)
+    return {"imgsz": imgsz, "batch": batch, "runs": runs, "warmup": warmup, "backend": backend, "backends": backends}
 
 
 def format_benchmark_md(result: Mapping[str, Any]) -> str:
-    """Render a ``benchmark_models`` result as a Markdown table, the verdict and the note.
+    """Render a ``benchmark_models`` result as Markdown: the models, the timings per backend, verdicts and the note.
 
     Examples:
         >>> stats = summarize([10.0, 11.0, 12.0]).to_dict()
-        >>> model = {"latency_ms": stats, "ms_per_image": 11.0, "fps": 90.9, "zeros_timed": 0.0}
-        >>> result = {"settings": {"backend": "torch", "device": "cpu", "imgsz": 64, "batch": 1, "half": False,
-        ...     "runs": 3, "warmup": 1}, "models": {"dense": model, "sparse": model},
-        ...     "ratio": summarize([1.0, 1.0, 1.0]).to_dict(), "verdict": "no measurable speed-up", "note": "..."}
-        >>> print(format_benchmark_md(result).splitlines()[2])
-        | model | median ms | IQR ms | min-max ms | ms/img | FPS | zeros in timed weights |
+        >>> facts = {"params": 100, "nonzero": 90, "gflops": 1.0, "file_mb": 0.5, "zeros_timed": 0.1}
+        >>> timing = {"models": {m: {"latency_ms": stats, "ms_per_image": 11.0, "fps": 90.9} for m in ("dense", "sparse")},
+        ...     "ratio": summarize([1.0, 1.0, 1.0]).to_dict(), "verdict": "no measurable speed-up"}
+        >>> result = {"settings": {"backends": ["torch"], "device": "cpu", "imgsz": 64, "batch": 1, "half": False,
+        ...     "runs": 3, "warmup": 1}, "kind": "unstructured", "models": {"dense": facts, "sparse": facts},
+        ...     "timings": {"torch": timing}, "note": "..."}
+        >>> print(format_benchmark_md(result).splitlines()[7])
+        | backend | model | median ms | IQR ms | min-max ms | ms/img | FPS |
     """
     s = result["settings"]
     lines = [
-        f"Benchmark: backend={s['backend']} device={s['device']} imgsz={s['imgsz']} batch={s['batch']} "
-        f"half={s['half']} runs={s['runs']} warmup={s['warmup']} (interleaved)",
+        f"Benchmark: backends={','.join(s['backends'])} device={s['device']} imgsz={s['imgsz']} batch={s['batch']} "
+        f"half={s['half']} runs={s['runs']} warmup={s['warmup']} "
+        f"(interleaved{', all backends in one run' if len(s['backends']) > 1 else ''}); "
+        f"pair: {result['kind']}",
         "",
-        "| model | median ms | IQR ms | min-max ms | ms/img | FPS | zeros in timed weights |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | params | nonzero | GFLOPs | file MB | zeros in timed weights |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, m in result["models"].items():
-        lat = m["latency_ms"]
+        flops = "-" if m["gflops"] is None else f"{m['gflops']:.3f}"
         lines.append(
-            f"| {name} | {lat['median']:.2f} | {lat['q1']:.2f}-{lat['q3']:.2f} | {lat['min']:.2f}-{lat['max']:.2f} "
-            f"| {m['ms_per_image']:.2f} | {m['fps']:.1f} | {m['zeros_timed']:.2%} |"
+            f"| {name} | {m['params']:,} | {m['nonzero']:,} | {flops} | {m['file_mb']:.2f} | {m['zeros_timed']:.2%} |"
         )
-    r = result["ratio"]
     lines += [
-        f"| sparse/dense ratio | {r['median']:.3f} | {r['q1']:.3f}-{r['q3']:.3f} "
-        f"| {r['min']:.3f}-{r['max']:.3f} | | | |",
         "",
-        f"Result: {result['verdict']}",
-        "",
-        f"Note: {result['note']}",
+        "| backend | model | median ms | IQR ms | min-max ms | ms/img | FPS |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
+    for backend, timing in result["timings"].items():
+        for name, m in timing["models"].items():
+            lat = m["latency_ms"]
+            lines.append(
+                f"| {backend} | {name} | {lat['median']:.2f} | {lat['q1']:.2f}-{lat['q3']:.2f} "
+                f"| {lat['min']:.2f}-{lat['max']:.2f} | {m['ms_per_image']:.2f} | {m['fps']:.1f} |"
+            )
+        r = timing["ratio"]
+        lines.append(
+            f"| {backend} | sparse/dense ratio | {r['median']:.3f} | {r['q1']:.3f}-{r['q3']:.3f} "
+            f"| {r['min']:.3f}-{r['max']:.3f} | | |"
+        )
+    lines.append("")
+    lines += [f"Result ({backend}): {timing['verdict']}" for backend, timing in result["timings"].items()]
+    lines += ["", f"Note: {result['note']}"]
     return "\n".join(lines) + "\n"
 
 
-def _finish(models, fns, sync, settings, device, half, dense, sparse) -> dict[str, Any]:
-    """Time the runners and assemble the result dict."""
+def _time_with_progress(fns, sync, settings) -> dict[str, list[float]]:
+    """``time_interleaved`` over every runner, with a progress bar outside the timed calls."""
     from ultralytics.utils import TQDM
 
     def progress(calls):
-        return TQDM(calls, desc=f"benchmark: {settings['warmup']} warm-up + {settings['runs']} timed runs per model")
+        return TQDM(
+            calls,
+            desc=f"benchmark: {settings['warmup']} warm-up + {settings['runs']} timed runs per model and backend",
+        )
 
-    times = time_interleaved(fns, runs=settings["runs"], warmup=settings["warmup"], sync=sync, progress=progress)
-    ms = {name: [t * 1e3 for t in values] for name, values in times.items()}
-    batch = settings["batch"]
-    out_models = {}
+    return time_interleaved(fns, runs=settings["runs"], warmup=settings["warmup"], sync=sync, progress=progress)
+
+
+def _judge(times: Mapping[str, list[float]], backend: str, batch: int) -> dict[str, Any]:
+    """Latency statistics of both models on one backend, their per-round ratio, its outcome and verdict."""
+    ms = {name: [t * 1e3 for t in times[f"{backend}/{name}"]] for name in ("dense", "sparse")}
+    models = {}
     for name, values in ms.items():
         lat = summarize(values)
-        out_models[name] = {
-            "weights": str(dense if name == "dense" else sparse),
-            "latency_ms": lat.to_dict(),
-            "ms_per_image": lat.median / batch,
-            "fps": 1e3 * batch / lat.median,
-            "zeros_timed": models[name]["zeros"],
-        }
+        models[name] = {"latency_ms": lat.to_dict(), "ms_per_image": lat.median / batch, "fps": 1e3 * batch / lat.median}
     ratio = ratio_summary(ms["dense"], ms["sparse"])
-    return {
-        "settings": {**settings, "device": device, "half": bool(half)},
-        "models": out_models,
-        "ratio": ratio.to_dict(),
-        "verdict": verdict(ratio),
-        "note": HONEST_NOTE,
-        "samples_ms": ms,
-    }
-
-
-def _load_for_timing(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint fused for inference; count the zeros left in its weights (fusing may fill some)."""
-    import torch
-    from ultralytics.nn.modules.head import Detect
-
-    from ..checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(path)
-    model = model.fuse(verbose=False) if hasattr(model, "fuse") else model
-    for m in model.modules():  # Detect and subclasses: one output tensor, as in exported models
-        if isinstance(m, Detect):
-            m.export = True
-    weights = [p for p in model.parameters() if p.dim() > 1]
-    total = sum(p.numel() for p in weights)
-    nonzero = sum(int(torch.count_nonzero(p)) for p in weights)
-    return {"model": model.eval(), "zeros": (total - nonzero) / max(1, total)}
+    return {"models": models, "ratio": ratio.to_dict(), "outcome": outcome(ratio), "verdict": verdict(ratio), "samples_ms": ms}
 
 
 def _torch_runners(models, x, device, half):
-    """Zero-argument inference functions for PyTorch, under inference mode, and the CUDA sync (or None)."""
+    """Zero-argument inference functions for PyTorch, under inference mode."""
     import torch
 
     x = x.to(device)
@@ -325,7 +379,18 @@ def _torch_runners(models, x, device, half):
                 model(x)
 
         fns[name] = run
-    return fns, (torch.cuda.synchronize if device.startswith("cuda") else None)
+    return fns
+
+
+def missing_onnx_packages() -> list[str]:
+    """The packages that ``backend=onnxruntime`` needs and cannot import: ``onnx`` (export) and ``onnxruntime``."""
+    missing = []
+    for name in ("onnx", "onnxruntime"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def check_onnx_packages() -> None:
@@ -336,12 +401,7 @@ def check_onnx_packages() -> None:
     Examples:
         >>> check_onnx_packages()  # doctest: +SKIP
     """
-    missing = []
-    for name in ("onnx", "onnxruntime"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
+    missing = missing_onnx_packages()
     if missing:
         raise ValueError(
             f"backend=onnxruntime needs the onnx and onnxruntime packages (missing: {', '.join(missing)}): "
@@ -350,7 +410,7 @@ def check_onnx_packages() -> None:
 
 
 def _onnxruntime_runners(models, x, device, half, folder: Path):
-    """Export each model to ONNX in ``folder`` and return ONNX Runtime inference functions (no sync needed)."""
+    """Export each model to ONNX in ``folder`` and return ONNX Runtime inference functions."""
     import torch
 
     check_onnx_packages()
@@ -382,4 +442,4 @@ def _onnxruntime_runners(models, x, device, half, folder: Path):
             session.run(None, feed)
 
         fns[name] = run
-    return fns, None
+    return fns
