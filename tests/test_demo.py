@@ -10,12 +10,14 @@ import torch
 from ultra_sparse.rules import assign_families, load_rules
 
 
+TOY = ["epochs=1", "finetune_epochs=1", "n_train=16", "n_val=8", "imgsz=64", "name=d"]
+
+
 @pytest.mark.slow
 def test_demo_runs_all_five_steps(tmp_path):
     from ultra_sparse.cli import main
 
-    assert main(["demo", "epochs=1", "finetune_epochs=1", "n_train=16", "n_val=8", "imgsz=64",
-                 f"project={tmp_path}", "name=d", "sparsity=0.4"]) == 0
+    assert main(["demo", *TOY, f"project={tmp_path}", "sparsity=0.4", "channel=False"]) == 0
     run = tmp_path / "d"
     assert (run / "data" / "data.yaml").is_file()
     assert (run / "baseline" / "weights" / "best.pt").is_file()
@@ -30,7 +32,27 @@ def test_demo_runs_all_five_steps(tmp_path):
         assert bool((zeros["best.pt"][name] | ~zero).all()), name
     for name in ("compare-oneshot", "compare-finetuned"):
         result = json.loads((run / name / "compare.json").read_text())
-        assert result and (run / name / "compare.md").is_file() and (run / name / "compare.png").is_file()
+        assert result["kind"] == "unstructured"
+        assert (run / name / "compare.md").is_file() and (run / name / "compare.png").is_file()
+    assert not (run / "prune").exists() and not (run / "compare-pruned").exists()  # channel=False: no channel leg
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(raises=ValueError, strict=True, reason="sparsify method=channel: channel pruning is not merged yet")
+def test_demo_channel_leg(tmp_path):
+    from ultra_sparse.cli import main
+
+    assert main(["demo", *TOY, f"project={tmp_path}", "sparsity=0.4"]) == 0
+    run = tmp_path / "d"
+    params = {}
+    for name in ("compare-pruned", "compare-pruned-finetuned"):
+        result = json.loads((run / name / "compare.json").read_text())
+        rows = {row["metric"]: row for row in result["rows"]}
+        assert result["kind"] == "structured" and "does not speed up" not in result["benchmark"]["note"]
+        assert rows["total params"]["sparse"] < rows["total params"]["dense"]
+        assert rows["GFLOPs"]["sparse"] < rows["GFLOPs"]["dense"]
+        params[name] = rows["total params"]["sparse"]
+    assert params["compare-pruned"] == params["compare-pruned-finetuned"]  # fine-tuning kept the pruned shapes
 
 
 def test_demo_rejects_bad_keys_before_writing(tmp_path):
@@ -40,4 +62,10 @@ def test_demo_rejects_bad_keys_before_writing(tmp_path):
         main(["demo", "sparsity=1.5", f"project={tmp_path}"])
     with pytest.raises(ValueError, match="model YAML"):
         main(["demo", "model=best.pt", f"project={tmp_path}"])
+    with pytest.raises(ValueError, match="imgsz=80 must be a multiple of 32"):  # the compare steps' size, checked first
+        main(["demo", "imgsz=80", f"project={tmp_path}"])
+    with pytest.raises(ValueError, match="flops"):
+        main(["demo", "flops=1.5", f"project={tmp_path}"])
+    with pytest.raises(ValueError, match="channel"):
+        main(["demo", "channel=maybe", f"project={tmp_path}"])
     assert not any(tmp_path.iterdir())
