@@ -138,6 +138,12 @@ def test_outcome_and_verdict_follow_the_spread(sparse_costs, expected, words):
     assert speed_words({"outcome": outcome(ratio), "ratio": {"median": ratio.median}}) == words
 
 
+def test_a_spread_that_excludes_one_never_reads_as_touching_it():
+    ratio = summarize([1.004, 1.004, 1.1, 1.27, 1.27])
+    assert outcome(ratio) == "slow-down"
+    assert "IQR 1.004-1.27" in verdict(ratio)  # not "IQR 1.00-1.27"
+
+
 def test_a_spread_touching_one_is_no_speed_up():
     ratio = summarize([0.5, 0.6, 1.0, 1.0])  # q3 is exactly 1.0
     assert ratio.q3 == 1.0 and outcome(ratio) == "none"

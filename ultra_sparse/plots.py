@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from .bench.stats import ratio_text
+
 __all__ = ["BAD", "GOOD", "NEUTRAL", "plot_comparison", "row_colour", "speed_words"]
 
 GOOD, BAD, NEUTRAL = "tab:green", "tab:red", "tab:gray"
@@ -122,7 +124,8 @@ def _speed(ax, bench: Mapping[str, Any]) -> str:
         said = speed_words(t)
         words.append(f"{backend} {said}")
         ax.annotate(
-            f"{said}\nratio {r['median']:.2f}, IQR {r['q1']:.2f}-{r['q3']:.2f}, min-max {r['min']:.2f}-{r['max']:.2f}",
+            f"{said}\nratio {r['median']:.2f}, IQR {ratio_text(r['q1'])}-{ratio_text(r['q3'])}, "
+            f"min-max {r['min']:.2f}-{r['max']:.2f}",
             (r["median"], y), xytext=(0, 18), textcoords="offset points", ha="center", va="bottom", fontsize=9,
             color=colour, fontweight="bold", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
         )

@@ -20,6 +20,7 @@ __all__ = [
     "outcome",
     "pair_kind",
     "ratio_summary",
+    "ratio_text",
     "speed_note",
     "summarize",
     "verdict",
@@ -123,6 +124,19 @@ def ratio_summary(dense: Sequence[float], sparse: Sequence[float]) -> Stats:
     return summarize([s / d for d, s in zip(dense, sparse)])
 
 
+def ratio_text(value: float) -> str:
+    """A ratio with two decimals, or three where two would round it to 1.00 without being 1.0.
+
+    A spread that excludes 1.0 must not read as if it touched it ("IQR 1.00-1.27" for a first quartile of 1.004).
+
+    Examples:
+        >>> ratio_text(0.8123), ratio_text(1.004), ratio_text(0.9996), ratio_text(1.0)
+        ('0.81', '1.004', '1.000', '1.00')
+    """
+    text = f"{value:.2f}"
+    return f"{value:.3f}" if text == "1.00" and value != 1.0 else text
+
+
 def outcome(ratio: Stats) -> str:
     """What a sparse/dense latency ratio shows: ``speed-up``, ``none`` or ``slow-down`` (one of ``OUTCOMES``).
 
@@ -156,7 +170,7 @@ def verdict(ratio: Stats) -> str:
         >>> verdict(summarize([0.48, 0.5, 0.52]))
         'speed-up: sparse is 2.00x faster (ratio 0.50, IQR 0.49-0.51)'
     """
-    spread = f"IQR {ratio.q1:.2f}-{ratio.q3:.2f}"
+    spread = f"IQR {ratio_text(ratio.q1)}-{ratio_text(ratio.q3)}"
     result = outcome(ratio)
     if result == "none":
         return f"no measurable speed-up (ratio {ratio.median:.2f}, {spread} includes 1.00)"
