@@ -57,3 +57,32 @@ def volleyball() -> Path:
     if not path.is_file():
         pytest.skip("../shared/realdata is not available")
     return path
+
+
+@pytest.fixture(scope="session")
+def shrunk_checkpoint(tmp_path_factory, trained_checkpoint) -> Path:
+    """The trained yolo11n with channels removed by hand: a structured pair for compare and benchmark.
+
+    Half of ``model.0``'s output channels (its conv and BN) go, with the matching input channels of ``model.1``'s conv
+    (``model.0`` feeds nothing else). The classes stay stock Ultralytics ones; the file keeps Ultralytics' checkpoint
+    layout. 8 * 27 + 2 * 8 + 32 * 8 * 9 = 2536 parameters are removed.
+    """
+    import torch
+
+    ckpt = torch.load(trained_checkpoint, map_location="cpu", weights_only=False)
+    model = (ckpt.get("ema") or ckpt["model"]).float()
+    first, second = model.model[0], model.model[1]
+    keep = first.conv.out_channels // 2
+    first.conv.weight = torch.nn.Parameter(first.conv.weight.detach()[:keep].clone())
+    first.conv.out_channels = keep
+    bn = first.bn
+    bn.weight = torch.nn.Parameter(bn.weight.detach()[:keep].clone())
+    bn.bias = torch.nn.Parameter(bn.bias.detach()[:keep].clone())
+    bn.running_mean, bn.running_var = bn.running_mean[:keep].clone(), bn.running_var[:keep].clone()
+    bn.num_features = keep
+    second.conv.weight = torch.nn.Parameter(second.conv.weight.detach()[:, :keep].clone())
+    second.conv.in_channels = keep
+    path = tmp_path_factory.mktemp("shrunk") / "shrunk.pt"
+    torch.save({**ckpt, "model": model.half(), "ema": None}, path)
+    return path
+

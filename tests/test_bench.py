@@ -1,4 +1,4 @@
-"""Benchmark scheduling and statistics on fake clocks; the real timing path on tiny inputs (CUDA parts skip)."""
+"""Benchmark scheduling, statistics and verdicts on fake clocks; the real timing path on tiny inputs (CUDA parts skip)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,25 @@ import sys
 import pytest
 import torch
 
-from ultra_sparse.bench import (
+from ultra_sparse.bench.stats import (
     HONEST_NOTE,
+    NM_NOTE,
+    outcome,
+    pair_kind,
+    ratio_summary,
+    speed_note,
+    summarize,
+    verdict,
+)
+from ultra_sparse.bench.timing import (
     benchmark_models,
     format_benchmark_md,
     interleaved_order,
     parse_device,
-    ratio_summary,
-    summarize,
+    resolve_backends,
     time_interleaved,
-    verdict,
 )
+from ultra_sparse.plots import speed_words
 
 
 class FakeClock:
@@ -105,6 +113,68 @@ def test_clear_speed_up_and_slow_down():
     assert verdict(slow).startswith("slow-down: sparse is 1.29x slower")
 
 
+def fake_ratio(dense_costs, sparse_costs):
+    """The per-round ratio of two fake models timed interleaved on a FakeClock."""
+    clock = FakeClock({"dense": list(dense_costs), "sparse": list(sparse_costs)})
+    fns = {"dense": clock.runner("dense"), "sparse": clock.runner("sparse")}
+    times = time_interleaved(fns, runs=len(dense_costs), timer=clock)
+    return ratio_summary(times["dense"], times["sparse"])
+
+
+@pytest.mark.parametrize(
+    "sparse_costs, expected, words",
+    [
+        ([6.0, 6.2, 5.9, 6.1, 6.0, 6.3], "speed-up", "1.65x faster"),  # spread wholly below 1.0
+        ([12.0, 12.5, 11.8, 12.2, 12.1, 12.4], "slow-down", "1.21x slower"),  # wholly above
+        ([9.0, 11.0, 9.5, 10.5, 9.8, 10.4], "none", "no measurable speed-up"),  # spread includes 1.0
+        ([5.0, 5.0, 9.0, 15.0, 15.0, 15.0], "none", "no measurable speed-up"),  # median 1.2, but IQR 0.6-1.5 holds 1.0
+    ],
+)
+def test_outcome_and_verdict_follow_the_spread(sparse_costs, expected, words):
+    ratio = fake_ratio([10.0] * 6, sparse_costs)
+    assert outcome(ratio) == expected
+    said = verdict(ratio)
+    assert said.startswith({"speed-up": "speed-up:", "slow-down": "slow-down:", "none": "no measurable"}[expected])
+    assert speed_words({"outcome": outcome(ratio), "ratio": {"median": ratio.median}}) == words
+
+
+def test_a_spread_that_excludes_one_never_reads_as_touching_it():
+    ratio = summarize([1.004, 1.004, 1.1, 1.27, 1.27])
+    assert outcome(ratio) == "slow-down"
+    assert "IQR 1.004-1.27" in verdict(ratio)  # not "IQR 1.00-1.27"
+
+
+def test_a_spread_touching_one_is_no_speed_up():
+    ratio = summarize([0.5, 0.6, 1.0, 1.0])  # q3 is exactly 1.0
+    assert ratio.q3 == 1.0 and outcome(ratio) == "none"
+
+
+def test_pair_kind_and_note():
+    assert pair_kind(True, None) == pair_kind(True, "unstructured") == "unstructured"
+    assert pair_kind(True, "nm") == "nm"
+    assert pair_kind(False, None) == pair_kind(False, "unstructured") == pair_kind(True, "channel") == "structured"
+    assert speed_note("unstructured") == HONEST_NOTE
+    assert speed_note("nm") == NM_NOTE
+    for note in (speed_note("structured", 0.48), speed_note("structured")):
+        assert "does not speed up" not in note and "measured" in note
+    assert "GFLOPs ratio 0.48" in speed_note("structured", 0.48)
+    with pytest.raises(ValueError, match="pair kind"):
+        speed_note("sparse")
+
+
+def test_resolve_backends(monkeypatch):
+    assert resolve_backends("torch") == ("torch",)
+    assert resolve_backends("torch, onnxruntime") == resolve_backends(["torch", "onnxruntime"]) == ("torch", "onnxruntime")
+    assert resolve_backends("auto") == ("torch", "onnxruntime")  # both packages are installed in the test setup
+    for bad, match in (("tensorrt", "unknown"), ("torch,torch", "twice"), ([], "auto, one of"), (3, "auto, one of")):
+        with pytest.raises(ValueError, match=match):
+            resolve_backends(bad)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert resolve_backends("auto") == ("torch",)  # auto falls back; a backend asked by name is refused
+    with pytest.raises(ValueError, match="missing: onnxruntime"):
+        resolve_backends("torch,onnxruntime")
+
+
 def test_parse_device():
     assert parse_device("cpu") == "cpu"
     with pytest.raises(ValueError, match="half=True needs a CUDA"):
@@ -143,14 +213,31 @@ def test_benchmark_real_models(trained_checkpoint, backend, tmp_path):
     result = benchmark_models(
         trained_checkpoint, trained_checkpoint, imgsz=64, runs=10, warmup=1, backend=backend, workdir=tmp_path
     )
-    assert set(result["models"]) == {"dense", "sparse"}
-    assert all(len(v) == 10 for v in result["samples_ms"].values())
-    assert result["note"] == HONEST_NOTE
+    assert set(result["models"]) == {"dense", "sparse"} and list(result["timings"]) == [backend]
+    assert all(len(v) == 10 for v in result["timings"][backend]["samples_ms"].values())
+    assert result["kind"] == "unstructured" and result["note"] == HONEST_NOTE
+    assert result["models"]["dense"]["gflops"] == result["models"]["sparse"]["gflops"] > 0
     text = format_benchmark_md(result)
-    assert "sparse/dense ratio" in text and result["verdict"] in text
+    assert "sparse/dense ratio" in text and result["timings"][backend]["verdict"] in text
     if backend == "onnxruntime":
         assert sorted(p.name for p in tmp_path.iterdir()) == ["dense.onnx", "sparse.onnx"]
     assert not list(trained_checkpoint.parent.glob("*.onnx"))  # never beside the weights
+
+
+def test_benchmark_structured_pair_both_backends_in_one_run(trained_checkpoint, shrunk_checkpoint, tmp_path, capfd):
+    pytest.importorskip("onnxruntime")
+    result = benchmark_models(
+        trained_checkpoint, shrunk_checkpoint, imgsz=64, runs=10, warmup=1, backend="torch,onnxruntime", workdir=tmp_path
+    )
+    assert result["kind"] == "structured" and "does not speed up" not in result["note"]
+    models = result["models"]
+    assert models["dense"]["params"] - models["sparse"]["params"] == 8 * 27 + 2 * 8 + 32 * 8 * 9
+    assert models["sparse"]["gflops"] < models["dense"]["gflops"]
+    assert result["gflops_ratio"] == pytest.approx(models["sparse"]["gflops"] / models["dense"]["gflops"])
+    assert list(result["timings"]) == ["torch", "onnxruntime"]
+    for timing in result["timings"].values():
+        assert timing["outcome"] == outcome(ratio_summary(timing["samples_ms"]["dense"], timing["samples_ms"]["sparse"]))
+    assert "44/44" in "".join(capfd.readouterr())  # one interleaved run: 2 models x 2 backends x (1 + 10) calls
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

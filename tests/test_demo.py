@@ -12,12 +12,14 @@ from ultra_sparse.rules import assign_families, load_rules
 SMALL = ["epochs=1", "finetune_epochs=1", "n_train=2", "n_val=2", "imgsz=64"]
 
 
+TOY = ["epochs=1", "finetune_epochs=1", "n_train=16", "n_val=8", "imgsz=64", "name=d"]
+
+
 @pytest.mark.slow
 def test_demo_runs_all_five_steps(tmp_path):
     from ultra_sparse.cli import main
 
-    assert main(["demo", "epochs=1", "finetune_epochs=1", "n_train=16", "n_val=8", "imgsz=64",
-                 f"project={tmp_path}", "name=d", "sparsity=0.4"]) == 0
+    assert main(["demo", *TOY, f"project={tmp_path}", "sparsity=0.4", "channel=False"]) == 0
     run = tmp_path / "d"
     assert (run / "data" / "data.yaml").is_file()
     assert (run / "baseline" / "weights" / "best.pt").is_file()
@@ -32,7 +34,27 @@ def test_demo_runs_all_five_steps(tmp_path):
         assert bool((zeros["best.pt"][name] | ~zero).all()), name
     for name in ("compare-oneshot", "compare-finetuned"):
         result = json.loads((run / name / "compare.json").read_text())
-        assert result and (run / name / "compare.md").is_file() and (run / name / "compare.png").is_file()
+        assert result["kind"] == "unstructured"
+        assert (run / name / "compare.md").is_file() and (run / name / "compare.png").is_file()
+    assert not (run / "prune").exists() and not (run / "compare-pruned").exists()  # channel=False: no channel leg
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(raises=ValueError, strict=True, reason="sparsify method=channel: channel pruning is not merged yet")
+def test_demo_channel_leg(tmp_path):
+    from ultra_sparse.cli import main
+
+    assert main(["demo", *TOY, f"project={tmp_path}", "sparsity=0.4"]) == 0
+    run = tmp_path / "d"
+    params = {}
+    for name in ("compare-pruned", "compare-pruned-finetuned"):
+        result = json.loads((run / name / "compare.json").read_text())
+        rows = {row["metric"]: row for row in result["rows"]}
+        assert result["kind"] == "structured" and "does not speed up" not in result["benchmark"]["note"]
+        assert rows["total params"]["sparse"] < rows["total params"]["dense"]
+        assert rows["GFLOPs"]["sparse"] < rows["GFLOPs"]["dense"]
+        params[name] = rows["total params"]["sparse"]
+    assert params["compare-pruned"] == params["compare-pruned-finetuned"]  # fine-tuning kept the pruned shapes
 
 
 @pytest.mark.parametrize(
@@ -45,6 +67,8 @@ def test_demo_runs_all_five_steps(tmp_path):
         (["n_val=-1"], "n_val=-1"),
         (["device=bogus"], "device='bogus'"),
         (["rules=NORULES"], "leave no prunable weight"),
+        (["flops=1.5"], "flops"),
+        (["channel=maybe"], "channel"),
     ],
 )
 def test_demo_rejects_bad_keys_before_writing(tmp_path, args, message):

@@ -65,7 +65,7 @@ def test_lower_bounds_are_what_the_code_and_ci_need():
     import torch
 
     specs = dependency_specs()
-    # bench.py exports with torch.onnx.export(dynamo=False): the keyword exists from torch 2.5
+    # bench/timing.py exports with torch.onnx.export(dynamo=False): the keyword exists from torch 2.5
     assert "dynamo" in inspect.signature(torch.onnx.export).parameters
     assert check_version("2.5.0", specs["torch"]) and not check_version("2.4.1", specs["torch"])
     # the oldest Ultralytics release CI tests is the lower bound

@@ -1,9 +1,10 @@
-"""Dense against sparse: the same validation for both, the interleaved benchmark for speed, and one table.
+"""Dense against sparse (or pruned): the same validation for both, the interleaved benchmark for speed, one table.
 
-``compare_models`` validates two checkpoints with identical settings through ``SparseDetectionValidator``, times them
-with ``bench.benchmark_models`` (not with the validation loop's timings, which include a cold first run and data
-loading noise), and returns rows of absolute and relative changes. ``write_comparison`` writes ``compare.json``,
-``compare.md`` and ``compare.png``.
+``compare_models`` validates two checkpoints with identical settings through the sparse validator of their task,
+times them with ``bench.benchmark_models`` (not with the validation loop's timings, which include a cold first run and
+data loading noise), and returns rows of absolute and relative changes. The two may differ in architecture (a
+channel-pruned model against its dense parent) but not in task or classes. ``write_comparison`` writes
+``compare.json``, ``compare.md`` and ``compare.png``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from .bench import benchmark_models, check_settings, format_benchmark_md, parse_device
+from .bench import benchmark_models, check_comparable, check_settings, format_benchmark_md, parse_device
 from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
 from .report import pattern_of, sparsity_report
 from .rules import recorded_rules
@@ -22,23 +23,47 @@ __all__ = [
     "check_inputs",
     "compare_models",
     "format_comparison_md",
+    "row_names",
     "rules_of",
     "validate",
     "write_comparison",
 ]
 
-ROW_NAMES = (
+ROW_NAMES = (  # then two speed rows per backend timed: see row_names
     "total params",
     "nonzero params",
     "sparsified weights",
+    "GFLOPs",
     "file size (MB)",
     "mAP50",
     "mAP50-95",
     "precision",
     "recall",
-    "inference ms/img",
-    "FPS",
 )
+UNITS = {
+    "total params": "count",
+    "nonzero params": "count",
+    "sparsified weights": "%",
+    "GFLOPs": "3f",
+    "file size (MB)": "2f",
+}
+
+
+def row_names(backends: tuple[str, ...] | list[str]) -> list[str]:
+    """Every row of a comparison timed with ``backends``: ``ROW_NAMES``, then latency and FPS per backend.
+
+    Examples:
+        >>> row_names(["torch"])[-2:]
+        ['latency ms/img (torch)', 'FPS (torch)']
+    """
+    return [*ROW_NAMES, *(row for b in backends for row in (f"latency ms/img ({b})", f"FPS ({b})"))]
+
+
+KIND_WORDS = {
+    "unstructured": "same shapes: unstructured zeros",
+    "nm": "same shapes: N:M zeros",
+    "structured": "different shapes: channel-pruned or another architecture",
+}
 
 
 def check_inputs(weights: Mapping[str, Any], data: Any = None) -> dict[str, Any]:
@@ -124,13 +149,16 @@ def compare_models(
     half: bool = False,
     runs: int = 30,
     warmup: int = 5,
-    backend: str = "torch",
+    backend: str | list[str] = "torch",
 ) -> dict[str, Any]:
-    """Validate and benchmark a dense and a sparse checkpoint with identical settings.
+    """Validate and benchmark a dense and a sparse (or channel-pruned) checkpoint with identical settings.
+
+    Everything that can be refused is checked before the first validation: settings, the benchmark backends and
+    their packages, the device, both checkpoints, and that both detect the same classes.
 
     Args:
-        dense (str | Path): Dense checkpoint.
-        sparse (str | Path): Sparse checkpoint.
+        dense (str | Path): Dense (reference) checkpoint.
+        sparse (str | Path): Sparse or pruned checkpoint of the same task and classes.
         data (str | Path): Dataset YAML.
         folder (str | Path): Run folder; validations write into ``folder/val-dense`` and ``folder/val-sparse``.
         imgsz (int): Image size for validation and timing.
@@ -139,15 +167,17 @@ def compare_models(
         half (bool): FP16 (CUDA only).
         runs (int): Timed benchmark runs per model.
         warmup (int): Untimed benchmark runs per model.
-        backend (str): Benchmark backend, ``torch`` or ``onnxruntime``.
+        backend (str | list[str]): Benchmark backends: ``torch``, ``onnxruntime``, both (``torch,onnxruntime``), or
+            ``auto`` (torch, plus onnxruntime where installed); all are timed in one interleaved run.
 
     Returns:
-        (dict): ``settings``, ``dense`` and ``sparse`` (weights, sizes, sparsity, metrics, families, and ``nm``: the
-        N:M check of a ``method=nm`` sparse checkpoint, else None), ``rows``
-        (``metric``, ``dense``, ``sparse``, ``abs_change``, ``rel_change``) and ``benchmark``.
+        (dict): ``settings``, ``kind`` (``unstructured``, ``nm`` or ``structured``: see ``bench.pair_kind``),
+        ``dense`` and ``sparse`` (weights, sizes, sparsity, metrics, families, and ``nm``: the N:M check of a
+        ``method=nm`` sparse checkpoint, else None), ``rows`` (``metric``, ``unit``, ``dense``, ``sparse``,
+        ``abs_change``, ``rel_change``; see ``row_names``) and ``benchmark``.
 
     Raises:
-        ValueError: On bad settings or unreadable checkpoints.
+        ValueError: On bad settings, a missing benchmark package, unreadable checkpoints or different classes.
         FileNotFoundError: If a file is missing.
 
     Examples:
@@ -158,6 +188,7 @@ def compare_models(
     settings = check_settings(imgsz=imgsz, batch=batch, runs=runs, warmup=warmup, backend=backend)
     device = parse_device(device, half)
     loaded = check_inputs({"dense": dense, "sparse": sparse}, data)
+    check_comparable({name: model for name, (model, _) in loaded.items()})
     rules = rules_of(loaded["sparse"][1])
     pattern = pattern_of((loaded["sparse"][1].get(METADATA_KEY) or {}).get("config"))
     folder = Path(folder)
@@ -175,12 +206,13 @@ def compare_models(
             "nm": report["nm"],
         }
     bench = benchmark_models(
-        dense, sparse, imgsz=imgsz, batch=1, device=device, half=half, runs=runs, warmup=warmup, backend=backend,
-        workdir=folder / "onnx" if backend == "onnxruntime" else None,
+        dense, sparse, imgsz=imgsz, batch=1, device=device, half=half, runs=runs, warmup=warmup,
+        backend=list(settings["backends"]), workdir=folder / "onnx" if "onnxruntime" in settings["backends"] else None,
     )
     return {
         "settings": {**settings, "data": str(data), "device": device, "half": bool(half), "rules": rules,
                      "benchmark_batch": 1},
+        "kind": bench["kind"],
         "dense": sides["dense"],
         "sparse": sides["sparse"],
         "rows": _rows(sides, bench),
@@ -198,8 +230,9 @@ def format_comparison_md(result: Mapping[str, Any]) -> str:
         | mAP50 | 0.8000 | 0.7900 | -0.0100 | -1.25% |
     """
     s = result["settings"]
+    kind = result.get("kind")
     lines = [
-        "# Dense vs sparse",
+        "# Dense vs sparse" + (f" ({KIND_WORDS[kind]})" if kind else ""),
         "",
         "| metric | dense | sparse | change | change % |",
         "|---|---:|---:|---:|---:|",
@@ -225,8 +258,10 @@ def format_comparison_md(result: Mapping[str, Any]) -> str:
             f"Validated on `{s['data']}` at imgsz={s['imgsz']}, batch={s['batch']}, device={s['device']}, "
             f"half={s['half']}; prunable weights counted with rules `{s['rules']}`.",
         ]
-    if result.get("benchmark"):
-        lines += ["", "## Speed", "", format_benchmark_md(result["benchmark"]).rstrip()]
+    bench = result.get("benchmark")
+    if bench:
+        lines += ["", *[f"Speed ({b}): {t['verdict']}" for b, t in bench["timings"].items()]]
+        lines += ["", "## Speed", "", format_benchmark_md(bench).rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -243,54 +278,56 @@ def write_comparison(result: Mapping[str, Any], folder: str | Path) -> tuple[Pat
 
 
 def _rows(sides: Mapping[str, Any], bench: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The comparison rows, in ``ROW_NAMES`` order."""
+    """The comparison rows, in ``row_names`` order; GFLOPs and speed come from the benchmark."""
+    backends = list(bench["timings"])
 
-    def values(side: Mapping[str, Any], name: str) -> dict[str, float]:
-        t, m, b = side["totals"], side["metrics"], bench["models"][name]
-        return {
+    def values(side: Mapping[str, Any], name: str) -> dict[str, float | None]:
+        t, m = side["totals"], side["metrics"]
+        out = {
             "total params": t["all"]["params"],
             "nonzero params": t["all"]["nonzero"],
             "sparsified weights": t["prunable"]["sparsity"],
+            "GFLOPs": bench["models"][name]["gflops"],
             "file size (MB)": side["file_bytes"] / 1e6,
             "mAP50": m["metrics/mAP50(B)"],
             "mAP50-95": m["metrics/mAP50-95(B)"],
             "precision": m["metrics/precision(B)"],
             "recall": m["metrics/recall(B)"],
-            "inference ms/img": b["ms_per_image"],
-            "FPS": b["fps"],
         }
+        for backend in backends:
+            timed = bench["timings"][backend]["models"][name]
+            out[f"latency ms/img ({backend})"] = timed["ms_per_image"]
+            out[f"FPS ({backend})"] = timed["fps"]
+        return out
 
     dense, sparse = values(sides["dense"], "dense"), values(sides["sparse"], "sparse")
-    units = {
-        "total params": "count",
-        "nonzero params": "count",
-        "sparsified weights": "%",
-        "file size (MB)": "2f",
-        "inference ms/img": "2f",
-        "FPS": "2f",
-    }
     rows = []
-    for metric in ROW_NAMES:
+    for metric in row_names(backends):
         d, s = dense[metric], sparse[metric]
+        unit = UNITS.get(metric, "2f" if metric.startswith(("latency", "FPS")) else "")
+        known = d is not None and s is not None
         rows.append(
             {
                 "metric": metric,
-                "unit": units.get(metric, ""),
+                "unit": unit,
                 "dense": d,
                 "sparse": s,
-                "abs_change": s - d,
-                "rel_change": (s - d) / d if d and units.get(metric) != "%" else None,  # no % of a %
+                "abs_change": s - d if known else None,
+                "rel_change": (s - d) / d if known and d and unit != "%" else None,  # no % of a %
             }
         )
     return rows
 
 
-def _fmt(value: float, unit: str, sign: bool = False) -> str:
-    """Format one table cell."""
+def _fmt(value: float | None, unit: str, sign: bool = False) -> str:
+    """Format one table cell; a dash where the value is unknown (GFLOPs without a counter)."""
+    if value is None:
+        return "-"
     if unit == "count":
         return f"{int(value):+,}" if sign else f"{int(value):,}"
     if unit == "%":
         return f"{100 * value:+.2f} pp" if sign else f"{value:.2%}"
-    if unit == "2f":
-        return f"{value:+.2f}" if sign else f"{value:.2f}"
+    if unit in ("2f", "3f"):
+        digits = int(unit[0])
+        return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
     return f"{value:+.4f}" if sign else f"{value:.4f}"

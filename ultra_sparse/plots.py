@@ -1,17 +1,66 @@
-"""Plots for comparisons: relative change of every table row, and per-family sparsity of both models."""
+"""Plots for comparisons: size and accuracy changes, the measured speed ratio with its spread, weights kept per family.
+
+Colours say good or bad at a glance: green where the sparse model is better (smaller, faster, more accurate), red where
+it is worse, grey where nothing changed or the speed ratio is within its spread. The speed panel and the title use the
+benchmark's own outcome, so the picture never says more than the verdict.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["plot_comparison"]
+from .bench.stats import ratio_text
+
+__all__ = ["BAD", "GOOD", "NEUTRAL", "plot_comparison", "row_colour", "speed_words"]
+
+GOOD, BAD, NEUTRAL = "tab:green", "tab:red", "tab:gray"
+LOWER_IS_BETTER = ("total params", "nonzero params", "GFLOPs", "file size (MB)")
+HIGHER_IS_BETTER = ("mAP50", "mAP50-95", "precision", "recall")
+OUTCOME_COLOURS = {"speed-up": GOOD, "slow-down": BAD, "none": NEUTRAL}
+OUTCOME_WORDS = {"speed-up": "faster", "slow-down": "slower", "none": "no measurable speed-up"}
+
+
+def row_colour(metric: str, rel_change: float) -> str:
+    """Green when a relative change is good for ``metric``, red when bad, grey when there is none.
+
+    Examples:
+        >>> row_colour("GFLOPs", -0.5), row_colour("mAP50", -0.01), row_colour("total params", 0.0)
+        ('tab:green', 'tab:red', 'tab:gray')
+    """
+    if rel_change == 0:
+        return NEUTRAL
+    better = rel_change < 0 if metric in LOWER_IS_BETTER else rel_change > 0
+    return GOOD if better else BAD
+
+
+def speed_words(timing: Mapping[str, Any]) -> str:
+    """What one backend's timing shows, in the words of the plot: ``1.67x faster``, ``1.20x slower`` or no speed-up.
+
+    The outcome comes from the benchmark (``bench.outcome``: the spread decides), the factor from the median ratio.
+
+    Examples:
+        >>> speed_words({"outcome": "speed-up", "ratio": {"median": 0.6}})
+        '1.67x faster'
+        >>> speed_words({"outcome": "none", "ratio": {"median": 0.9}})
+        'no measurable speed-up'
+    """
+    median = timing["ratio"]["median"]
+    if timing["outcome"] == "none":
+        return OUTCOME_WORDS["none"]
+    factor = 1 / median if timing["outcome"] == "speed-up" else median
+    return f"{factor:.2f}x {OUTCOME_WORDS[timing['outcome']]}"
 
 
 def plot_comparison(result: Mapping[str, Any], path: str | Path) -> Path:
-    """Draw a two-panel PNG: relative change sparse vs dense per row, and zeros per module family.
+    """Draw a three-panel PNG of a ``compare.compare_models`` result.
 
-    Rows without a relative change (percentages, whose change is given in points) are left out of the first panel.
+    1. Size and accuracy: relative change of params, non-zero params, GFLOPs, file size, mAP, P and R.
+    2. Speed: the per-round sparse/dense latency ratio of each backend, median with its interquartile range (thick)
+       and min-max (thin), against 1.0 (no change) and, where counted, the GFLOPs ratio (the compute expectation).
+    3. Weights kept per family: the sparse model's non-zero weights as a share of the dense model's non-zero weights
+       in each module family of the dense model (zeros and removed channels both count as gone; blue: reduced, grey:
+       untouched); fixed weights (DFL) are left out.
 
     Args:
         result (Mapping[str, Any]): A ``compare.compare_models`` result.
@@ -30,34 +79,85 @@ def plot_comparison(result: Mapping[str, Any], path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in result["rows"] if r["rel_change"] is not None]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5), tight_layout=True)
-
-    names = [r["metric"] for r in rows]
-    changes = [100 * r["rel_change"] for r in rows]
-    ax1.barh(names, changes, color="tab:blue")
-    limit = 1.4 * max([1.0, *(abs(c) for c in changes)])  # centred on 0, room for the labels
-    ax1.set_xlim(-limit, limit)
-    ax1.axvline(0, color="black", linewidth=0.8)
-    ax1.invert_yaxis()
-    ax1.set_xlabel("sparse vs dense (% change)")
-    bench = result.get("benchmark") or {}
-    ax1.set_title(f"Relative change\nspeed: {bench.get('verdict', 'not measured')}", fontsize=10)
-    for y, c in enumerate(changes):
-        ax1.annotate(f"{c:+.1f}%", (c, y), xytext=(3 if c >= 0 else -3, 0), textcoords="offset points",
-                     ha="left" if c >= 0 else "right", va="center", fontsize=8)
-
-    families = [f["family"] for f in result["sparse"]["families"]]
-    dense = {f["family"]: f["ratio_achieved"] for f in result["dense"]["families"]}
-    sparse = [100 * f["ratio_achieved"] for f in result["sparse"]["families"]]
-    xs = range(len(families))
-    ax2.bar([x - 0.2 for x in xs], [100 * dense.get(f, 0.0) for f in families], width=0.4, label="dense")
-    ax2.bar([x + 0.2 for x in xs], sparse, width=0.4, label="sparse")
-    ax2.set_xticks(list(xs), families, rotation=30, ha="right")
-    ax2.set_ylabel("zeros (% of family weights)")
-    ax2.set_title(f"Sparsity per family (rules: {result['settings'].get('rules', '?')})")
-    ax2.legend()
-
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [1.1, 1.2, 1.1]})
+    _size_and_accuracy(ax1, result["rows"])
+    headline = _speed(ax2, result.get("benchmark") or {})
+    _families(ax3, result)
+    kind = result.get("kind") or "?"
+    fig.suptitle(f"sparse vs dense ({kind} pair): {headline}", fontsize=13, fontweight="bold")
+    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _size_and_accuracy(ax, rows) -> None:
+    """Horizontal bars of the relative changes, coloured good/bad; unknown values (no GFLOPs counter) left out."""
+    rows = [r for r in rows if r["metric"] in LOWER_IS_BETTER + HIGHER_IS_BETTER and r["rel_change"] is not None]
+    names = [r["metric"] for r in rows]
+    changes = [100 * r["rel_change"] for r in rows]
+    ax.barh(names, changes, color=[row_colour(r["metric"], r["rel_change"]) for r in rows])
+    limit = 1.45 * max([1.0, *(abs(c) for c in changes)])  # centred on 0, room for the labels
+    ax.set_xlim(-limit, limit)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("sparse vs dense (% change)")
+    ax.set_title("Size and accuracy\n(green: better, red: worse)", fontsize=10)
+    for y, c in enumerate(changes):
+        ax.annotate(f"{c:+.1f}%", (c, y), xytext=(3 if c >= 0 else -3, 0), textcoords="offset points",
+                    ha="left" if c >= 0 else "right", va="center", fontsize=9)
+
+
+def _speed(ax, bench: Mapping[str, Any]) -> str:
+    """The measured latency ratio per backend with its spread; returns the headline for the figure title."""
+    timings = bench.get("timings") or {}
+    if not timings:
+        ax.set_axis_off()
+        ax.set_title("Speed: not measured", fontsize=10)
+        return "speed not measured"
+    words = []
+    for y, (backend, t) in enumerate(timings.items()):
+        r, colour = t["ratio"], OUTCOME_COLOURS[t["outcome"]]
+        ax.hlines(y, r["min"], r["max"], color=colour, linewidth=1.5, alpha=0.6)
+        ax.hlines(y, r["q1"], r["q3"], color=colour, linewidth=12, alpha=0.9)
+        ax.plot([r["median"]], [y], marker="|", markersize=26, markeredgewidth=3, color="black")
+        said = speed_words(t)
+        words.append(f"{backend} {said}")
+        ax.annotate(
+            f"{said}\nratio {r['median']:.2f}, IQR {ratio_text(r['q1'])}-{ratio_text(r['q3'])}, "
+            f"min-max {r['min']:.2f}-{r['max']:.2f}",
+            (r["median"], y), xytext=(0, 18), textcoords="offset points", ha="center", va="bottom", fontsize=9,
+            color=colour, fontweight="bold", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+        )
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1, label="1.0: same speed")
+    expected = bench.get("gflops_ratio")
+    if expected is not None and bench.get("kind") == "structured":
+        ax.axvline(expected, color="tab:blue", linestyle=":", linewidth=1.5, label=f"GFLOPs ratio {expected:.2f}")
+    # the view spans the IQRs, 1.0 and the GFLOPs ratio; far outliers of min-max run off the edge (their values are
+    # in the labels)
+    marks = [v for t in timings.values() for v in (t["ratio"]["q1"], t["ratio"]["q3"])] + [expected or 1.0, 1.0]
+    pad = 0.35 * max(0.2, max(marks) - min(marks))
+    ax.set_xlim(max(0.0, min(marks) - pad), max(marks) + pad)
+    ax.set_ylim(len(timings) - 0.4, -0.8)
+    ax.set_yticks(range(len(timings)), list(timings))
+    ax.set_xlabel("latency sparse / dense per round (< 1: sparse faster)")
+    ax.set_title("Speed (thick: IQR, thin: min-max, |: median)", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    return ", ".join(words)
+
+
+def _families(ax, result: Mapping[str, Any]) -> None:
+    """Bars of the sparse model's non-zero weights per family as a share of the dense model's non-zero weights."""
+    dense = {f["family"]: f["params"] - f["zeros"] for f in result["dense"]["families"] if f["family"] != "fixed"}
+    sparse = {f["family"]: f["params"] - f["zeros"] for f in result["sparse"]["families"] if f["family"] != "fixed"}
+    families = [f for f, params in dense.items() if params]
+    kept = [100 * sparse.get(f, 0) / dense[f] for f in families]
+    colours = [NEUTRAL if k >= 99.995 else "tab:blue" for k in kept]
+    ax.bar(range(len(families)), kept, color=colours)
+    ax.set_xticks(range(len(families)), families, rotation=30, ha="right")
+    ax.axhline(100, color="black", linewidth=0.8)
+    ax.set_ylim(0, 118)
+    ax.set_ylabel("non-zero weights kept (% of dense)")
+    ax.set_title(f"Weights kept per family (rules: {result['settings'].get('rules', '?')})", fontsize=10)
+    for x, k in enumerate(kept):
+        ax.annotate(f"{k:.1f}%" if 99.5 <= k < 100 else f"{k:.0f}%", (x, k), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)

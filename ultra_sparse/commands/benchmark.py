@@ -1,4 +1,4 @@
-"""``ultra-sparse benchmark``: time a dense and a sparse checkpoint in one process, interleaved, honestly."""
+"""``ultra-sparse benchmark``: time a dense and a sparse (or pruned) checkpoint in one process, interleaved, honestly."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ __all__ = ["HELP", "KEYS", "run", "settings_from"]
 
 HELP = (
     "usage: ultra-sparse benchmark dense=W1 sparse=W2 [imgsz=640] [batch=1] [device=cpu|0] [half]\n"
-    "                              [runs=50] [warmup=10] [backend=torch|onnxruntime] [name=..]\n\n"
+    "                              [runs=50] [warmup=10] [backend=auto|torch|onnxruntime|torch,onnxruntime] [name=..]\n\n"
     "Times both checkpoints in one process on the same input: warm-up first, then interleaved runs (A B, B A, ...)\n"
-    "under inference mode (CUDA synchronised on GPU). Prints median, IQR and min-max latency, FPS, and the\n"
-    "sparse/dense ratio per round; a ratio whose IQR includes 1.0 is reported as no measurable speed-up.\n"
+    "under inference mode (CUDA synchronised on GPU), every backend in the same run. They may differ in\n"
+    "architecture (channel-pruned), not in task or classes. Prints params, GFLOPs, file size, median, IQR and\n"
+    "min-max latency, FPS, and the sparse/dense ratio per round: a ratio whose IQR includes 1.0 is no measurable\n"
+    "speed-up, one whose IQR lies below (above) 1.0 a speed-up (slow-down).\n"
     "Writes benchmark.json and benchmark.md; ONNX exports go to a temporary folder, never beside the weights."
 )
 KEYS = {
@@ -28,7 +30,8 @@ KEYS = {
     "half": "FP16 inference, CUDA only (default False)",
     "runs": "timed runs per model, at least 10 (default 50)",
     "warmup": "untimed runs per model before timing (default 10)",
-    "backend": f"one of {', '.join(BACKENDS)} (default torch)",
+    "backend": f"{', '.join(BACKENDS)}, both as torch,onnxruntime (one interleaved run), or auto: torch, plus "
+    "onnxruntime where onnx and onnxruntime are installed (default auto)",
     **OUTPUT_KEYS,
 }
 
@@ -56,7 +59,7 @@ def run(args: dict[str, Any]) -> None:
     dense, sparse = args.pop("dense", None), args.pop("sparse", None)
     project, name = args.pop("project", None), args.pop("name", None)
     check_new_file(run_dir(project, name, "benchmark"), "project")
-    settings = settings_from(args, batch=1, runs=50, warmup=10, backend="torch")
+    settings = settings_from(args, batch=1, runs=50, warmup=10, backend="auto")
     check_settings(**{k: settings[k] for k in ("imgsz", "batch", "runs", "warmup", "backend")})
     parse_device(settings["device"], settings["half"])
     check_inputs({"dense": dense, "sparse": sparse})  # errors name the key, before any timing

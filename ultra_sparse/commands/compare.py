@@ -1,4 +1,4 @@
-"""``ultra-sparse compare``: validate and benchmark a dense and a sparse checkpoint, and tabulate the changes."""
+"""``ultra-sparse compare``: validate and benchmark a dense and a sparse (or pruned) checkpoint, tabulate the changes."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse compare dense=W1 sparse=W2 data=D [imgsz=640] [batch=16] [device=cpu|0] [half]\n"
-    "                            [runs=30] [warmup=5] [backend=torch] [name=..]\n\n"
+    "                            [runs=30] [warmup=5] [backend=auto] [name=..]\n\n"
     "Validates both checkpoints with identical settings and times them with the interleaved benchmark (batch 1).\n"
-    "Prints params, non-zero params, sparsified weights, file size, mAP50, mAP50-95, precision, recall,\n"
-    "inference ms/img and FPS with absolute and relative changes; writes compare.json, compare.md, compare.png."
+    "They may differ in architecture (a channel-pruned model against its dense parent), not in task or classes.\n"
+    "Prints params, non-zero params, sparsified weights, GFLOPs, file size, mAP50, mAP50-95, precision, recall,\n"
+    "latency ms/img and FPS per backend with absolute and relative changes, and a speed verdict per backend;\n"
+    "writes compare.json, compare.md, compare.png."
 )
 KEYS = {
     "dense": "dense checkpoint (.pt) (required)",
@@ -28,7 +30,8 @@ KEYS = {
     "half": "FP16, CUDA only (default False)",
     "runs": "timed benchmark runs per model, at least 10 (default 30)",
     "warmup": "untimed benchmark runs per model (default 5)",
-    "backend": f"benchmark backend, one of {', '.join(BACKENDS)} (default torch)",
+    "backend": f"benchmark backends: {', '.join(BACKENDS)}, both as torch,onnxruntime (timed in one interleaved run), "
+    "or auto: torch, plus onnxruntime where onnx and onnxruntime are installed (default auto)",
     **OUTPUT_KEYS,
 }
 
@@ -43,7 +46,7 @@ def run(args: dict[str, Any]) -> None:
         raise ValueError("data= is required (a dataset YAML)")
     project, name = args.pop("project", None), args.pop("name", None)
     check_new_file(run_dir(project, name, "compare"), "project")
-    settings = settings_from(args, batch=16, runs=30, warmup=5, backend="torch")
+    settings = settings_from(args, batch=16, runs=30, warmup=5, backend="auto")
     with claimed_run_dir(project, name, "compare") as folder:
         result = compare_models(dense, sparse, data, folder, **settings)
         paths = write_comparison(result, folder)

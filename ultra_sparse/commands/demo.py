@@ -1,7 +1,10 @@
 """``ultra-sparse demo``: the whole workflow on generated data, in a few minutes on a laptop CPU.
 
-1. make a small synthetic shapes dataset; 2. train a small dense baseline; 3. sparsify it one-shot;
+1. make a small synthetic shapes dataset; 2. train a small dense baseline; 3. sparsify it one-shot (unstructured);
 4. fine-tune with the mask to recover accuracy; 5. compare dense against sparse (accuracy, size, honest speed).
+With ``channel=True`` (the default) a second leg follows: 6. channel-prune the baseline (``method=channel``, ``flops=``
+of its GFLOPs removed); 7. fine-tune the pruned checkpoint (its own, thinner network); 8. compare dense against
+pruned, where the speed-up is measured rather than assumed.
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..messages import echo
 from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, run_dir
 
-__all__ = ["HELP", "KEYS", "run"]
+__all__ = ["FLAGS", "HELP", "KEYS", "run"]
 
 HELP = (
-    "usage: ultra-sparse demo [model=yolo11n.yaml] [epochs=30] [finetune_epochs=4] [sparsity=0.5] [device=cpu]\n\n"
+    "usage: ultra-sparse demo [model=yolo11n.yaml] [epochs=30] [finetune_epochs=4] [sparsity=0.5] [channel=True]\n"
+    "                         [flops=0.5] [device=cpu]\n\n"
     "Generates a synthetic dataset, trains a dense baseline, sparsifies it, fine-tunes with the mask and compares\n"
-    "dense against sparse. Everything is written under <project>/<name> (default runs_dir/sparse/demo); every\n"
+    "dense against sparse; then (channel=True) channel-prunes the baseline, fine-tunes the pruned model and compares\n"
+    "dense against pruned. Everything is written under <project>/<name> (default runs_dir/sparse/demo); every\n"
     "key is checked before the first step."
 )
 KEYS = {
@@ -28,13 +34,17 @@ KEYS = {
     "sparsity": "overall sparsity of the one-shot step (default 0.5)",
     "scope": "layer or global (default global)",
     "epochs": "baseline training epochs (default 30)",
-    "finetune_epochs": "fine-tune-with-mask epochs (default 4)",
+    "finetune_epochs": "fine-tune epochs, of the sparse and of the channel-pruned model (default 4)",
+    "channel": "also run the channel-pruning leg: prune, fine-tune, compare (default True)",
+    "flops": "channel leg: fraction of the baseline's GFLOPs to remove (default 0.5)",
     "imgsz": "image size of data and training, a multiple of 32 (default 96)",
     "n_train": "synthetic training images (default 300)",
     "n_val": "synthetic validation images (default 80)",
     "device": "cpu (default) or a CUDA device such as 0",
     **OUTPUT_KEYS,
 }
+FLAGS = ("channel",)
+COMPARE = {"runs": 30, "warmup": 5, "backend": "auto"}  # the compare steps' benchmark settings
 DEFAULTS = {
     "model": "yolo11n.yaml",
     "rules": "tokenc3_lsnet",
@@ -42,6 +52,8 @@ DEFAULTS = {
     "scope": "global",
     "epochs": 30,
     "finetune_epochs": 4,
+    "channel": True,
+    "flops": 0.5,
     "imgsz": 96,
     "n_train": 300,
     "n_val": 80,
@@ -50,7 +62,7 @@ DEFAULTS = {
 
 
 def run(args: dict[str, Any]) -> None:
-    """Run the five demo steps and print where every output went."""
+    """Run the demo steps (five, or eight with the channel leg) and print where every output went."""
     from ultralytics import YOLO
     from ultralytics.utils import LOGGER
 
@@ -61,29 +73,47 @@ def run(args: dict[str, Any]) -> None:
     model = _check_options(opts)
     folder = claim_run_dir(opts.get("project"), opts.get("name"), "demo")
     common = {"imgsz": opts["imgsz"], "device": opts["device"], "workers": 0, "plots": False, "seed": 0}
+    steps = 8 if opts["channel"] else 5
     start = time.time()
 
-    LOGGER.info(f"\nultra-sparse demo 1/5: synthetic dataset ({opts['n_train']} train / {opts['n_val']} val images)")
+    def compare_with_dense(candidates: dict[str, Path]) -> None:
+        for name, candidate in candidates.items():
+            compare.run({"dense": str(dense), "sparse": str(candidate), "data": str(data), "imgsz": opts["imgsz"],
+                         "device": opts["device"], "project": str(folder), "name": name, **COMPARE})
+
+    LOGGER.info(f"\nultra-sparse demo 1/{steps}: synthetic dataset ({opts['n_train']} train / {opts['n_val']} val images)")
     data = make_synthetic_dataset(folder / "data", n_train=opts["n_train"], n_val=opts["n_val"], imgsz=opts["imgsz"])
 
-    LOGGER.info(f"\nultra-sparse demo 2/5: dense baseline {model} for {opts['epochs']} epochs")
+    LOGGER.info(f"\nultra-sparse demo 2/{steps}: dense baseline {model} for {opts['epochs']} epochs")
     YOLO(model).train(data=str(data), epochs=opts["epochs"], batch=16, project=str(folder), name="baseline", **common)
     dense = folder / "baseline" / "weights" / "best.pt"
 
-    LOGGER.info(f"\nultra-sparse demo 3/5: one-shot sparsify to {opts['sparsity']:.0%} ({opts['rules']} rules)")
+    LOGGER.info(f"\nultra-sparse demo 3/{steps}: one-shot sparsify to {opts['sparsity']:.0%} ({opts['rules']} rules)")
     sparse = folder / "sparsify" / "weights" / "best-sparse.pt"
     sparsify.run({"model": str(dense), "sparsity": opts["sparsity"], "rules": opts["rules"], "scope": opts["scope"],
                   "out": str(sparse)})
 
-    LOGGER.info(f"\nultra-sparse demo 4/5: fine-tune with the mask for {opts['finetune_epochs']} epochs")
+    LOGGER.info(f"\nultra-sparse demo 4/{steps}: fine-tune with the mask for {opts['finetune_epochs']} epochs")
     train.run({"model": str(sparse), "data": str(data), "epochs": opts["finetune_epochs"], "batch": 16,
                "project": str(folder), "name": "finetune", "rules": opts["rules"], **common})
     recovered = folder / "finetune" / "weights" / "best.pt"
 
-    LOGGER.info("\nultra-sparse demo 5/5: compare dense against sparse (one-shot, then fine-tuned)")
-    for name, candidate in (("compare-oneshot", sparse), ("compare-finetuned", recovered)):
-        compare.run({"dense": str(dense), "sparse": str(candidate), "data": str(data), "imgsz": opts["imgsz"],
-                     "device": opts["device"], "project": str(folder), "name": name})
+    LOGGER.info(f"\nultra-sparse demo 5/{steps}: compare dense against sparse (one-shot, then fine-tuned)")
+    compare_with_dense({"compare-oneshot": sparse, "compare-finetuned": recovered})
+
+    if opts["channel"]:
+        LOGGER.info(f"\nultra-sparse demo 6/{steps}: channel-prune the baseline, {opts['flops']:.0%} of its GFLOPs removed")
+        pruned = folder / "prune" / "weights" / "best-pruned.pt"
+        sparsify.run({"model": str(dense), "method": "channel", "flops": opts["flops"], "rules": opts["rules"],
+                      "out": str(pruned)})
+
+        LOGGER.info(f"\nultra-sparse demo 7/{steps}: fine-tune the pruned model for {opts['finetune_epochs']} epochs")
+        train.run({"model": str(pruned), "data": str(data), "epochs": opts["finetune_epochs"], "batch": 16,
+                   "project": str(folder), "name": "finetune-pruned", **common})
+        pruned_tuned = folder / "finetune-pruned" / "weights" / "best.pt"
+
+        LOGGER.info(f"\nultra-sparse demo 8/{steps}: compare dense against pruned (one-shot, then fine-tuned)")
+        compare_with_dense({"compare-pruned": pruned, "compare-pruned-finetuned": pruned_tuned})
     LOGGER.info(f"\nultra-sparse demo done in {time.time() - start:.0f} s; everything is under {folder}")
 
 
@@ -100,12 +130,16 @@ def _check_options(opts: dict[str, Any]) -> str:
     from ..rules import assign_families, check_prunable, load_rules
 
     config = SparsityConfig(sparsity=opts["sparsity"], rules=opts["rules"], scope=opts["scope"])
+    if not isinstance(opts["channel"], bool):
+        raise TypeError(f"channel={echo(opts['channel'])} must be True or False")
+    if opts["channel"]:
+        SparsityConfig(method="channel", flops=opts["flops"], rules=opts["rules"])
     model = _model_yaml(str(opts["model"]))
     for key in ("epochs", "finetune_epochs", "n_train", "n_val"):
         value = opts[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}={value!r} must be a positive integer")
-    check_settings(imgsz=opts["imgsz"], batch=16, runs=30, warmup=5, backend="torch")  # compare's defaults
+    check_settings(imgsz=opts["imgsz"], batch=1, **COMPARE)  # the compare steps' settings
     parse_device(opts["device"])
     check_new_file(run_dir(opts.get("project"), opts.get("name"), "demo"), "project")
     try:
