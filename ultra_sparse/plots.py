@@ -1,11 +1,14 @@
-"""Plots for comparisons: relative change of every table row, and per-family sparsity of both models."""
+"""Plots: a comparison (relative change of every table row, per-family sparsity of both models) and a sensitivity scan."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["plot_comparison"]
+from .checkpoint import atomic_write_bytes
+
+__all__ = ["plot_comparison", "plot_sensitivity"]
 
 
 def plot_comparison(result: Mapping[str, Any], path: str | Path) -> Path:
@@ -60,4 +63,60 @@ def plot_comparison(result: Mapping[str, Any], path: str | Path) -> Path:
 
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
+    """Draw a scan's curves: mAP50 against the ratio of one group pruned (others dense), the chosen ratios marked.
+
+    Each group is one line from the dense model (ratio 0) through its measured points; a star marks the ratio chosen
+    for it, at the mAP50 its curve predicts there. Dashed: the dense mAP50. Dotted: the mAP50 measured with all chosen
+    ratios applied at once (the scanned rules at the target sparsity).
+
+    Args:
+        result (Mapping[str, Any]): A :func:`ultra_sparse.scan.scan` result with ``sparsity`` added.
+        path (str | Path): PNG file to create, atomically (its folder is created).
+
+    Returns:
+        (Path): ``path``.
+
+    Examples:
+        >>> plot_sensitivity(result, "runs/sparse/scan/sensitivity.png")  # doctest: +SKIP
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    dense = result["dense"]["mAP50"]
+    total = sum(g["params"] for g in result["groups"])
+    colors = plt.get_cmap("tab20" if len(result["groups"]) > 10 else "tab10")
+    fig, ax = plt.subplots(figsize=(12, 6), tight_layout=True)
+    lowest = dense
+    for i, group in enumerate(result["groups"]):
+        xs = [0.0] + [100 * p["ratio"] for p in group["points"]]
+        ys = [dense] + [p["mAP50"] for p in group["points"]]
+        lowest = min(lowest, *ys)
+        color = colors(i % colors.N)
+        label = f"{group['name']} ({group['params'] / total:.0%} of weights): {group['chosen_ratio']:.0%}"
+        ax.plot(xs, ys, "o-", color=color, markersize=4, linewidth=1.5, label=label)
+        ax.plot(100 * group["chosen_ratio"], dense - group["predicted_loss"], "*", color=color, markersize=15,
+                markeredgecolor="black", markeredgewidth=0.6)
+    ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense: {dense:.3f}")
+    measured = result["measured"]["mAP50"]
+    ax.axhline(measured, color="tab:red", linestyle=":", linewidth=1.5,
+               label=f"all chosen ratios at {result['sparsity']:.0%}: {measured:.3f} "
+                     f"(predicted {result['predicted']['mAP50']:.3f})")
+    ax.set_xlabel("weights of the group pruned (%), every other group dense")
+    ax.set_ylabel("mAP50")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(max(0.0, min(lowest, measured) - 0.05), min(1.0, dense + 0.05))
+    ax.grid(alpha=0.3)
+    ax.set_title("Sensitivity scan: one group pruned at a time (stars: chosen ratio, legend: group, share, ratio)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path

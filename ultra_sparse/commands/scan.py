@@ -1,0 +1,124 @@
+"""``ultra-sparse scan``: measure each layer group's sensitivity and write a rules file that reaches a sparsity."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any
+
+from .. import __version__
+from ..bench import parse_device
+from ..compare import check_inputs
+from ..config import SparsityConfig
+from ..rules import assign_families, load_rules
+from ..scan import MAX_LADDER_RATIO, Evaluator, check_method, default_ladder, make_pruner, plan_groups, scan, write_scan
+from .common import OUTPUT_KEYS, save_dir
+
+__all__ = ["HELP", "KEYS", "run"]
+
+HELP = (
+    "usage: ultra-sparse scan model=best.pt data=D sparsity=0.7 [method=unstructured] [rules=default] [groups=9]\n"
+    "                         [ladder=[0.42,0.7,0.85]] [imgsz=640] [batch=16] [device=cpu] [name=..]\n\n"
+    "Sensitivity scan: prunes one group of layers at a time (each family of the rules, large ones split into runs of\n"
+    "layers) at each ratio of the ladder, the others dense, and validates every point with Ultralytics' validator.\n"
+    "Then chooses one ratio per group that reaches sparsity= with the least predicted mAP50 loss, checks the choice\n"
+    "in one more validation, and writes rules.yaml (use it as sparsify/train rules=PATH sparsity=S),\n"
+    "sensitivity.csv, sensitivity.json and sensitivity.png. Validations: 2 + groups x ladder points."
+)
+KEYS = {
+    "model": "trained Ultralytics checkpoint (.pt) to scan (required; never changed)",
+    "data": "dataset YAML whose val split is validated, by path (required)",
+    "sparsity": "overall fraction of zeros over prunable weights the chosen ratios reach, in (0, 1) (required)",
+    "method": "unstructured (default) or channel",
+    "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML whose families are scanned "
+    "(default: default)",
+    "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "
+    "(default 9)",
+    "ladder": "ratios each group is tested at, increasing, in (0, 0.95], the last >= sparsity "
+    "(default: 0.6 x sparsity, sparsity, halfway to 1)",
+    "imgsz": "image size (default 640)",
+    "batch": "batch size (default 16)",
+    "device": "cpu (default) or a CUDA device such as 0",
+    **OUTPUT_KEYS,
+}
+
+
+def run(args: dict[str, Any]) -> None:
+    """Scan ``model=`` on ``data=`` and write the rules file and the sensitivity outputs; raise on bad input."""
+    from ultralytics.utils import LOGGER, TQDM
+
+    args = dict(args)
+    project, name = args.pop("project", None), args.pop("name", None)
+    model, data = args.pop("model", None), args.pop("data", None)
+    imgsz, batch, groups = args.pop("imgsz", 640), args.pop("batch", 16), args.pop("groups", 9)
+    device = parse_device(args.pop("device", "cpu"))
+    if args.get("sparsity") is None:
+        raise ValueError("sparsity= is required: the overall fraction of zeros the scanned rules reach, e.g. 0.7")
+    ladder = args.pop("ladder", None)
+    config, _ = SparsityConfig.from_args(args)
+    if config.sparsity == 0:
+        raise ValueError("sparsity=0 needs no scan; give a fraction in (0, 1)")
+    check_method(config.method)
+    for key, value in (("imgsz", imgsz), ("batch", batch), ("groups", groups)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}={value!r} must be a positive integer")
+    ladder = _check_ladder(default_ladder(config.sparsity) if ladder is None else ladder, config.sparsity)
+    ruleset = load_rules(config.rules)
+    if data is None:
+        raise ValueError("data= is required (a dataset YAML)")
+    (network, ckpt), = check_inputs({"model": model}, data).values()
+    plan = plan_groups(assign_families(network, ruleset), groups)
+    if not plan:
+        raise ValueError(f"rules={config.rules!r} leave no prunable weight in model={model}")
+    folder = save_dir(project, name, "scan")
+
+    validations = 2 + len(plan) * len(ladder)
+    LOGGER.info(
+        f"ultra-sparse scan: {len(plan)} groups x {len(ladder)} ratios {list(ladder)} + dense + check = "
+        f"{validations} validations of {data} at imgsz={imgsz}"
+    )
+    network.to(device)
+    single_cls = bool((ckpt.get("train_args") or {}).get("single_cls", False))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ultra-sparse-scan-") as workdir:
+        evaluate = Evaluator(data, imgsz, batch, device, workdir, single_cls=single_cls)
+        bar = TQDM(total=validations, desc="scan")
+
+        def advance(done: str) -> None:
+            bar.set_description(f"scan: {done}")
+            bar.update(1)
+
+        try:
+            result = scan(make_pruner(network, config), evaluate, ruleset, plan, ladder, config.sparsity, advance)
+        finally:
+            bar.close()
+    wall = time.perf_counter() - start
+    settings = {"model": str(model), "data": str(data), "imgsz": imgsz, "batch": batch, "device": device,
+                "method": config.method, "rules_in": ruleset.name, "groups_max": groups, "ladder": list(ladder)}
+    result = {
+        "version": __version__, **settings, "sparsity": config.sparsity, "importance": config.importance,
+        "scope": config.scope, "wall_s": round(wall, 1), **result,
+        "description": f"scanned by ultra-sparse {__version__} on {model} with {data} at imgsz={imgsz} for "
+        f"sparsity={config.sparsity} (method={config.method}, importance={config.importance}, scope={config.scope})",
+    }
+    paths = write_scan(result, folder)
+    LOGGER.info(
+        f"\nultra-sparse scan: {validations} validations in {wall / 60:.1f} min; dense mAP50 {result['dense']['mAP50']:.4f}; "
+        f"chosen rules at {config.sparsity:.0%}: predicted {result['predicted']['mAP50']:.4f}, "
+        f"measured {result['measured']['mAP50']:.4f} (mAP50-95 {result['measured']['mAP50-95']:.4f})\n"
+        + "\n".join(f"  {g['name']:>16s} {g['params']:>10,d} weights -> {g['chosen_ratio']:.2%}" for g in result["groups"])
+        + f"\n  rules  {paths['rules']}\n  curves {paths['csv']}, {paths['json']}, {paths['plot']}\n"
+        f"  next:  ultra-sparse sparsify model={model} rules={paths['rules']} sparsity={config.sparsity}"
+    )
+
+
+def _check_ladder(ladder: Any, sparsity: float) -> tuple[float, ...]:
+    """Return the ladder as increasing floats in (0, MAX_LADDER_RATIO], the last at least ``sparsity``."""
+    values = list(ladder) if isinstance(ladder, (list, tuple)) else [ladder]
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ValueError(f"ladder={ladder!r} must be a list of ratios, e.g. ladder=[0.4,0.7,0.85]")
+    if any(not 0 < v <= MAX_LADDER_RATIO for v in values) or sorted(set(values)) != values:
+        raise ValueError(f"ladder={ladder!r} must increase strictly, each ratio in (0, {MAX_LADDER_RATIO}]")
+    if values[-1] < sparsity:
+        raise ValueError(f"ladder={ladder!r} must reach sparsity={sparsity}: its last ratio is below it")
+    return tuple(float(v) for v in values)
