@@ -22,6 +22,8 @@ from ultra_sparse.scan import (
     MIN_RATIO,
     RestoreWeights,
     choose_ratios,
+    base_ratios,
+    context_ladder,
     default_ladder,
     layout_rules,
     loss_curve,
@@ -106,21 +108,41 @@ def test_choose_ratios_is_optimal_for_convex_curves_against_a_grid():
         assert chosen <= best + 1e-9
 
 
+def test_groups_without_information_stay_at_their_anchors():
+    """Flat curves around a base allocation: equally cheap segments fill up to the anchors first, so nothing moves."""
+    flat = {g: [(0.1, 0.0), (0.9, 0.0)] for g in "abc"}
+    sizes, anchors = {"a": 100, "b": 200, "c": 700}, {"a": 0.2, "b": 0.5, "c": 0.8}
+    target = sum(anchors[g] * sizes[g] for g in sizes) / 1000
+    ratios = choose_ratios(flat, sizes, target, anchors=anchors)
+    assert ratios == pytest.approx(anchors)
+    curves = {**flat, "c": [(0.1, -0.05), (0.8, 0.0), (0.9, 0.2)]}  # c measured better below its anchor
+    moved = choose_ratios(curves, sizes, target, anchors=anchors)
+    assert moved["a"] == moved["b"] == pytest.approx(0.9)  # the free groups take zeros from c
+    assert moved["c"] == pytest.approx((680 - 90 - 180) / 700)
+
+
 def test_choose_ratios_refuses_a_target_beyond_the_measured_ratios():
     with pytest.raises(ValueError, match="out of reach"):
         choose_ratios({"a": [(0.0, 0.0), (0.5, 0.0)]}, {"a": 10}, 0.6)
+    with pytest.raises(ValueError, match="below the lowest"):
+        choose_ratios({"a": [(0.4, 0.0), (0.5, 0.0)]}, {"a": 10}, 0.3)
     with pytest.raises(ValueError, match="same"):
         choose_ratios({"a": [(0.0, 0.0), (0.5, 0.0)]}, {"b": 10}, 0.3)
 
 
 def test_loss_curve_is_non_negative_and_never_falls():
-    curve = loss_curve([(0.9, 0.5), (0.3, 0.85), (0.6, 0.79), (0.75, 0.81)], dense=0.8)
+    curve = loss_curve([(0.9, 0.5), (0.3, 0.85), (0.6, 0.79), (0.75, 0.81)], reference=0.8)
     assert curve == [(0.0, 0.0), (0.3, 0.0), (0.6, pytest.approx(0.01)), (0.75, pytest.approx(0.01)), (0.9, pytest.approx(0.3))]
+    around_base = loss_curve([(0.6, 0.8), (0.3, 0.81), (0.8, 0.7)], reference=0.8, origin=False)
+    assert around_base == [(0.3, pytest.approx(-0.01)), (0.6, 0.0), (0.8, pytest.approx(0.1))]
 
 
-def test_default_ladder_brackets_the_target():
+def test_default_ladders_bracket_the_target_or_the_base():
     assert default_ladder(0.7) == (0.42, 0.7, 0.85)
     assert default_ladder(0.9) == (0.54, 0.9, 0.95)
+    assert context_ladder(0.5) == (0.25, 0.725)
+    assert context_ladder(0.99) == (0.495,)  # nothing above the base to test
+    assert context_ladder(0.0) == (0.475,)
 
 
 @pytest.fixture(scope="module")
@@ -173,36 +195,88 @@ def sparse_model(trained_checkpoint):
     return model
 
 
-def test_scan_prunes_one_group_at_a_time_restores_and_lands_where_predicted(sparse_model):
-    """A fake validator whose loss is linear in each group's zeros: the additive prediction is then exact."""
-    rules = load_rules("default")
-    groups = plan_groups(assign_families(sparse_model, rules), 3)
-    scanned = assign_families(sparse_model, load_rules(layout_rules(rules, groups, {})))
-    members = {g.name: [w for w in scanned.weights if w.family == g.name] for g in groups}
-    before = {k: v.clone() for k, v in sparse_model.state_dict().items()}
-    params = dict(sparse_model.named_parameters())
-    dense_zeros = {g: sum(int((w.weight == 0).sum()) for w in ws) for g, ws in members.items()}
-    sensitivity = dict(zip((g.name for g in groups), (0.5, 0.0, 0.2)))
-    calls = []
+class FakeValidator:
+    """Scores a network by the zeros each group gained over the dense model: loss = sum of s_g * new zero fraction_g,
+    plus ``extra(fractions)`` (an interaction, for example one that one-group moves cannot see)."""
 
-    def evaluate(network):
-        assert network is sparse_model
-        zeros = {g: sum(int((w.weight == 0).sum()) for w in ws) - dense_zeros[g] for g, ws in members.items()}
-        calls.append(zeros)
-        loss = sum(sensitivity[g.name] * zeros[g.name] / g.params for g in groups)
+    def __init__(self, model, rules, groups, sensitivity, extra=lambda fractions: 0.0):
+        scanned = assign_families(model, load_rules(layout_rules(rules, groups, {})))
+        self.model, self.groups, self.sensitivity, self.extra = model, groups, sensitivity, extra
+        self.members = {g.name: [w for w in scanned.weights if w.family == g.name] for g in groups}
+        self.dense = self.zeros()
+        self.calls = []
+
+    def zeros(self):
+        return {g: sum(int((w.weight == 0).sum()) for w in ws) for g, ws in self.members.items()}
+
+    def __call__(self, network):
+        assert network is self.model
+        fractions = {g.name: (z - self.dense[g.name]) / g.params for g, z in zip(self.groups, self.zeros().values())}
+        self.calls.append(fractions)
+        loss = sum(self.sensitivity[g] * f for g, f in fractions.items()) + self.extra(fractions)
         return {"mAP50": 0.8 - loss, "mAP50-95": 0.5 - loss}
 
-    result = scan(RestoreWeights(sparse_model, SparsityConfig()), evaluate, rules, groups, (0.3, 0.6), 0.5)
-    assert len(calls) == result["validations"] == 2 + 3 * 2
-    assert all(sum(z > 0 for z in zeros.values()) == 1 for zeros in calls[1:-1])  # the others stay dense
+
+def test_scan_prunes_one_group_at_a_time_restores_and_lands_where_predicted(sparse_model):
+    """With the others dense and a loss linear in each group's zeros, the additive prediction is exact."""
+    rules = load_rules("default")
+    groups = plan_groups(assign_families(sparse_model, rules), 3)
+    before = {k: v.clone() for k, v in sparse_model.state_dict().items()}
+    params = dict(sparse_model.named_parameters())
+    evaluate = FakeValidator(sparse_model, rules, groups, dict(zip((g.name for g in groups), (0.5, 0.0, 0.2))))
+    ladders = {g.name: (0.3, 0.6) for g in groups}
+    result = scan(RestoreWeights(sparse_model, SparsityConfig()), evaluate, rules, groups, ladders, 0.5)
+    assert len(evaluate.calls) == result["validations"] == 2 + 3 * 2
+    assert all(sum(f > 0 for f in fractions.values()) == 1 for fractions in evaluate.calls[1:-1])  # others dense
     chosen = {g["name"]: g["chosen_ratio"] for g in result["groups"]}
     assert chosen[groups[1].name] == 0.6  # the insensitive group is pruned the most the ladder allows
     total = sum(g.params for g in groups)
     assert sum(chosen[g.name] * g.params for g in groups) == pytest.approx(0.5 * total, abs=1e-6 * total)
     assert result["measured"]["mAP50"] == pytest.approx(result["predicted"]["mAP50"], abs=1e-5)
+    assert result["base"] is None and not result["kept_base"]
     assert all(p is params[n] for n, p in sparse_model.named_parameters())  # same parameter objects
     after = sparse_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # bit-identical
+
+
+def test_scan_around_the_base_keeps_the_others_there(sparse_model):
+    rules = load_rules("default")
+    groups = plan_groups(assign_families(sparse_model, rules), 3)
+    before = {k: v.clone() for k, v in sparse_model.state_dict().items()}
+    pruner = RestoreWeights(sparse_model, SparsityConfig())
+    base = base_ratios(pruner, rules, groups, 0.5)
+    assert sum(base[g.name] * g.params for g in groups) == round(0.5 * sum(g.params for g in groups))
+    evaluate = FakeValidator(sparse_model, rules, groups, dict(zip((g.name for g in groups), (0.5, 0.0, 0.2))))
+    ladders = {g.name: context_ladder(base[g.name]) for g in groups}
+    result = scan(pruner, evaluate, rules, groups, ladders, 0.5, base=base)
+    assert len(evaluate.calls) == result["validations"] == 3 + sum(map(len, ladders.values()))
+    for fractions in evaluate.calls[2:-1]:  # each point moves one group; the others sit at their base ratios
+        assert sum(f != pytest.approx(base[g], abs=1e-5) for g, f in fractions.items()) == 1
+    written = {g["name"]: g["written_ratio"] for g in result["groups"]}
+    assert written[groups[1].name] > base[groups[1].name] and written[groups[0].name] < base[groups[0].name]
+    assert result["measured"]["mAP50"] == pytest.approx(result["predicted"]["mAP50"], abs=1e-5)
+    assert result["measured"]["mAP50"] > result["base"]["mAP50"] and not result["kept_base"]
+    after = sparse_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_scan_keeps_the_base_when_the_choice_validates_worse(sparse_model):
+    """An interaction the one-group moves cannot see makes the choice worse than the base: the base is written."""
+    rules = load_rules("default")
+    groups = plan_groups(assign_families(sparse_model, rules), 3)
+    pruner = RestoreWeights(sparse_model, SparsityConfig())
+    base = base_ratios(pruner, rules, groups, 0.5)
+    a, b, c = (g.name for g in groups)
+
+    def both_above_base(fractions):  # zero while at most one group moves up from the base: invisible to the scan
+        return 5.0 * max(0.0, fractions[a] - base[a]) * max(0.0, fractions[b] - base[b])
+
+    evaluate = FakeValidator(sparse_model, rules, groups, {a: -0.1, b: -0.1, c: 0.5}, extra=both_above_base)
+    ladders = {g.name: context_ladder(base[g.name]) for g in groups}
+    result = scan(pruner, evaluate, rules, groups, ladders, 0.5, base=base)
+    assert result["kept_base"] and result["measured"]["mAP50"] < result["base"]["mAP50"]
+    written = load_rules(result["rules"]).ratios
+    assert all(written[g.name] == pytest.approx(base[g.name], abs=1e-6) for g in groups)
 
 
 @pytest.mark.integration
@@ -226,8 +300,8 @@ def scan_run(tmp_path_factory, trained_checkpoint, synthetic_data):
     model = folder / "best.pt"
     shutil.copy(trained_checkpoint, model)
     out = subprocess.run(
-        [*CLI, "scan", f"model={model}", f"data={synthetic_data}", "sparsity=0.5", "imgsz=64", "batch=8", "groups=2",
-         "ladder=[0.3,0.6]", f"project={folder / 'runs'}"],
+        [*CLI, "scan", f"model={model}", f"data={synthetic_data}", "sparsity=0.5", "imgsz=64", "batch=8", "groups=3",
+         f"project={folder / 'runs'}"],
         cwd=folder, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
     )
     assert out.returncode == 0, out.stderr
@@ -239,14 +313,15 @@ def test_scan_writes_rules_curves_and_plot(scan_run, trained_checkpoint):
     folder, model, run, out = scan_run
     assert sorted(p.name for p in run.iterdir()) == ["rules.yaml", "sensitivity.csv", "sensitivity.json", "sensitivity.png"]
     result = json.loads((run / "sensitivity.json").read_text())
-    assert result["validations"] == 2 + len(result["groups"]) * 2 and result["ladder"] == [0.3, 0.6]
-    assert {"dense", "groups", "rules", "predicted", "measured", "wall_s"} <= set(result)
+    points = sum(len(g["points"]) for g in result["groups"])
+    assert result["validations"] == 3 + points and result["context"] == "target"
+    assert {"dense", "base", "groups", "rules", "predicted", "measured", "wall_s"} <= set(result)
     rows = list(csv.DictReader((run / "sensitivity.csv").open()))
-    assert rows[0]["group"] == "dense" and len(rows) == 1 + 2 * len(result["groups"])
-    assert {r["group"] for r in rows[1:]} == {g["name"] for g in result["groups"]}
+    assert [r["group"] for r in rows[:2]] == ["dense", "base"] and len(rows) == 2 + points
+    assert {r["group"] for r in rows[2:]} == {g["name"] for g in result["groups"]}
     assert (run / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ratios = load_rules(run / "rules.yaml").ratios
-    assert all(ratios[g["name"]] == g["chosen_ratio"] for g in result["groups"])
+    assert all(ratios[g["name"]] == g["written_ratio"] for g in result["groups"])
     assert model.read_bytes() == trained_checkpoint.read_bytes()  # the input is never changed
     assert "scan:" in out.stdout + out.stderr and "validations" in out.stdout + out.stderr
 
@@ -264,7 +339,7 @@ def test_sparsify_with_scanned_rules_hits_the_target_exactly(scan_run, sparsity)
     families = {f["family"]: f for f in report["families"]}
     for group in result["groups"]:  # each group lands on its scanned ratio, scaled by sparsity / scanned sparsity
         achieved = families[group["name"]]["ratio_achieved"]
-        assert achieved == pytest.approx(group["chosen_ratio"] * sparsity / 0.5, abs=2 / group["params"] + 1e-5)
+        assert achieved == pytest.approx(group["written_ratio"] * sparsity / 0.5, abs=2 / group["params"] + 1e-5)
 
 
 def run_inline(monkeypatch, capsys, *args: str) -> tuple[int, str]:
@@ -284,9 +359,11 @@ def run_inline(monkeypatch, capsys, *args: str) -> tuple[int, str]:
         (["sparsity=1.5"], "outside [0, 1)"),
         (["sparsity=0"], "needs no scan"),
         (["sparsity=0.5", "method=nm"], "cannot be scanned"),
-        (["sparsity=0.5", "ladder=[0.2,0.4]"], "must reach sparsity=0.5"),
-        (["sparsity=0.5", "ladder=[0.6,0.5]"], "increase strictly"),
-        (["sparsity=0.5", "ladder=[0.5,0.99]"], "(0, 0.95]"),
+        (["sparsity=0.5", "context=dense", "ladder=[0.2,0.4]"], "must reach sparsity=0.5"),
+        (["sparsity=0.5", "context=dense", "ladder=[0.6,0.5]"], "increase strictly"),
+        (["sparsity=0.5", "context=dense", "ladder=[0.5,0.99]"], "(0, 0.95]"),
+        (["sparsity=0.5", "ladder=[0.5,0.9]"], "ladder= needs context=dense"),
+        (["sparsity=0.5", "context=around"], "context='around'"),
         (["sparsity=0.5", "groups=0"], "groups=0 must be a positive integer"),
         (["sparsity=0.5", "imgsz=big"], "imgsz='big'"),
         (["sparsity=0.5", "rules=nope"], "neither a preset"),

@@ -67,11 +67,12 @@ def plot_comparison(result: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
-    """Draw a scan's curves: mAP50 against the ratio of one group pruned (others dense), the chosen ratios marked.
+    """Draw a scan's curves: mAP50 against the ratio of one group, the chosen ratios marked.
 
-    Each group is one line from the dense model (ratio 0) through its measured points; a star marks the ratio chosen
-    for it, at the mAP50 its curve predicts there. Dashed: the dense mAP50. Dotted: the mAP50 measured with all chosen
-    ratios applied at once (the scanned rules at the target sparsity).
+    Each group is one line through its measured points: from the dense model (ratio 0) when the others were dense,
+    or through its base ratio when the others were kept at the base allocation. A star marks the ratio chosen for
+    it, at the mAP50 its curve predicts there. Dashed: the dense mAP50; dash-dotted: the base allocation's; dotted:
+    the mAP50 measured with all chosen ratios applied at once (the scanned rules at the target sparsity).
 
     Args:
         result (Mapping[str, Any]): A :func:`ultra_sparse.scan.scan` result with ``sparsity`` added.
@@ -89,31 +90,37 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    dense = result["dense"]["mAP50"]
+    dense, base = result["dense"]["mAP50"], result.get("base")
+    reference = base["mAP50"] if base else dense
     total = sum(g["params"] for g in result["groups"])
     colors = plt.get_cmap("tab20" if len(result["groups"]) > 10 else "tab10")
     fig, ax = plt.subplots(figsize=(12, 6), tight_layout=True)
-    lowest = dense
+    values = [dense, reference, result["measured"]["mAP50"]]
     for i, group in enumerate(result["groups"]):
-        xs = [0.0] + [100 * p["ratio"] for p in group["points"]]
-        ys = [dense] + [p["mAP50"] for p in group["points"]]
-        lowest = min(lowest, *ys)
+        start = [(group["base_ratio"], reference)] if base else [(0.0, dense)]
+        points = sorted(start + [(p["ratio"], p["mAP50"]) for p in group["points"]])
+        values += [y for _, y in points]
         color = colors(i % colors.N)
-        label = f"{group['name']} ({group['params'] / total:.0%} of weights): {group['chosen_ratio']:.0%}"
-        ax.plot(xs, ys, "o-", color=color, markersize=4, linewidth=1.5, label=label)
-        ax.plot(100 * group["chosen_ratio"], dense - group["predicted_loss"], "*", color=color, markersize=15,
+        label = f"{group['name']} ({group['params'] / total:.0%} of weights): {group['written_ratio']:.0%}"
+        ax.plot([100 * x for x, _ in points], [y for _, y in points], "o-", color=color, markersize=4, linewidth=1.5,
+                label=label)
+        ax.plot(100 * group["chosen_ratio"], reference - group["predicted_loss"], "*", color=color, markersize=15,
                 markeredgecolor="black", markeredgewidth=0.6)
     ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense: {dense:.3f}")
-    measured = result["measured"]["mAP50"]
-    ax.axhline(measured, color="tab:red", linestyle=":", linewidth=1.5,
-               label=f"all chosen ratios at {result['sparsity']:.0%}: {measured:.3f} "
-                     f"(predicted {result['predicted']['mAP50']:.3f})")
-    ax.set_xlabel("weights of the group pruned (%), every other group dense")
+    if base:
+        ax.axhline(reference, color="gray", linestyle="-.", linewidth=1.2,
+                   label=f"base (input rules at {result['sparsity']:.0%}): {reference:.3f}")
+    kept = " (below base: base ratios written)" if result.get("kept_base") else ""
+    ax.axhline(values[2], color="tab:red", linestyle=":", linewidth=1.5,
+               label=f"chosen ratios at {result['sparsity']:.0%}: {values[2]:.3f} "
+                     f"(predicted {result['predicted']['mAP50']:.3f}){kept}")
+    context = "the others at the base allocation" if base else "every other group dense"
+    ax.set_xlabel(f"weights of the group pruned (%), {context}")
     ax.set_ylabel("mAP50")
     ax.set_xlim(0, 100)
-    ax.set_ylim(max(0.0, min(lowest, measured) - 0.05), min(1.0, dense + 0.05))
+    ax.set_ylim(max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.05))
     ax.grid(alpha=0.3)
-    ax.set_title("Sensitivity scan: one group pruned at a time (stars: chosen ratio, legend: group, share, ratio)")
+    ax.set_title("Sensitivity scan: one group moved at a time (stars: chosen ratio; legend: share of weights, ratio written)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)

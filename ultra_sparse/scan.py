@@ -36,7 +36,7 @@ import yaml
 from .checkpoint import atomic_write_bytes
 from .config import SparsityConfig
 from .oneshot import sparsify
-from .rules import Assignment, Rule, RuleSet, load_rules
+from .rules import Assignment, Rule, RuleSet, assign_families, load_rules
 
 __all__ = [
     "MAX_LADDER_RATIO",
@@ -45,8 +45,10 @@ __all__ = [
     "LayerGroup",
     "RestoreWeights",
     "PruneCopy",
+    "base_ratios",
     "check_method",
     "choose_ratios",
+    "context_ladder",
     "default_ladder",
     "layout_rules",
     "loss_curve",
@@ -137,19 +139,24 @@ def default_ladder(sparsity: float) -> tuple[float, ...]:
     return tuple(sorted(p for p in points if p > 0))
 
 
-def loss_curve(points: Sequence[tuple[float, float]], dense: float) -> list[tuple[float, float]]:
-    """Turn measured ``(ratio, metric)`` points into a loss curve that starts at ``(0, 0)`` and never falls.
+def loss_curve(points: Sequence[tuple[float, float]], reference: float, origin: bool = True) -> list[tuple[float, float]]:
+    """Turn measured ``(ratio, metric)`` points into a loss curve that never falls as the ratio grows.
 
-    The loss is ``dense - metric``, never below 0, and never smaller than at a lower ratio: a point that scores
-    above a lower one is read as noise, not as pruning that helps.
+    The loss is ``reference - metric``, and never smaller than at a lower ratio: a point that scores above a lower
+    one is read as noise, not as pruning that helps. With ``origin`` (points measured with the other groups dense,
+    ``reference`` the dense metric) the curve starts at ``(0, 0)`` and no loss is below 0; without it (points measured
+    around a base allocation, ``reference`` the base metric) the curve starts at its lowest ratio, where a negative
+    loss is a measured gain.
 
     Examples:
-        >>> loss_curve([(0.5, 0.83), (0.7, 0.80), (0.9, 0.81)], dense=0.82)
+        >>> loss_curve([(0.5, 0.83), (0.7, 0.80), (0.9, 0.81)], reference=0.82)
         [(0.0, 0.0), (0.5, 0.0), (0.7, 0.02), (0.9, 0.02)]
+        >>> loss_curve([(0.3, 0.80), (0.6, 0.78), (0.8, 0.70)], reference=0.78, origin=False)
+        [(0.3, -0.02), (0.6, 0.0), (0.8, 0.08)]
     """
-    curve, worst = [(0.0, 0.0)], 0.0
+    curve, worst = ([(0.0, 0.0)], 0.0) if origin else ([], -math.inf)
     for ratio, metric in sorted(points):
-        worst = max(worst, round(dense - metric, 12))
+        worst = max(worst, round(reference - metric, 12))
         curve.append((float(ratio), worst))
     return curve
 
@@ -170,22 +177,26 @@ def choose_ratios(
     sizes: Mapping[str, int],
     sparsity: float,
     min_ratio: float = MIN_RATIO,
+    anchors: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Choose one ratio per group so that the zeros reach ``sparsity`` of all weights with the least predicted loss.
 
-    Each loss curve (from :func:`loss_curve`) is replaced by its lower convex hull; the hull's segments are filled
-    cheapest first, the cost of a segment being its loss per pruned weight (its slope divided by the group's size).
-    Segments of equal cost are filled together, in proportion to their lengths. The result is the optimum of the
-    additive loss model on the hull (a Lagrangian allocation), reaches the target exactly (up to float rounding), and
-    grows with the target: no group's ratio falls when the target rises. Every group keeps at least ``min_ratio``
-    and at most the highest ratio of its curve.
+    Every group starts at the lowest ratio of its curve (at least ``min_ratio``). Each loss curve (from
+    :func:`loss_curve`) is replaced by its lower convex hull; the hull's segments are filled cheapest first, the cost
+    of a segment being its loss per pruned weight (its slope divided by the group's size). Segments of equal cost are
+    filled together, in proportion to their lengths, those below their group's anchor first (so groups whose curves
+    say nothing stay at their anchors, the base allocation, rather than being spread evenly). The result is the optimum of the additive loss model on the hull
+    (a Lagrangian allocation), reaches the target exactly (up to float rounding), and grows with the target: no
+    group's ratio falls when the target rises. No group goes beyond the highest ratio of its curve.
 
     Args:
-        curves (Mapping[str, Sequence[tuple[float, float]]]): Group -> ``(ratio, loss)`` points from ``(0, 0)``,
-            ratios increasing, losses not decreasing.
+        curves (Mapping[str, Sequence[tuple[float, float]]]): Group -> ``(ratio, loss)`` points, ratios increasing,
+            losses not decreasing.
         sizes (Mapping[str, int]): Group -> number of prunable weights.
         sparsity (float): Zeros wanted over all groups' weights, in (0, 1).
         min_ratio (float): Least ratio of every group (lowered to ``sparsity`` when the target is below it).
+            Ratio 0 would make a group's rule protected and take its weights out of the count the target is over.
+        anchors (Mapping[str, float], optional): Group -> ratio that equally cheap segments fill up to first.
 
     Returns:
         (dict[str, float]): Group -> ratio, in the order of ``curves``.
@@ -211,26 +222,30 @@ def choose_ratios(
             f"sparsity={sparsity} is out of reach: the highest measured ratios give at most {reach / total:.2%}; "
             "test higher ratios (ladder=)"
         )
-    floor = min(min_ratio, sparsity)
-    ratios = {g: floor for g in curves}
-    need = target - floor * total
+    ratios = {g: max(curves[g][0][0], min(min_ratio, sparsity)) for g in curves}
+    need = target - sum(ratios[g] * sizes[g] for g in curves)
+    if need < -1e-12 * target:
+        raise ValueError(f"sparsity={sparsity} is below the lowest measured ratios; test lower ratios")
     segments = []
     for order, (group, curve) in enumerate(curves.items()):
         hull = _lower_hull(curve)
+        anchor = (anchors or {}).get(group, 0.0)
         for (r0, l0), (r1, l1) in zip(hull, hull[1:]):
-            low = max(r0, floor)
-            if r1 > low:
-                segments.append(((l1 - l0) / (r1 - r0) / sizes[group], order, low, r1, group))
-    segments.sort(key=lambda s: s[:3])
+            cost = (l1 - l0) / (r1 - r0) / sizes[group]
+            cuts = sorted({max(r0, ratios[group]), r1, *([anchor] if max(r0, ratios[group]) < anchor < r1 else [])})
+            for low, high in zip(cuts, cuts[1:]):
+                if high > low:
+                    segments.append((cost, low >= anchor, order, low, high, group))
+    segments.sort(key=lambda s: s[:4])
     start = 0
     while start < len(segments) and need > 0:
         stop = start
-        while stop < len(segments) and segments[stop][0] == segments[start][0]:
+        while stop < len(segments) and segments[stop][:2] == segments[start][:2]:
             stop += 1
         tied = segments[start:stop]
-        capacity = sum((high - low) * sizes[group] for _, _, low, high, group in tied)
+        capacity = sum((high - low) * sizes[group] for *_, low, high, group in tied)
         share = min(1.0, need / capacity)
-        for _, _, low, high, group in tied:
+        for *_, low, high, group in tied:
             ratios[group] = high if share == 1.0 else low + share * (high - low)
         need -= capacity
         start = stop
@@ -369,49 +384,114 @@ class Evaluator:
         return {"mAP50": float(stats["metrics/mAP50(B)"]), "mAP50-95": float(stats["metrics/mAP50-95(B)"])}
 
 
+def base_ratios(
+    pruner: RestoreWeights, ruleset: RuleSet, groups: Sequence[LayerGroup], sparsity: float
+) -> dict[str, float]:
+    """Ratio of every group in the base allocation: the input rules scaled to ``sparsity``, as ``sparsify`` does.
+
+    The model is pruned, the zeros of each group counted, and the model restored; nothing is validated.
+
+    Args:
+        pruner (RestoreWeights): Element pruner of the model.
+        ruleset (RuleSet): The input rules.
+        groups (Sequence[LayerGroup]): From :func:`plan_groups`.
+        sparsity (float): Overall target.
+
+    Returns:
+        (dict[str, float]): Group name -> fraction of its weights that are zero in the base allocation.
+    """
+    layout = layout_rules(ruleset, groups, {g.name: ruleset.ratios[g.family] for g in groups})
+    try:
+        network = pruner.prune(layout, sparsity)
+        zeros: dict[str, int] = {}
+        for w in assign_families(network, load_rules(layout)).weights:
+            zeros[w.family] = zeros.get(w.family, 0) + int((w.weight == 0).sum())
+    finally:
+        pruner.restore()
+    return {g.name: zeros.get(g.name, 0) / g.params for g in groups}
+
+
+def context_ladder(base: float) -> tuple[float, ...]:
+    """Ratios a group is tested at around its base ratio: half its zeros, and halfway to ``MAX_LADDER_RATIO``.
+
+    Examples:
+        >>> context_ladder(0.6)
+        (0.3, 0.775)
+        >>> context_ladder(0.98)
+        (0.49,)
+    """
+    points = [round(base / 2, 4)] if base >= 2 * MIN_RATIO else []
+    if base < MAX_LADDER_RATIO - 0.02:
+        points.append(round((base + MAX_LADDER_RATIO) / 2, 4))
+    return tuple(points)
+
+
 def scan(
     pruner: RestoreWeights | PruneCopy,
     evaluate: Callable[[nn.Module], Mapping[str, float]],
     ruleset: RuleSet,
     groups: Sequence[LayerGroup],
-    ladder: Sequence[float],
+    ladders: Mapping[str, Sequence[float]],
     sparsity: float,
+    base: Mapping[str, float] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Measure every group at every ladder ratio, choose ratios for ``sparsity`` and check them in one validation.
+    """Measure every group at its ladder ratios, choose ratios for ``sparsity`` and check them in one validation.
 
-    Validations: one of the dense model, ``len(groups) * len(ladder)`` points, and one of the chosen rules applied
-    as ``sparsify rules=<chosen> sparsity=<sparsity>`` does. The pruner restores the model after each.
+    Without ``base``, each point prunes one group with every other weight dense, and the curves are losses against
+    the dense model from ``(0, 0)``. With ``base`` (from :func:`base_ratios`), each point moves one group away from
+    the base allocation with the others kept there, and the curves are losses against the base model through
+    ``(base ratio, 0)``: the sensitivities are measured where the model will operate, so interactions between
+    groups pruned together are part of what is measured. If the chosen ratios then validate below the base
+    allocation, the base ratios are kept (``kept_base`` is True) and the rules file holds them.
+
+    Validations: the dense model, the base allocation (with ``base``), every ladder point, and the chosen rules
+    applied as ``sparsify rules=<chosen> sparsity=<sparsity>`` does. The pruner restores the model after each.
 
     Args:
         pruner (RestoreWeights | PruneCopy): From :func:`make_pruner`.
         evaluate (Callable): Network -> ``{"mAP50": ..., "mAP50-95": ...}``, for example an :class:`Evaluator`.
         ruleset (RuleSet): The input rules.
         groups (Sequence[LayerGroup]): From :func:`plan_groups`.
-        ladder (Sequence[float]): Ratios to test, increasing.
+        ladders (Mapping[str, Sequence[float]]): Group name -> ratios to test, increasing.
         sparsity (float): Overall target over prunable weights.
+        base (Mapping[str, float], optional): Group name -> base ratio; None measures with the others dense.
         progress (Callable[[str], None], optional): Called after each validation with what was validated.
 
     Returns:
-        (dict): ``dense`` metrics; ``groups`` (name, family, layers, params, measured ``points``, ``chosen_ratio``,
-        ``predicted_loss``); ``rules`` (the chosen rules dict); ``predicted`` and ``measured`` mAP50 of the chosen
-        rules; ``validations`` and ``seconds_per_validation``.
+        (dict): ``dense`` and ``base`` metrics; ``groups`` (name, family, layers, params, ``base_ratio``, measured
+        ``points``, ``chosen_ratio``, ``predicted_loss``, ``written_ratio``); ``rules`` (the rules dict written); ``predicted`` and
+        ``measured`` mAP50 of the chosen ratios; ``kept_base``; ``validations`` and ``seconds_per_validation``.
     """
     step = progress or (lambda _: None)
     clock = time.perf_counter()
     dense = dict(evaluate(pruner.network))
     step("dense")
+    others, reference, base_metrics = dict(base or {}), dense, None
+    if base is not None:
+        try:
+            base_metrics = dict(evaluate(pruner.prune(layout_rules(ruleset, groups, others))))
+        finally:
+            pruner.restore()
+        reference = base_metrics
+        step("base allocation")
     measured: dict[str, list[dict[str, float]]] = {}
     for group in groups:
-        for ratio in ladder:
+        for ratio in ladders[group.name]:
             try:
-                metrics = evaluate(pruner.prune(layout_rules(ruleset, groups, {group.name: ratio})))
+                metrics = evaluate(pruner.prune(layout_rules(ruleset, groups, {**others, group.name: ratio})))
             finally:
                 pruner.restore()
             measured.setdefault(group.name, []).append({"ratio": float(ratio), **metrics})
             step(f"{group.name} at {ratio:.0%}")
-    curves = {g.name: loss_curve([(p["ratio"], p["mAP50"]) for p in measured[g.name]], dense["mAP50"]) for g in groups}
-    chosen = {g: round(r, 6) for g, r in choose_ratios(curves, {g.name: g.params for g in groups}, sparsity).items()}
+    curves = {}
+    for g in groups:
+        points = [(p["ratio"], p["mAP50"]) for p in measured.get(g.name, [])]
+        if base is not None:
+            points.append((others[g.name], reference["mAP50"]))
+        curves[g.name] = loss_curve(points, reference["mAP50"], origin=base is None)
+    sizes = {g.name: g.params for g in groups}
+    chosen = {g: round(r, 6) for g, r in choose_ratios(curves, sizes, sparsity, anchors=others).items()}
     rules = layout_rules(ruleset, groups, chosen)
     try:
         check = dict(evaluate(pruner.prune(rules, sparsity)))
@@ -419,20 +499,26 @@ def scan(
         pruner.restore()
     step("chosen rules")
     losses = {g.name: predicted_loss(curves[g.name], chosen[g.name]) for g in groups}
-    validations = 2 + len(groups) * len(ladder)
+    kept_base = base_metrics is not None and check["mAP50"] < base_metrics["mAP50"]
+    written = {g: round(r, 6) for g, r in others.items()} if kept_base else chosen
+    if kept_base:
+        rules = layout_rules(ruleset, groups, written)
+    validations = 2 + (base is not None) + sum(len(ladders[g.name]) for g in groups)
     return {
         "dense": dense,
+        "base": base_metrics,
         "groups": [
             {
                 "name": g.name, "family": g.family, "layers": None if g.layers is None else list(g.layers),
-                "params": g.params, "points": measured[g.name], "chosen_ratio": chosen[g.name],
-                "predicted_loss": losses[g.name],
+                "params": g.params, "base_ratio": others.get(g.name), "points": measured.get(g.name, []),
+                "chosen_ratio": chosen[g.name], "predicted_loss": losses[g.name], "written_ratio": written[g.name],
             }
             for g in groups
         ],
         "rules": rules,
-        "predicted": {"mAP50": dense["mAP50"] - sum(losses.values())},
+        "predicted": {"mAP50": reference["mAP50"] - sum(losses.values())},
         "measured": check,
+        "kept_base": kept_base,
         "validations": validations,
         "seconds_per_validation": (time.perf_counter() - clock) / validations,
     }
@@ -460,14 +546,16 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
     )
     rows = io.StringIO()
     writer = csv.writer(rows, lineterminator="\n")
-    writer.writerow(["group", "family", "layers", "params", "ratio", "mAP50", "mAP50-95"])
-    writer.writerow(["dense", "", "", sum(g["params"] for g in result["groups"]), 0.0,
-                     result["dense"]["mAP50"], result["dense"]["mAP50-95"]])
+    writer.writerow(["group", "family", "layers", "params", "ratio", "others", "mAP50", "mAP50-95"])
+    total, base = sum(g["params"] for g in result["groups"]), result.get("base")
+    writer.writerow(["dense", "", "", total, 0.0, "dense", result["dense"]["mAP50"], result["dense"]["mAP50-95"]])
+    if base:
+        writer.writerow(["base", "", "", total, result["sparsity"], "base", base["mAP50"], base["mAP50-95"]])
     for group in result["groups"]:
         layers = "" if group["layers"] is None else " ".join(map(str, group["layers"]))
         for point in group["points"]:
             writer.writerow([group["name"], group["family"], layers, group["params"], point["ratio"],
-                             point["mAP50"], point["mAP50-95"]])
+                             "base" if base else "dense", point["mAP50"], point["mAP50-95"]])
     paths = {name: folder / file for name, file in
              (("rules", "rules.yaml"), ("csv", "sensitivity.csv"), ("json", "sensitivity.json"), ("plot", "sensitivity.png"))}
     atomic_write_bytes(paths["rules"], (header + yaml.safe_dump(content, sort_keys=False, width=120, default_flow_style=None)).encode())

@@ -11,31 +11,48 @@ from ..bench import parse_device
 from ..compare import check_inputs
 from ..config import SparsityConfig
 from ..rules import assign_families, load_rules
-from ..scan import MAX_LADDER_RATIO, Evaluator, check_method, default_ladder, make_pruner, plan_groups, scan, write_scan
+from ..scan import (
+    MAX_LADDER_RATIO,
+    Evaluator,
+    base_ratios,
+    check_method,
+    context_ladder,
+    default_ladder,
+    make_pruner,
+    plan_groups,
+    scan,
+    write_scan,
+)
 from .common import OUTPUT_KEYS, save_dir
 
 __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
-    "usage: ultra-sparse scan model=best.pt data=D sparsity=0.7 [method=unstructured] [rules=default] [groups=9]\n"
-    "                         [ladder=[0.42,0.7,0.85]] [imgsz=640] [batch=16] [device=cpu] [name=..]\n\n"
-    "Sensitivity scan: prunes one group of layers at a time (each family of the rules, large ones split into runs of\n"
-    "layers) at each ratio of the ladder, the others dense, and validates every point with Ultralytics' validator.\n"
-    "Then chooses one ratio per group that reaches sparsity= with the least predicted mAP50 loss, checks the choice\n"
+    "usage: ultra-sparse scan model=best.pt data=D sparsity=0.7 [context=target|dense] [groups=12] [rules=default]\n"
+    "                         [method=unstructured] [ladder=[0.42,0.7,0.85]] [imgsz=640] [batch=16] [device=cpu]\n\n"
+    "Sensitivity scan. Splits the prunable weights into groups (each family of the rules, large ones split into runs\n"
+    "of layers), moves one group at a time to other ratios and validates every point with Ultralytics' validator;\n"
+    "then chooses one ratio per group that reaches sparsity= with the least predicted mAP50 loss, checks the choice\n"
     "in one more validation, and writes rules.yaml (use it as sparsify/train rules=PATH sparsity=S),\n"
-    "sensitivity.csv, sensitivity.json and sensitivity.png. Validations: 2 + groups x ladder points."
+    "sensitivity.csv, sensitivity.json and sensitivity.png.\n"
+    "context=target (default): the others stay at the base allocation (the input rules at sparsity=), each group is\n"
+    "tested at half its base zeros and halfway to 95%; validations: 3 + about 2 x groups. If the chosen ratios\n"
+    "validate below the base, the base ratios are written. context=dense: the others stay dense, each group is\n"
+    "tested at the ladder ratios; validations: 2 + groups x ladder points."
 )
 KEYS = {
     "model": "trained Ultralytics checkpoint (.pt) to scan (required; never changed)",
     "data": "dataset YAML whose val split is validated, by path (required)",
     "sparsity": "overall fraction of zeros over prunable weights the chosen ratios reach, in (0, 1) (required)",
-    "method": "unstructured (default) or channel",
+    "context": "target (default): measure each group with the others at the base allocation; dense: with the "
+    "others dense",
+    "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "
+    "(default 12 for context=target, 9 for context=dense)",
+    "ladder": "context=dense only: ratios each group is tested at, increasing, in (0, 0.95], the last >= sparsity "
+    "(default: 0.6 x sparsity, sparsity, halfway to 1)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML whose families are scanned "
     "(default: default)",
-    "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "
-    "(default 9)",
-    "ladder": "ratios each group is tested at, increasing, in (0, 0.95], the last >= sparsity "
-    "(default: 0.6 x sparsity, sparsity, halfway to 1)",
+    "method": "unstructured (default) or channel",
     "imgsz": "image size (default 640)",
     "batch": "batch size (default 16)",
     "device": "cpu (default) or a CUDA device such as 0",
@@ -50,19 +67,28 @@ def run(args: dict[str, Any]) -> None:
     args = dict(args)
     project, name = args.pop("project", None), args.pop("name", None)
     model, data = args.pop("model", None), args.pop("data", None)
-    imgsz, batch, groups = args.pop("imgsz", 640), args.pop("batch", 16), args.pop("groups", 9)
+    context = args.pop("context", "target")
+    if context not in ("target", "dense"):
+        raise ValueError(f"context={context!r} is not one of target, dense")
+    imgsz, batch = args.pop("imgsz", 640), args.pop("batch", 16)
+    groups = args.pop("groups", 12 if context == "target" else 9)
     device = parse_device(args.pop("device", "cpu"))
     if args.get("sparsity") is None:
         raise ValueError("sparsity= is required: the overall fraction of zeros the scanned rules reach, e.g. 0.7")
     ladder = args.pop("ladder", None)
+    if ladder is not None and context == "target":
+        raise ValueError("ladder= needs context=dense (context=target tests each group around its base ratio)")
     config, _ = SparsityConfig.from_args(args)
     if config.sparsity == 0:
         raise ValueError("sparsity=0 needs no scan; give a fraction in (0, 1)")
     check_method(config.method)
+    if context == "target" and config.method != "unstructured":
+        raise ValueError("context=target counts zeros per group: use it with method=unstructured, or context=dense")
     for key, value in (("imgsz", imgsz), ("batch", batch), ("groups", groups)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}={value!r} must be a positive integer")
-    ladder = _check_ladder(default_ladder(config.sparsity) if ladder is None else ladder, config.sparsity)
+    if context == "dense":
+        ladder = _check_ladder(default_ladder(config.sparsity) if ladder is None else ladder, config.sparsity)
     ruleset = load_rules(config.rules)
     if data is None:
         raise ValueError("data= is required (a dataset YAML)")
@@ -72,12 +98,15 @@ def run(args: dict[str, Any]) -> None:
         raise ValueError(f"rules={config.rules!r} leave no prunable weight in model={model}")
     folder = save_dir(project, name, "scan")
 
-    validations = 2 + len(plan) * len(ladder)
-    LOGGER.info(
-        f"ultra-sparse scan: {len(plan)} groups x {len(ladder)} ratios {list(ladder)} + dense + check = "
-        f"{validations} validations of {data} at imgsz={imgsz}"
-    )
     network.to(device)
+    pruner = make_pruner(network, config)
+    base = base_ratios(pruner, ruleset, plan, config.sparsity) if context == "target" else None
+    ladders = {g.name: context_ladder(base[g.name]) if base else ladder for g in plan}
+    validations = 2 + (base is not None) + sum(len(points) for points in ladders.values())
+    LOGGER.info(
+        f"ultra-sparse scan: {len(plan)} groups, {validations} validations of {data} at imgsz={imgsz} "
+        f"(others {'at the base allocation' if base else 'dense'})"
+    )
     single_cls = bool((ckpt.get("train_args") or {}).get("single_cls", False))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ultra-sparse-scan-") as workdir:
@@ -89,12 +118,13 @@ def run(args: dict[str, Any]) -> None:
             bar.update(1)
 
         try:
-            result = scan(make_pruner(network, config), evaluate, ruleset, plan, ladder, config.sparsity, advance)
+            result = scan(pruner, evaluate, ruleset, plan, ladders, config.sparsity, base, advance)
         finally:
             bar.close()
     wall = time.perf_counter() - start
     settings = {"model": str(model), "data": str(data), "imgsz": imgsz, "batch": batch, "device": device,
-                "method": config.method, "rules_in": ruleset.name, "groups_max": groups, "ladder": list(ladder)}
+                "method": config.method, "rules_in": ruleset.name, "context": context, "groups_max": groups,
+                "ladder": None if ladder is None else list(ladder)}
     result = {
         "version": __version__, **settings, "sparsity": config.sparsity, "importance": config.importance,
         "scope": config.scope, "wall_s": round(wall, 1), **result,
@@ -102,11 +132,13 @@ def run(args: dict[str, Any]) -> None:
         f"sparsity={config.sparsity} (method={config.method}, importance={config.importance}, scope={config.scope})",
     }
     paths = write_scan(result, folder)
+    base_line = f"base allocation {result['base']['mAP50']:.4f}; " if result["base"] else ""
+    kept = "\n  the chosen ratios validated below the base allocation: rules.yaml holds the base ratios" * result["kept_base"]
     LOGGER.info(
         f"\nultra-sparse scan: {validations} validations in {wall / 60:.1f} min; dense mAP50 {result['dense']['mAP50']:.4f}; "
-        f"chosen rules at {config.sparsity:.0%}: predicted {result['predicted']['mAP50']:.4f}, "
-        f"measured {result['measured']['mAP50']:.4f} (mAP50-95 {result['measured']['mAP50-95']:.4f})\n"
-        + "\n".join(f"  {g['name']:>16s} {g['params']:>10,d} weights -> {g['chosen_ratio']:.2%}" for g in result["groups"])
+        f"{base_line}chosen ratios at {config.sparsity:.0%}: predicted {result['predicted']['mAP50']:.4f}, "
+        f"measured {result['measured']['mAP50']:.4f} (mAP50-95 {result['measured']['mAP50-95']:.4f}){kept}\n"
+        + "\n".join(f"  {g['name']:>16s} {g['params']:>10,d} weights -> {g['written_ratio']:.2%}" for g in result["groups"])
         + f"\n  rules  {paths['rules']}\n  curves {paths['csv']}, {paths['json']}, {paths['plot']}\n"
         f"  next:  ultra-sparse sparsify model={model} rules={paths['rules']} sparsity={config.sparsity}"
     )
