@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -246,6 +247,10 @@ def test_scan_around_the_base_keeps_the_others_there(sparse_model):
     pruner = RestoreWeights(sparse_model, SparsityConfig())
     base = base_ratios(pruner, rules, groups, 0.5)
     assert sum(base[g.name] * g.params for g in groups) == round(0.5 * sum(g.params for g in groups))
+    layers = sparsify(copy.deepcopy(sparse_model), rules="default", sparsity=0.5).report["layers"]
+    for g in groups:  # the base is the input rules at the target (one ranking across a family), as sparsify gives
+        members = [x for x in layers if x["family"] == g.family and (g.layers is None or int(x["name"].split(".")[1]) in g.layers)]
+        assert base[g.name] == sum(x["zeros"] for x in members) / g.params
     evaluate = FakeValidator(sparse_model, rules, groups, dict(zip((g.name for g in groups), (0.5, 0.0, 0.2))))
     ladders = {g.name: context_ladder(base[g.name]) for g in groups}
     result = scan(pruner, evaluate, rules, groups, ladders, 0.5, base=base)

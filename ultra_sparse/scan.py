@@ -400,11 +400,10 @@ def base_ratios(
     Returns:
         (dict[str, float]): Group name -> fraction of its weights that are zero in the base allocation.
     """
-    layout = layout_rules(ruleset, groups, {g.name: ruleset.ratios[g.family] for g in groups})
     try:
-        network = pruner.prune(layout, sparsity)
+        network = pruner.prune(layout_rules(ruleset, [], {}), sparsity)  # the input rules as they are
         zeros: dict[str, int] = {}
-        for w in assign_families(network, load_rules(layout)).weights:
+        for w in assign_families(network, load_rules(layout_rules(ruleset, groups, {}))).weights:
             zeros[w.family] = zeros.get(w.family, 0) + int((w.weight == 0).sum())
     finally:
         pruner.restore()
