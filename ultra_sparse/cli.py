@@ -30,6 +30,7 @@ MODES = {
     "val": "validate a checkpoint: Ultralytics' P, R, mAP50, mAP50-95 and speed, plus its sparsity",
     "compare": "dense vs sparse: same validation for both, interleaved benchmark, table of changes and a plot",
     "benchmark": "time dense and sparse interleaved (torch or onnxruntime): medians, spread, honest verdict",
+    "scan": "sensitivity scan: prune each layer group at a ladder of ratios, validate, write rules reaching a sparsity",
     "demo": "end-to-end run on generated data: baseline, sparsify, fine-tune with mask, compare",
 }
 HELP_WORDS = {"help", "--help", "-h"}

@@ -2,17 +2,20 @@
 
 Colours say good or bad at a glance: green where the sparse model is better (smaller, faster, more accurate), red where
 it is worse, grey where nothing changed or the speed ratio is within its spread. The speed panel and the title use the
-benchmark's own outcome, so the picture never says more than the verdict.
+benchmark's own outcome, so the picture never says more than the verdict. ``plot_sensitivity`` draws a scan's
+curves (mAP50 against the ratio of each layer group, the chosen ratios marked).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Mapping
 
 from .bench.stats import ratio_text
+from .checkpoint import atomic_write_bytes
 
-__all__ = ["BAD", "GOOD", "NEUTRAL", "plot_comparison", "row_colour", "speed_words"]
+__all__ = ["BAD", "GOOD", "NEUTRAL", "plot_comparison", "plot_sensitivity", "row_colour", "speed_words"]
 
 GOOD, BAD, NEUTRAL = "tab:green", "tab:red", "tab:gray"
 LOWER_IS_BETTER = ("total params", "nonzero params", "GFLOPs", "file size (MB)")
@@ -161,3 +164,66 @@ def _families(ax, result: Mapping[str, Any]) -> None:
     ax.set_title(f"Weights kept per family (rules: {result['settings'].get('rules', '?')})", fontsize=10)
     for x, k in enumerate(kept):
         ax.annotate(f"{k:.1f}%" if 99.5 <= k < 100 else f"{k:.0f}%", (x, k), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
+
+
+def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
+    """Draw a scan's curves: mAP50 against the ratio of one group, the chosen ratios marked.
+
+    Each group is one line through its measured points: from the dense model (ratio 0) when the others were dense,
+    or through its base ratio when the others were kept at the base allocation. A star marks the ratio chosen for
+    it, at the mAP50 its curve predicts there. Dashed: the dense mAP50; dash-dotted: the base allocation's; dotted:
+    the mAP50 measured with all chosen ratios applied at once (the scanned rules at the target sparsity).
+
+    Args:
+        result (Mapping[str, Any]): A :func:`ultra_sparse.scan.scan` result with ``sparsity`` added.
+        path (str | Path): PNG file to create, atomically (its folder is created).
+
+    Returns:
+        (Path): ``path``.
+
+    Examples:
+        >>> plot_sensitivity(result, "runs/sparse/scan/sensitivity.png")  # doctest: +SKIP
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    dense, base = result["dense"]["mAP50"], result.get("base")
+    reference = base["mAP50"] if base else dense
+    total = sum(g["params"] for g in result["groups"])
+    colors = plt.get_cmap("tab20" if len(result["groups"]) > 10 else "tab10")
+    fig, ax = plt.subplots(figsize=(12, 6), tight_layout=True)
+    values = [dense, reference, result["measured"]["mAP50"]]
+    for i, group in enumerate(result["groups"]):
+        start = [(group["base_ratio"], reference)] if base else [(0.0, dense)]
+        points = sorted(start + [(p["ratio"], p["mAP50"]) for p in group["points"]])
+        values += [y for _, y in points]
+        color = colors(i % colors.N)
+        label = f"{group['name']} ({group['params'] / total:.0%} of weights): {group['written_ratio']:.0%}"
+        ax.plot([100 * x for x, _ in points], [y for _, y in points], "o-", color=color, markersize=4, linewidth=1.5,
+                label=label)
+        ax.plot(100 * group["chosen_ratio"], reference - group["predicted_loss"], "*", color=color, markersize=15,
+                markeredgecolor="black", markeredgewidth=0.6)
+    ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense: {dense:.3f}")
+    if base:
+        ax.axhline(reference, color="gray", linestyle="-.", linewidth=1.2,
+                   label=f"base (input rules at {result['sparsity']:.0%}): {reference:.3f}")
+    kept = " (below base: base ratios written)" if result.get("kept_base") else ""
+    ax.axhline(values[2], color="tab:red", linestyle=":", linewidth=1.5,
+               label=f"chosen ratios at {result['sparsity']:.0%}: {values[2]:.3f} "
+                     f"(predicted {result['predicted']['mAP50']:.3f}){kept}")
+    context = "the others at the base allocation" if base else "every other group dense"
+    ax.set_xlabel(f"weights of the group pruned (%), {context}")
+    ax.set_ylabel("mAP50")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.05))
+    ax.grid(alpha=0.3)
+    ax.set_title("Sensitivity scan: one group moved at a time (stars: chosen ratio; legend: share of weights, ratio written)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

@@ -1,0 +1,400 @@
+"""``ultra-sparse scan``: the ratio choice (pure), the group plan, the scan loop, the outputs and bad input."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ultra_sparse.checkpoint import load_checkpoint
+from ultra_sparse.config import SparsityConfig
+from ultra_sparse.oneshot import sparsify
+from ultra_sparse.rules import assign_families, load_rules
+from ultra_sparse.scan import (
+    MIN_RATIO,
+    RestoreWeights,
+    choose_ratios,
+    base_ratios,
+    context_ladder,
+    default_ladder,
+    layout_rules,
+    loss_curve,
+    plan_groups,
+    predicted_loss,
+    scan,
+)
+
+CLI = [sys.executable, "-c", "from ultra_sparse.cli import entrypoint; entrypoint()"]
+
+
+def random_curves(rng: np.random.Generator, n: int, top: float = 0.9) -> tuple[dict, dict]:
+    """Random non-decreasing loss curves on a shared ladder, and random group sizes."""
+    ladder = [0.3, 0.6, top]
+    curves, sizes = {}, {}
+    for g in range(n):
+        losses = np.cumsum(rng.uniform(0, 0.2, size=len(ladder)) * (rng.uniform() < 0.8))
+        curves[f"g{g}"] = [(0.0, 0.0), *zip(ladder, losses.tolist())]
+        sizes[f"g{g}"] = int(rng.integers(10, 100_000))
+    return curves, sizes
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_choose_ratios_reaches_the_target_exactly_within_bounds(seed):
+    rng = np.random.default_rng(seed)
+    curves, sizes = random_curves(rng, n=int(rng.integers(1, 12)))
+    total = sum(sizes.values())
+    for sparsity in (0.005, 0.2, 0.5, 0.7, 0.9):
+        ratios = choose_ratios(curves, sizes, sparsity)
+        assert list(ratios) == list(curves)
+        assert sum(ratios[g] * sizes[g] for g in ratios) == pytest.approx(sparsity * total, rel=1e-12)
+        assert all(min(MIN_RATIO, sparsity) - 1e-15 <= r <= 0.9 + 1e-15 for r in ratios.values())
+
+
+def test_choose_ratios_prunes_insensitive_groups_first():
+    flat, gentle, steep = [(0, 0), (0.5, 0.0), (0.9, 0.01)], [(0, 0), (0.5, 0.02), (0.9, 0.05)], [(0, 0), (0.9, 0.5)]
+    ratios = choose_ratios({"steep": steep, "gentle": gentle, "flat": flat}, dict.fromkeys(("steep", "gentle", "flat"), 1000), 0.5)
+    assert ratios["flat"] == pytest.approx(0.9)
+    assert ratios["steep"] == pytest.approx(MIN_RATIO)
+    assert ratios["gentle"] == pytest.approx(1.5 - 0.9 - MIN_RATIO)
+
+
+def test_choose_ratios_weighs_loss_by_parameter_count():
+    """The same loss for a ratio costs less per zero in a large group: the large group is pruned first."""
+    curve = [(0.0, 0.0), (0.9, 0.1)]
+    ratios = choose_ratios({"small": curve, "large": curve}, {"small": 100, "large": 1000}, 0.5)
+    assert ratios["small"] == pytest.approx(MIN_RATIO)
+    assert ratios["large"] == pytest.approx((550 - MIN_RATIO * 100) / 1000)
+
+
+def test_equally_cheap_groups_share_in_proportion():
+    flat = [(0.0, 0.0), (0.8, 0.0)]
+    ratios = choose_ratios({"a": flat, "b": flat, "c": flat}, {"a": 10, "b": 300, "c": 5000}, 0.4)
+    assert all(r == pytest.approx(0.4) for r in ratios.values())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_choose_ratios_grow_with_the_target(seed):
+    curves, sizes = random_curves(np.random.default_rng(100 + seed), n=8)
+    previous = None
+    for sparsity in np.linspace(0.01, 0.9, 60):
+        ratios = choose_ratios(curves, sizes, float(sparsity))
+        if previous is not None:
+            assert all(ratios[g] >= previous[g] - 1e-12 for g in ratios)
+        previous = ratios
+
+
+def test_choose_ratios_is_optimal_for_convex_curves_against_a_grid():
+    """Two convex curves: no split of the same zeros on a fine grid has a lower predicted loss."""
+    a = [(0.0, 0.0), (0.3, 0.01), (0.6, 0.05), (0.9, 0.2)]
+    b = [(0.0, 0.0), (0.3, 0.03), (0.6, 0.07), (0.9, 0.12)]
+    sizes = {"a": 700, "b": 300}
+    for sparsity in (0.2, 0.45, 0.7):
+        ratios = choose_ratios({"a": a, "b": b}, sizes, sparsity)
+        chosen = predicted_loss(a, ratios["a"]) + predicted_loss(b, ratios["b"])
+        target = sparsity * 1000
+        best = min(
+            predicted_loss(a, ra) + predicted_loss(b, (target - 700 * ra) / 300)
+            for ra in np.linspace(MIN_RATIO, 0.9, 4001)
+            if MIN_RATIO <= (target - 700 * ra) / 300 <= 0.9
+        )
+        assert chosen <= best + 1e-9
+
+
+def test_groups_without_information_stay_at_their_anchors():
+    """Flat curves around a base allocation: equally cheap segments fill up to the anchors first, so nothing moves."""
+    flat = {g: [(0.1, 0.0), (0.9, 0.0)] for g in "abc"}
+    sizes, anchors = {"a": 100, "b": 200, "c": 700}, {"a": 0.2, "b": 0.5, "c": 0.8}
+    target = sum(anchors[g] * sizes[g] for g in sizes) / 1000
+    ratios = choose_ratios(flat, sizes, target, anchors=anchors)
+    assert ratios == pytest.approx(anchors)
+    curves = {**flat, "c": [(0.1, -0.05), (0.8, 0.0), (0.9, 0.2)]}  # c measured better below its anchor
+    moved = choose_ratios(curves, sizes, target, anchors=anchors)
+    assert moved["a"] == moved["b"] == pytest.approx(0.9)  # the free groups take zeros from c
+    assert moved["c"] == pytest.approx((680 - 90 - 180) / 700)
+
+
+def test_choose_ratios_refuses_a_target_beyond_the_measured_ratios():
+    with pytest.raises(ValueError, match="out of reach"):
+        choose_ratios({"a": [(0.0, 0.0), (0.5, 0.0)]}, {"a": 10}, 0.6)
+    with pytest.raises(ValueError, match="below the lowest"):
+        choose_ratios({"a": [(0.4, 0.0), (0.5, 0.0)]}, {"a": 10}, 0.3)
+    with pytest.raises(ValueError, match="same"):
+        choose_ratios({"a": [(0.0, 0.0), (0.5, 0.0)]}, {"b": 10}, 0.3)
+
+
+def test_loss_curve_is_non_negative_and_never_falls():
+    curve = loss_curve([(0.9, 0.5), (0.3, 0.85), (0.6, 0.79), (0.75, 0.81)], reference=0.8)
+    assert curve == [(0.0, 0.0), (0.3, 0.0), (0.6, pytest.approx(0.01)), (0.75, pytest.approx(0.01)), (0.9, pytest.approx(0.3))]
+    around_base = loss_curve([(0.6, 0.8), (0.3, 0.81), (0.8, 0.7)], reference=0.8, origin=False)
+    assert around_base == [(0.3, pytest.approx(-0.01)), (0.6, 0.0), (0.8, pytest.approx(0.1))]
+
+
+def test_default_ladders_bracket_the_target_or_the_base():
+    assert default_ladder(0.7) == (0.42, 0.7, 0.85)
+    assert default_ladder(0.9) == (0.54, 0.9, 0.95)
+    assert context_ladder(0.5) == (0.25, 0.725)
+    assert context_ladder(0.99) == (0.495,)  # nothing above the base to test
+    assert context_ladder(0.0) == (0.475,)
+
+
+@pytest.fixture(scope="module")
+def yolo11n():
+    from ultralytics import YOLO
+
+    return YOLO("yolo11n.yaml").model
+
+
+def test_plan_groups_covers_every_prunable_weight_once(yolo11n):
+    assignment = assign_families(yolo11n, load_rules("default"))
+    for max_groups in (1, 3, 8, 100):
+        groups = plan_groups(assignment, max_groups)
+        families = {w.family for w in assignment.prunable}
+        assert len({g.name for g in groups}) == len(groups)
+        assert len(groups) == (max(max_groups, len(families)) if max_groups < 20 else len(groups))
+        assert {g.family for g in groups} == families
+        assert sum(g.params for g in groups) == sum(w.weight.numel() for w in assignment.prunable)
+        for family in families:
+            split = [g for g in groups if g.family == family]
+            if len(split) > 1:
+                layers = [i for g in split for i in g.layers]
+                assert layers == sorted(set(layers))  # runs of consecutive layers, no layer in two groups
+    groups = plan_groups(assignment, 100)  # one group per layer: the largest conv layer stands alone
+    sizes = {}
+    for w in assignment.prunable:
+        if w.family == "conv":
+            sizes[w.layer] = sizes.get(w.layer, 0) + w.weight.numel()
+    assert sorted(len(g.layers) for g in groups if g.family == "conv") == [1] * len(sizes)
+
+
+def test_layout_rules_assign_each_weight_to_its_group(yolo11n):
+    rules = load_rules("default")
+    base = assign_families(yolo11n, rules)
+    groups = plan_groups(base, 6)
+    content = layout_rules(rules, groups, {g.name: 0.5 for g in groups}, description="test")
+    scanned = assign_families(yolo11n, load_rules(content))
+    group_of = {}
+    for g in groups:
+        for w in base.prunable:
+            if w.family == g.family and (g.layers is None or w.layer in g.layers):
+                group_of[w.name] = g.name
+    assert {w.name: w.family for w in scanned.prunable} == group_of
+    assert [w.name for w in scanned.weights if w.protected] == [w.name for w in base.weights if w.protected]
+
+
+@pytest.fixture()
+def sparse_model(trained_checkpoint):
+    model, _ = load_checkpoint(trained_checkpoint)
+    return model
+
+
+class FakeValidator:
+    """Scores a network by the zeros each group gained over the dense model: loss = sum of s_g * new zero fraction_g,
+    plus ``extra(fractions)`` (an interaction, for example one that one-group moves cannot see)."""
+
+    def __init__(self, model, rules, groups, sensitivity, extra=lambda fractions: 0.0):
+        scanned = assign_families(model, load_rules(layout_rules(rules, groups, {})))
+        self.model, self.groups, self.sensitivity, self.extra = model, groups, sensitivity, extra
+        self.members = {g.name: [w for w in scanned.weights if w.family == g.name] for g in groups}
+        self.dense = self.zeros()
+        self.calls = []
+
+    def zeros(self):
+        return {g: sum(int((w.weight == 0).sum()) for w in ws) for g, ws in self.members.items()}
+
+    def __call__(self, network):
+        assert network is self.model
+        fractions = {g.name: (z - self.dense[g.name]) / g.params for g, z in zip(self.groups, self.zeros().values())}
+        self.calls.append(fractions)
+        loss = sum(self.sensitivity[g] * f for g, f in fractions.items()) + self.extra(fractions)
+        return {"mAP50": 0.8 - loss, "mAP50-95": 0.5 - loss}
+
+
+def test_scan_prunes_one_group_at_a_time_restores_and_lands_where_predicted(sparse_model):
+    """With the others dense and a loss linear in each group's zeros, the additive prediction is exact."""
+    rules = load_rules("default")
+    groups = plan_groups(assign_families(sparse_model, rules), 3)
+    before = {k: v.clone() for k, v in sparse_model.state_dict().items()}
+    params = dict(sparse_model.named_parameters())
+    evaluate = FakeValidator(sparse_model, rules, groups, dict(zip((g.name for g in groups), (0.5, 0.0, 0.2))))
+    ladders = {g.name: (0.3, 0.6) for g in groups}
+    result = scan(RestoreWeights(sparse_model, SparsityConfig()), evaluate, rules, groups, ladders, 0.5)
+    assert len(evaluate.calls) == result["validations"] == 2 + 3 * 2
+    assert all(sum(f > 0 for f in fractions.values()) == 1 for fractions in evaluate.calls[1:-1])  # others dense
+    chosen = {g["name"]: g["chosen_ratio"] for g in result["groups"]}
+    assert chosen[groups[1].name] == 0.6  # the insensitive group is pruned the most the ladder allows
+    total = sum(g.params for g in groups)
+    assert sum(chosen[g.name] * g.params for g in groups) == pytest.approx(0.5 * total, abs=1e-6 * total)
+    assert result["measured"]["mAP50"] == pytest.approx(result["predicted"]["mAP50"], abs=1e-5)
+    assert result["base"] is None and not result["kept_base"]
+    assert all(p is params[n] for n, p in sparse_model.named_parameters())  # same parameter objects
+    after = sparse_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # bit-identical
+
+
+def test_scan_around_the_base_keeps_the_others_there(sparse_model):
+    rules = load_rules("default")
+    groups = plan_groups(assign_families(sparse_model, rules), 3)
+    before = {k: v.clone() for k, v in sparse_model.state_dict().items()}
+    pruner = RestoreWeights(sparse_model, SparsityConfig())
+    base = base_ratios(pruner, rules, groups, 0.5)
+    assert sum(base[g.name] * g.params for g in groups) == round(0.5 * sum(g.params for g in groups))
+    layers = sparsify(copy.deepcopy(sparse_model), rules="default", sparsity=0.5).report["layers"]
+    for g in groups:  # the base is the input rules at the target (one ranking across a family), as sparsify gives
+        members = [x for x in layers if x["family"] == g.family and (g.layers is None or int(x["name"].split(".")[1]) in g.layers)]
+        assert base[g.name] == sum(x["zeros"] for x in members) / g.params
+    evaluate = FakeValidator(sparse_model, rules, groups, dict(zip((g.name for g in groups), (0.5, 0.0, 0.2))))
+    ladders = {g.name: context_ladder(base[g.name]) for g in groups}
+    result = scan(pruner, evaluate, rules, groups, ladders, 0.5, base=base)
+    assert len(evaluate.calls) == result["validations"] == 3 + sum(map(len, ladders.values()))
+    for fractions in evaluate.calls[2:-1]:  # each point moves one group; the others sit at their base ratios
+        assert sum(f != pytest.approx(base[g], abs=1e-5) for g, f in fractions.items()) == 1
+    written = {g["name"]: g["written_ratio"] for g in result["groups"]}
+    assert written[groups[1].name] > base[groups[1].name] and written[groups[0].name] < base[groups[0].name]
+    assert result["measured"]["mAP50"] == pytest.approx(result["predicted"]["mAP50"], abs=1e-5)
+    assert result["measured"]["mAP50"] > result["base"]["mAP50"] and not result["kept_base"]
+    after = sparse_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_scan_keeps_the_base_when_the_choice_validates_worse(sparse_model):
+    """An interaction the one-group moves cannot see makes the choice worse than the base: the base is written."""
+    rules = load_rules("default")
+    groups = plan_groups(assign_families(sparse_model, rules), 3)
+    pruner = RestoreWeights(sparse_model, SparsityConfig())
+    base = base_ratios(pruner, rules, groups, 0.5)
+    a, b, c = (g.name for g in groups)
+
+    def both_above_base(fractions):  # zero while at most one group moves up from the base: invisible to the scan
+        return 5.0 * max(0.0, fractions[a] - base[a]) * max(0.0, fractions[b] - base[b])
+
+    evaluate = FakeValidator(sparse_model, rules, groups, {a: -0.1, b: -0.1, c: 0.5}, extra=both_above_base)
+    ladders = {g.name: context_ladder(base[g.name]) for g in groups}
+    result = scan(pruner, evaluate, rules, groups, ladders, 0.5, base=base)
+    assert result["kept_base"] and result["measured"]["mAP50"] < result["base"]["mAP50"]
+    written = load_rules(result["rules"]).ratios
+    assert all(written[g.name] == pytest.approx(base[g.name], abs=1e-6) for g in groups)
+
+
+@pytest.mark.integration
+def test_evaluator_reuses_one_dataloader_and_never_changes_the_model(sparse_model, synthetic_data, tmp_path):
+    from ultra_sparse.scan import Evaluator
+
+    before = {k: v.clone() for k, v in sparse_model.state_dict().items()}
+    evaluate = Evaluator(synthetic_data, imgsz=64, batch=8, device="cpu", workdir=tmp_path)
+    first = evaluate(sparse_model)
+    loader = evaluate.validator.dataloader
+    assert evaluate(sparse_model) == first and evaluate.validator.dataloader is loader
+    after = sparse_model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)  # no fusing
+    assert set(first) == {"mAP50", "mAP50-95"}
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def scan_run(tmp_path_factory, trained_checkpoint, synthetic_data):
+    folder = tmp_path_factory.mktemp("scan")
+    model = folder / "best.pt"
+    shutil.copy(trained_checkpoint, model)
+    out = subprocess.run(
+        [*CLI, "scan", f"model={model}", f"data={synthetic_data}", "sparsity=0.5", "imgsz=64", "batch=8", "groups=3",
+         f"project={folder / 'runs'}"],
+        cwd=folder, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    return folder, model, folder / "runs" / "scan", out
+
+
+@pytest.mark.integration
+def test_scan_writes_rules_curves_and_plot(scan_run, trained_checkpoint):
+    folder, model, run, out = scan_run
+    assert sorted(p.name for p in run.iterdir()) == ["rules.yaml", "sensitivity.csv", "sensitivity.json", "sensitivity.png"]
+    result = json.loads((run / "sensitivity.json").read_text())
+    points = sum(len(g["points"]) for g in result["groups"])
+    assert result["validations"] == 3 + points and result["context"] == "target"
+    assert {"dense", "base", "groups", "rules", "predicted", "measured", "wall_s"} <= set(result)
+    rows = list(csv.DictReader((run / "sensitivity.csv").open()))
+    assert [r["group"] for r in rows[:2]] == ["dense", "base"] and len(rows) == 2 + points
+    assert {r["group"] for r in rows[2:]} == {g["name"] for g in result["groups"]}
+    assert (run / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ratios = load_rules(run / "rules.yaml").ratios
+    assert all(ratios[g["name"]] == g["written_ratio"] for g in result["groups"])
+    assert model.read_bytes() == trained_checkpoint.read_bytes()  # the input is never changed
+    assert "scan:" in out.stdout + out.stderr and "validations" in out.stdout + out.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sparsity", [0.5, 0.3])
+def test_sparsify_with_scanned_rules_hits_the_target_exactly(scan_run, sparsity):
+    folder, model, run, _ = scan_run
+    net, _ = load_checkpoint(model)
+    result = json.loads((run / "sensitivity.json").read_text())
+    report = sparsify(net, rules=str(run / "rules.yaml"), sparsity=sparsity).report
+    prunable = report["totals"]["prunable"]
+    assert prunable["zeros"] == round(sparsity * prunable["params"])
+    assert prunable["params"] == sum(g["params"] for g in result["groups"])
+    families = {f["family"]: f for f in report["families"]}
+    for group in result["groups"]:  # each group lands on its scanned ratio, scaled by sparsity / scanned sparsity
+        achieved = families[group["name"]]["ratio_achieved"]
+        assert achieved == pytest.approx(group["written_ratio"] * sparsity / 0.5, abs=2 / group["params"] + 1e-5)
+
+
+def run_inline(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """Run the console entry point in this process; return its exit status and stderr."""
+    from ultra_sparse.cli import entrypoint
+
+    monkeypatch.setattr(sys, "argv", ["ultra-sparse", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        entrypoint()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "sparsity= is required"),
+        (["sparsity=1.5"], "outside [0, 1)"),
+        (["sparsity=0"], "needs no scan"),
+        (["sparsity=0.5", "method=nm"], "cannot be scanned"),
+        (["sparsity=0.5", "context=dense", "ladder=[0.2,0.4]"], "must reach sparsity=0.5"),
+        (["sparsity=0.5", "context=dense", "ladder=[0.6,0.5]"], "increase strictly"),
+        (["sparsity=0.5", "context=dense", "ladder=[0.5,0.99]"], "(0, 0.95]"),
+        (["sparsity=0.5", "ladder=[0.5,0.9]"], "ladder= needs context=dense"),
+        (["sparsity=0.5", "context=around"], "context='around'"),
+        (["sparsity=0.5", "groups=0"], "groups=0 must be a positive integer"),
+        (["sparsity=0.5", "imgsz=big"], "imgsz='big'"),
+        (["sparsity=0.5", "rules=nope"], "neither a preset"),
+        (["sparsity=0.5", "data=MISSING"], "not found"),
+        (["sparsity=0.5", "model=MISSING"], "not found"),
+        (["sparsity=0.5", "device=cuda:7"], "no such CUDA device"),
+    ],
+)
+def test_bad_input_one_line_exit_2_nothing_written(monkeypatch, capsys, tmp_path, trained_checkpoint, synthetic_data, args, message):
+    keys = {"model": str(trained_checkpoint), "data": str(synthetic_data)}
+    for arg in args:
+        key, _, value = arg.partition("=")
+        keys[key] = value.replace("MISSING", str(tmp_path / "missing.yaml"))
+    status, err = run_inline(monkeypatch, capsys, "scan", *(f"{k}={v}" for k, v in keys.items()), f"project={tmp_path}")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("ultra-sparse: error:"), err
+    assert message in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_channel_method_needs_the_channel_module(monkeypatch, capsys, tmp_path, trained_checkpoint, synthetic_data):
+    import importlib.util
+
+    if importlib.util.find_spec("ultra_sparse.prune.channel") is not None:
+        pytest.skip("channel pruning is installed")
+    status, err = run_inline(monkeypatch, capsys, "scan", f"model={trained_checkpoint}", f"data={synthetic_data}",
+                             "sparsity=0.5", "method=channel", f"project={tmp_path}")
+    assert status == 2 and "method=channel is not available yet" in err
+    assert list(tmp_path.iterdir()) == []

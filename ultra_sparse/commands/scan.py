@@ -1,0 +1,155 @@
+"""``ultra-sparse scan``: measure each layer group's sensitivity and write a rules file that reaches a sparsity."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any
+
+from .. import __version__
+from ..bench import parse_device
+from ..compare import check_inputs
+from ..config import SparsityConfig
+from ..rules import assign_families, load_rules
+from ..scan import (
+    MAX_LADDER_RATIO,
+    Evaluator,
+    base_ratios,
+    check_method,
+    context_ladder,
+    default_ladder,
+    make_pruner,
+    plan_groups,
+    scan,
+    write_scan,
+)
+from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, run_dir
+
+__all__ = ["HELP", "KEYS", "run"]
+
+HELP = (
+    "usage: ultra-sparse scan model=best.pt data=D sparsity=0.7 [context=target|dense] [groups=12] [rules=default]\n"
+    "                         [method=unstructured] [ladder=[0.42,0.7,0.85]] [imgsz=640] [batch=16] [device=cpu]\n\n"
+    "Sensitivity scan. Splits the prunable weights into groups (each family of the rules, large ones split into runs\n"
+    "of layers), moves one group at a time to other ratios and validates every point with Ultralytics' validator;\n"
+    "then chooses one ratio per group that reaches sparsity= with the least predicted mAP50 loss, checks the choice\n"
+    "in one more validation, and writes rules.yaml (use it as sparsify/train rules=PATH sparsity=S),\n"
+    "sensitivity.csv, sensitivity.json and sensitivity.png.\n"
+    "context=target (default): the others stay at the base allocation (the input rules at sparsity=), each group is\n"
+    "tested at half its base zeros and halfway to 95%; validations: 3 + about 2 x groups. If the chosen ratios\n"
+    "validate below the base, the base ratios are written. context=dense: the others stay dense, each group is\n"
+    "tested at the ladder ratios; validations: 2 + groups x ladder points."
+)
+KEYS = {
+    "model": "trained Ultralytics checkpoint (.pt) to scan (required; never changed)",
+    "data": "dataset YAML whose val split is validated, by path (required)",
+    "sparsity": "overall fraction of zeros over prunable weights the chosen ratios reach, in (0, 1) (required)",
+    "context": "target (default): measure each group with the others at the base allocation; dense: with the "
+    "others dense",
+    "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "
+    "(default 12 for context=target, 9 for context=dense)",
+    "ladder": "context=dense only: ratios each group is tested at, increasing, in (0, 0.95], the last >= sparsity "
+    "(default: 0.6 x sparsity, sparsity, halfway to 1)",
+    "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML whose families are scanned "
+    "(default: default)",
+    "method": "unstructured (default) or channel",
+    "imgsz": "image size (default 640)",
+    "batch": "batch size (default 16)",
+    "device": "cpu (default) or a CUDA device such as 0",
+    **OUTPUT_KEYS,
+}
+
+
+def run(args: dict[str, Any]) -> None:
+    """Scan ``model=`` on ``data=`` and write the rules file and the sensitivity outputs; raise on bad input."""
+    from ultralytics.utils import LOGGER, TQDM
+
+    args = dict(args)
+    project, name = args.pop("project", None), args.pop("name", None)
+    model, data = args.pop("model", None), args.pop("data", None)
+    context = args.pop("context", "target")
+    if context not in ("target", "dense"):
+        raise ValueError(f"context={context!r} is not one of target, dense")
+    imgsz, batch = args.pop("imgsz", 640), args.pop("batch", 16)
+    groups = args.pop("groups", 12 if context == "target" else 9)
+    device = parse_device(args.pop("device", "cpu"))
+    if args.get("sparsity") is None:
+        raise ValueError("sparsity= is required: the overall fraction of zeros the scanned rules reach, e.g. 0.7")
+    ladder = args.pop("ladder", None)
+    if ladder is not None and context == "target":
+        raise ValueError("ladder= needs context=dense (context=target tests each group around its base ratio)")
+    config, _ = SparsityConfig.from_args(args)
+    if config.sparsity == 0:
+        raise ValueError("sparsity=0 needs no scan; give a fraction in (0, 1)")
+    check_method(config.method)
+    if context == "target" and config.method != "unstructured":
+        raise ValueError("context=target counts zeros per group: use it with method=unstructured, or context=dense")
+    for key, value in (("imgsz", imgsz), ("batch", batch), ("groups", groups)):
+        positive_int(key, value)
+    if context == "dense":
+        ladder = _check_ladder(default_ladder(config.sparsity) if ladder is None else ladder, config.sparsity)
+    ruleset = load_rules(config.rules)
+    if data is None:
+        raise ValueError("data= is required (a dataset YAML)")
+    (network, ckpt), = check_inputs({"model": model}, data).values()
+    plan = plan_groups(assign_families(network, ruleset), groups)
+    if not plan:
+        raise ValueError(f"rules={config.rules!r} leave no prunable weight in model={model}")
+    check_new_file(run_dir(project, name, "scan"), "project")
+
+    network.to(device)
+    pruner = make_pruner(network, config)
+    base = base_ratios(pruner, ruleset, plan, config.sparsity) if context == "target" else None
+    ladders = {g.name: context_ladder(base[g.name]) if base else ladder for g in plan}
+    validations = 2 + (base is not None) + sum(len(points) for points in ladders.values())
+    LOGGER.info(
+        f"ultra-sparse scan: {len(plan)} groups, {validations} validations of {data} at imgsz={imgsz} "
+        f"(others {'at the base allocation' if base else 'dense'})"
+    )
+    single_cls = bool((ckpt.get("train_args") or {}).get("single_cls", False))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ultra-sparse-scan-") as workdir:
+        evaluate = Evaluator(data, imgsz, batch, device, workdir, single_cls=single_cls)
+        bar = TQDM(total=validations, desc="scan")
+
+        def advance(done: str) -> None:
+            bar.set_description(f"scan: {done}")
+            bar.update(1)
+
+        try:
+            result = scan(pruner, evaluate, ruleset, plan, ladders, config.sparsity, base, advance)
+        finally:
+            bar.close()
+    wall = time.perf_counter() - start
+    settings = {"model": str(model), "data": str(data), "imgsz": imgsz, "batch": batch, "device": device,
+                "method": config.method, "rules_in": ruleset.name, "context": context, "groups_max": groups,
+                "ladder": None if ladder is None else list(ladder)}
+    result = {
+        "version": __version__, **settings, "sparsity": config.sparsity, "importance": config.importance,
+        "scope": config.scope, "wall_s": round(wall, 1), **result,
+        "description": f"scanned by ultra-sparse {__version__} on {model} with {data} at imgsz={imgsz} for "
+        f"sparsity={config.sparsity} (method={config.method}, importance={config.importance}, scope={config.scope})",
+    }
+    paths = write_scan(result, claim_run_dir(project, name, "scan"))
+    base_line = f"base allocation {result['base']['mAP50']:.4f}; " if result["base"] else ""
+    kept = "\n  the chosen ratios validated below the base allocation: rules.yaml holds the base ratios" * result["kept_base"]
+    LOGGER.info(
+        f"\nultra-sparse scan: {validations} validations in {wall / 60:.1f} min; dense mAP50 {result['dense']['mAP50']:.4f}; "
+        f"{base_line}chosen ratios at {config.sparsity:.0%}: predicted {result['predicted']['mAP50']:.4f}, "
+        f"measured {result['measured']['mAP50']:.4f} (mAP50-95 {result['measured']['mAP50-95']:.4f}){kept}\n"
+        + "\n".join(f"  {g['name']:>16s} {g['params']:>10,d} weights -> {g['written_ratio']:.2%}" for g in result["groups"])
+        + f"\n  rules  {paths['rules']}\n  curves {paths['csv']}, {paths['json']}, {paths['plot']}\n"
+        f"  next:  ultra-sparse sparsify model={model} rules={paths['rules']} sparsity={config.sparsity}"
+    )
+
+
+def _check_ladder(ladder: Any, sparsity: float) -> tuple[float, ...]:
+    """Return the ladder as increasing floats in (0, MAX_LADDER_RATIO], the last at least ``sparsity``."""
+    values = list(ladder) if isinstance(ladder, (list, tuple)) else [ladder]
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ValueError(f"ladder={ladder!r} must be a list of ratios, e.g. ladder=[0.4,0.7,0.85]")
+    if any(not 0 < v <= MAX_LADDER_RATIO for v in values) or sorted(set(values)) != values:
+        raise ValueError(f"ladder={ladder!r} must increase strictly, each ratio in (0, {MAX_LADDER_RATIO}]")
+    if values[-1] < sparsity:
+        raise ValueError(f"ladder={ladder!r} must reach sparsity={sparsity}: its last ratio is below it")
+    return tuple(float(v) for v in values)

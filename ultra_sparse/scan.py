@@ -1,0 +1,626 @@
+"""Sensitivity scan: measure how accuracy falls when one group of layers is pruned, then choose ratios from it.
+
+A scan splits the prunable weights of a model into groups (each family of the rules, and large families further into
+runs of consecutive top-level layers), prunes ONE group at a time at a ladder of ratios with every other weight dense,
+and validates each point with Ultralytics' detection validator (one validator and one dataloader for the whole scan;
+the weights are restored between points, the checkpoint is never reloaded). From the measured curves it chooses one
+ratio per group that reaches an overall sparsity with the smallest predicted loss, and writes them as an ordinary
+rules file: the same families, large ones split with the ``layers:`` key, so ``sparsify rules=FILE`` and
+``train rules=FILE`` take it as it is.
+
+The pieces are small and separate: :func:`plan_groups` (which groups), :func:`default_ladder` (which ratios),
+:func:`loss_curve` and :func:`choose_ratios` (pure: measured curves in, ratios out), :func:`layout_rules` (groups and
+ratios as a rules dict), a pruner per method (``prune(rules) -> network`` and ``restore()``), :class:`Evaluator` (one
+Ultralytics validator) and :func:`scan` (the loop).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import importlib.util
+import io
+import json
+import logging
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch.nn as nn
+import yaml
+
+from .checkpoint import atomic_write_bytes
+from .config import SparsityConfig
+from .oneshot import sparsify
+from .rules import Assignment, Rule, RuleSet, assign_families, load_rules
+
+__all__ = [
+    "MAX_LADDER_RATIO",
+    "MIN_RATIO",
+    "Evaluator",
+    "LayerGroup",
+    "RestoreWeights",
+    "PruneCopy",
+    "base_ratios",
+    "check_method",
+    "choose_ratios",
+    "context_ladder",
+    "default_ladder",
+    "layout_rules",
+    "loss_curve",
+    "make_pruner",
+    "plan_groups",
+    "predicted_loss",
+    "scan",
+    "write_scan",
+]
+
+MAX_LADDER_RATIO = 0.95  # highest ratio a ladder may test (sparsify caps every family at 99%)
+MIN_RATIO = 0.01  # every scanned group keeps at least this ratio: a ratio of 0 would protect it and change the target
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """Weights of one family in a run of consecutive top-level layers: the unit a scan prunes and a ratio applies to.
+
+    Attributes:
+        name (str): Family name in the scanned rules: the family itself, or ``family:first-last`` when split.
+        family (str): Family of the input rules the weights belong to.
+        layers (tuple[int, ...] | None): Top-level layer indices (``model.N``) with weights of the group, or None when
+            the family is not split (its rule is kept as written).
+        params (int): Number of prunable weights.
+    """
+
+    name: str
+    family: str
+    layers: tuple[int, ...] | None
+    params: int
+
+
+def plan_groups(assignment: Assignment, max_groups: int) -> list[LayerGroup]:
+    """Split the prunable weights into at most ``max_groups`` groups (at least one per family).
+
+    Every family with prunable weights is one group; while groups are left, the family with the most weights per group
+    gets one more. A family split into ``k`` groups is cut into ``k`` runs of consecutive layers with sizes as even as
+    possible (least sum of squared sizes), so a large layer stands alone and small neighbours share a group.
+
+    Args:
+        assignment (Assignment): Weights and families, from :func:`ultra_sparse.rules.assign_families`.
+        max_groups (int): Most groups wanted.
+
+    Returns:
+        (list[LayerGroup]): Groups in rule order, layers ascending within a family.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> from ultra_sparse.rules import assign_families, load_rules
+        >>> groups = plan_groups(assign_families(YOLO("yolo11n.yaml").model, load_rules("default")), 6)
+        >>> len(groups), groups[0].name
+        (6, 'attention')
+    """
+    sizes: dict[str, dict[int | None, int]] = {}
+    for w in assignment.prunable:
+        layers = sizes.setdefault(w.family, {})
+        layers[w.layer] = layers.get(w.layer, 0) + w.weight.numel()
+    order = [r.family for r in assignment.ruleset.rules if r.family in sizes]
+    splittable = {f: 1 if None in sizes[f] else len(sizes[f]) for f in order}  # layers a family can be cut into
+    counts = dict.fromkeys(order, 1)
+    while sum(counts.values()) < max_groups:
+        open_families = [f for f in order if counts[f] < splittable[f]]
+        if not open_families:
+            break
+        widest = max(open_families, key=lambda f: sum(sizes[f].values()) / counts[f])  # first one on ties
+        counts[widest] += 1
+    groups = []
+    for family in order:
+        if counts[family] == 1:
+            groups.append(LayerGroup(family, family, None, sum(sizes[family].values())))
+            continue
+        layers = sorted(sizes[family])
+        for part in _even_runs([sizes[family][i] for i in layers], counts[family]):
+            members = tuple(layers[i] for i in part)
+            span = f"{members[0]}" if len(members) == 1 else f"{members[0]}-{members[-1]}"
+            groups.append(LayerGroup(f"{family}:{span}", family, members, sum(sizes[family][i] for i in members)))
+    return groups
+
+
+def default_ladder(sparsity: float) -> tuple[float, ...]:
+    """The ratios a group is tested at for an overall target: below it, at it, and halfway from it to 100%.
+
+    Examples:
+        >>> default_ladder(0.7)
+        (0.42, 0.7, 0.85)
+    """
+    points = {round(0.6 * sparsity, 2), round(sparsity, 2), round(min(MAX_LADDER_RATIO, (1 + sparsity) / 2), 2)}
+    return tuple(sorted(p for p in points if p > 0))
+
+
+def loss_curve(points: Sequence[tuple[float, float]], reference: float, origin: bool = True) -> list[tuple[float, float]]:
+    """Turn measured ``(ratio, metric)`` points into a loss curve that never falls as the ratio grows.
+
+    The loss is ``reference - metric``, and never smaller than at a lower ratio: a point that scores above a lower
+    one is read as noise, not as pruning that helps. With ``origin`` (points measured with the other groups dense,
+    ``reference`` the dense metric) the curve starts at ``(0, 0)`` and no loss is below 0; without it (points measured
+    around a base allocation, ``reference`` the base metric) the curve starts at its lowest ratio, where a negative
+    loss is a measured gain.
+
+    Examples:
+        >>> loss_curve([(0.5, 0.83), (0.7, 0.80), (0.9, 0.81)], reference=0.82)
+        [(0.0, 0.0), (0.5, 0.0), (0.7, 0.02), (0.9, 0.02)]
+        >>> loss_curve([(0.3, 0.80), (0.6, 0.78), (0.8, 0.70)], reference=0.78, origin=False)
+        [(0.3, -0.02), (0.6, 0.0), (0.8, 0.08)]
+    """
+    curve, worst = ([(0.0, 0.0)], 0.0) if origin else ([], -math.inf)
+    for ratio, metric in sorted(points):
+        worst = max(worst, round(reference - metric, 12))
+        curve.append((float(ratio), worst))
+    return curve
+
+
+def predicted_loss(curve: Sequence[tuple[float, float]], ratio: float) -> float:
+    """Loss of a group at ``ratio``, linearly interpolated on its loss curve.
+
+    Examples:
+        >>> predicted_loss([(0.0, 0.0), (0.5, 0.0), (0.9, 0.2)], 0.7)
+        0.1
+    """
+    xs, ys = zip(*curve)
+    return round(float(np.interp(ratio, xs, ys)), 12)
+
+
+def choose_ratios(
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    sizes: Mapping[str, int],
+    sparsity: float,
+    min_ratio: float = MIN_RATIO,
+    anchors: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """Choose one ratio per group so that the zeros reach ``sparsity`` of all weights with the least predicted loss.
+
+    Every group starts at the lowest ratio of its curve (at least ``min_ratio``). Each loss curve (from
+    :func:`loss_curve`) is replaced by its lower convex hull; the hull's segments are filled cheapest first, the cost
+    of a segment being its loss per pruned weight (its slope divided by the group's size). Segments of equal cost are
+    filled together, in proportion to their lengths, those below their group's anchor first (so groups whose curves
+    say nothing stay at their anchors, the base allocation, rather than being spread evenly). The result is the optimum of the additive loss model on the hull
+    (a Lagrangian allocation), reaches the target exactly (up to float rounding), and grows with the target: no
+    group's ratio falls when the target rises. No group goes beyond the highest ratio of its curve.
+
+    Args:
+        curves (Mapping[str, Sequence[tuple[float, float]]]): Group -> ``(ratio, loss)`` points, ratios increasing,
+            losses not decreasing.
+        sizes (Mapping[str, int]): Group -> number of prunable weights.
+        sparsity (float): Zeros wanted over all groups' weights, in (0, 1).
+        min_ratio (float): Least ratio of every group (lowered to ``sparsity`` when the target is below it).
+            Ratio 0 would make a group's rule protected and take its weights out of the count the target is over.
+        anchors (Mapping[str, float], optional): Group -> ratio that equally cheap segments fill up to first.
+
+    Returns:
+        (dict[str, float]): Group -> ratio, in the order of ``curves``.
+
+    Raises:
+        ValueError: If the curves do not reach the target, or an input is malformed.
+
+    Examples:
+        >>> flat, steep = [(0.0, 0.0), (0.9, 0.0)], [(0.0, 0.0), (0.9, 0.5)]
+        >>> ratios = choose_ratios({"a": flat, "b": steep}, {"a": 100, "b": 100}, sparsity=0.5)
+        >>> {group: round(ratio, 6) for group, ratio in ratios.items()}
+        {'a': 0.9, 'b': 0.1}
+    """
+    if set(curves) != set(sizes) or not curves:
+        raise ValueError("curves and sizes must name the same, non-empty set of groups")
+    if not 0 < sparsity < 1:
+        raise ValueError(f"sparsity={sparsity!r} must be in (0, 1)")
+    total = sum(sizes[g] for g in curves)
+    reach = sum(max(r for r, _ in curves[g]) * sizes[g] for g in curves)
+    target = sparsity * total
+    if target > reach * (1 + 1e-12):
+        raise ValueError(
+            f"sparsity={sparsity} is out of reach: the highest measured ratios give at most {reach / total:.2%}; "
+            "test higher ratios (ladder=)"
+        )
+    ratios = {g: max(curves[g][0][0], min(min_ratio, sparsity)) for g in curves}
+    need = target - sum(ratios[g] * sizes[g] for g in curves)
+    if need < -1e-12 * target:
+        raise ValueError(f"sparsity={sparsity} is below the lowest measured ratios; test lower ratios")
+    segments = []
+    for order, (group, curve) in enumerate(curves.items()):
+        hull = _lower_hull(curve)
+        anchor = (anchors or {}).get(group, 0.0)
+        for (r0, l0), (r1, l1) in zip(hull, hull[1:]):
+            cost = (l1 - l0) / (r1 - r0) / sizes[group]
+            cuts = sorted({max(r0, ratios[group]), r1, *([anchor] if max(r0, ratios[group]) < anchor < r1 else [])})
+            for low, high in zip(cuts, cuts[1:]):
+                if high > low:
+                    segments.append((cost, low >= anchor, order, low, high, group))
+    segments.sort(key=lambda s: s[:4])
+    start = 0
+    while start < len(segments) and need > 0:
+        stop = start
+        while stop < len(segments) and segments[stop][:2] == segments[start][:2]:
+            stop += 1
+        tied = segments[start:stop]
+        capacity = sum((high - low) * sizes[group] for *_, low, high, group in tied)
+        share = min(1.0, need / capacity)
+        for *_, low, high, group in tied:
+            ratios[group] = high if share == 1.0 else low + share * (high - low)
+        need -= capacity
+        start = stop
+    return ratios
+
+
+def layout_rules(
+    ruleset: RuleSet, groups: Sequence[LayerGroup], ratios: Mapping[str, float], description: str | None = None
+) -> dict[str, Any]:
+    """The rules dict of a scan: the input rules in their order, each scanned family replaced by its groups.
+
+    A split family becomes one rule per group, with the family's classes and the group's ``layers``, so every weight
+    lands in the group it was scanned in and the assignment is otherwise the input rules'. Families that were not
+    scanned (protected ones, and those with no prunable weights in the model) keep their rule as written.
+
+    Args:
+        ruleset (RuleSet): The input rules.
+        groups (Sequence[LayerGroup]): Groups from :func:`plan_groups`.
+        ratios (Mapping[str, float]): Group name -> ratio; a group it leaves out gets 0 (kept dense).
+        description (str, optional): The file's ``description``.
+
+    Returns:
+        (dict): Content that :func:`ultra_sparse.rules.load_rules` accepts.
+    """
+    by_family: dict[str, list[LayerGroup]] = {}
+    for group in groups:
+        by_family.setdefault(group.family, []).append(group)
+    taken = {r.family for r in ruleset.rules}
+    rules = []
+    for rule in ruleset.rules:
+        if rule.family not in by_family:
+            rules.append(_rule_dict(rule, rule.family, rule.ratio, rule.layers))
+            continue
+        for group in by_family[rule.family]:
+            if group.name != rule.family and group.name in taken:
+                raise ValueError(f"group {group.name!r} has the name of a family of the rules; rename that family")
+            layers = rule.layers if group.layers is None else frozenset(group.layers)
+            rules.append(_rule_dict(rule, group.name, float(ratios.get(group.name, 0.0)), layers))
+    content: dict[str, Any] = {"rules": rules}
+    if description:
+        content = {"description": description, **content}
+    return content
+
+
+class RestoreWeights:
+    """Element pruning for a scan: prune the model in place, put the saved weights back afterwards.
+
+    Args:
+        network (nn.Module): The dense network (changed in place while a point is measured, restored after).
+        config (SparsityConfig): ``importance`` and ``scope`` of the pruning; ``rules`` and ``sparsity`` come per call.
+    """
+
+    def __init__(self, network: nn.Module, config: SparsityConfig) -> None:
+        """Save a copy of every state tensor of ``network``."""
+        self.network, self.config = network, config
+        self.saved = {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+    def prune(self, rules: dict[str, Any], sparsity: float | None = None) -> nn.Module:
+        """Prune the network by ``rules`` (ratios as written, or scaled to ``sparsity``) and return it."""
+        sparsify(self.network, self.config.replace(rules=rules, sparsity=sparsity))
+        return self.network
+
+    def restore(self) -> None:
+        """Copy the saved tensors back into the network (same tensors, bit for bit)."""
+        self.network.load_state_dict(self.saved)
+
+
+class PruneCopy:
+    """Structural pruning for a scan: prune a fresh copy of the dense model; restoring drops the copy.
+
+    Args:
+        network (nn.Module): The dense network (never changed).
+        config (SparsityConfig): Settings of the method; ``rules`` and ``sparsity`` come per call.
+    """
+
+    def __init__(self, network: nn.Module, config: SparsityConfig) -> None:
+        """Keep the dense network; copies are made per point."""
+        self.network, self.config, self.pruned = network, config, None
+
+    def prune(self, rules: dict[str, Any], sparsity: float | None = None) -> nn.Module:
+        """Prune a deep copy of the dense network by ``rules`` and return the copy."""
+        self.pruned = copy.deepcopy(self.network)
+        sparsify(self.pruned, self.config.replace(rules=rules, sparsity=sparsity))
+        return self.pruned
+
+    def restore(self) -> None:
+        """Drop the pruned copy."""
+        self.pruned = None
+
+
+def check_method(method: str) -> None:
+    """Raise ValueError unless a scan can prune by ``method`` in this installation."""
+    if method == "channel" and importlib.util.find_spec("ultra_sparse.prune.channel") is None:
+        raise ValueError("method=channel is not available yet in this version; use method=unstructured")
+    if method not in ("unstructured", "channel"):
+        raise ValueError(f"method={method!r} cannot be scanned; use unstructured or channel")
+
+
+def make_pruner(network: nn.Module, config: SparsityConfig) -> RestoreWeights | PruneCopy:
+    """The pruner of ``config.method``: in place with saved weights (unstructured) or on copies (channel)."""
+    check_method(config.method)
+    return RestoreWeights(network, config) if config.method == "unstructured" else PruneCopy(network, config)
+
+
+class Evaluator:
+    """One Ultralytics detection validator, and its dataloader, used for every validation of a scan.
+
+    Each call validates a deep copy of the network (Ultralytics fuses Conv+BN of the model it validates, in place)
+    and returns mAP50 and mAP50-95. The validator's own progress bar and tables are silenced while it runs.
+
+    Args:
+        data (str | Path): Dataset YAML.
+        imgsz (int): Image size.
+        batch (int): Batch size.
+        device (str): ``cpu`` or ``cuda:N``.
+        workdir (str | Path): Ultralytics' ``save_dir`` for the validator (nothing is written there with plots off).
+        single_cls (bool): Validate as one class, as the checkpoint was trained (what ``YOLO(path).val()`` does).
+    """
+
+    def __init__(
+        self, data: str | Path, imgsz: int, batch: int, device: str, workdir: str | Path, single_cls: bool = False
+    ) -> None:
+        """Build the validator; its dataloader is built on the first call and kept."""
+        from ultralytics.models.yolo.detect import DetectionValidator
+
+        args = {
+            "data": str(data), "imgsz": imgsz, "batch": batch, "device": device.replace("cuda:", ""), "mode": "val",
+            "rect": True, "single_cls": single_cls, "plots": False, "save_json": False, "workers": 0, "verbose": False,
+        }
+        self.validator = DetectionValidator(save_dir=Path(workdir), args=args)
+
+    def __call__(self, network: nn.Module) -> dict[str, float]:
+        """Validate ``network``; return ``{"mAP50": ..., "mAP50-95": ...}``."""
+        with _quiet():
+            stats = self.validator(model=copy.deepcopy(network))
+        return {"mAP50": float(stats["metrics/mAP50(B)"]), "mAP50-95": float(stats["metrics/mAP50-95(B)"])}
+
+
+def base_ratios(
+    pruner: RestoreWeights, ruleset: RuleSet, groups: Sequence[LayerGroup], sparsity: float
+) -> dict[str, float]:
+    """Ratio of every group in the base allocation: the input rules scaled to ``sparsity``, as ``sparsify`` does.
+
+    The model is pruned, the zeros of each group counted, and the model restored; nothing is validated.
+
+    Args:
+        pruner (RestoreWeights): Element pruner of the model.
+        ruleset (RuleSet): The input rules.
+        groups (Sequence[LayerGroup]): From :func:`plan_groups`.
+        sparsity (float): Overall target.
+
+    Returns:
+        (dict[str, float]): Group name -> fraction of its weights that are zero in the base allocation.
+    """
+    try:
+        network = pruner.prune(layout_rules(ruleset, [], {}), sparsity)  # the input rules as they are
+        zeros: dict[str, int] = {}
+        for w in assign_families(network, load_rules(layout_rules(ruleset, groups, {}))).weights:
+            zeros[w.family] = zeros.get(w.family, 0) + int((w.weight == 0).sum())
+    finally:
+        pruner.restore()
+    return {g.name: zeros.get(g.name, 0) / g.params for g in groups}
+
+
+def context_ladder(base: float) -> tuple[float, ...]:
+    """Ratios a group is tested at around its base ratio: half its zeros, and halfway to ``MAX_LADDER_RATIO``.
+
+    Examples:
+        >>> context_ladder(0.6)
+        (0.3, 0.775)
+        >>> context_ladder(0.98)
+        (0.49,)
+    """
+    points = [round(base / 2, 4)] if base >= 2 * MIN_RATIO else []
+    if base < MAX_LADDER_RATIO - 0.02:
+        points.append(round((base + MAX_LADDER_RATIO) / 2, 4))
+    return tuple(points)
+
+
+def scan(
+    pruner: RestoreWeights | PruneCopy,
+    evaluate: Callable[[nn.Module], Mapping[str, float]],
+    ruleset: RuleSet,
+    groups: Sequence[LayerGroup],
+    ladders: Mapping[str, Sequence[float]],
+    sparsity: float,
+    base: Mapping[str, float] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure every group at its ladder ratios, choose ratios for ``sparsity`` and check them in one validation.
+
+    Without ``base``, each point prunes one group with every other weight dense, and the curves are losses against
+    the dense model from ``(0, 0)``. With ``base`` (from :func:`base_ratios`), each point moves one group away from
+    the base allocation with the others kept there, and the curves are losses against the base model through
+    ``(base ratio, 0)``: the sensitivities are measured where the model will operate, so interactions between
+    groups pruned together are part of what is measured. If the chosen ratios then validate below the base
+    allocation, the base ratios are kept (``kept_base`` is True) and the rules file holds them.
+
+    Validations: the dense model, the base allocation (with ``base``), every ladder point, and the chosen rules
+    applied as ``sparsify rules=<chosen> sparsity=<sparsity>`` does. The pruner restores the model after each.
+
+    Args:
+        pruner (RestoreWeights | PruneCopy): From :func:`make_pruner`.
+        evaluate (Callable): Network -> ``{"mAP50": ..., "mAP50-95": ...}``, for example an :class:`Evaluator`.
+        ruleset (RuleSet): The input rules.
+        groups (Sequence[LayerGroup]): From :func:`plan_groups`.
+        ladders (Mapping[str, Sequence[float]]): Group name -> ratios to test, increasing.
+        sparsity (float): Overall target over prunable weights.
+        base (Mapping[str, float], optional): Group name -> base ratio; None measures with the others dense.
+        progress (Callable[[str], None], optional): Called after each validation with what was validated.
+
+    Returns:
+        (dict): ``dense`` and ``base`` metrics; ``groups`` (name, family, layers, params, ``base_ratio``, measured
+        ``points``, ``chosen_ratio``, ``predicted_loss``, ``written_ratio``); ``rules`` (the rules dict written); ``predicted`` and
+        ``measured`` mAP50 of the chosen ratios; ``kept_base``; ``validations`` and ``seconds_per_validation``.
+    """
+    step = progress or (lambda _: None)
+    clock = time.perf_counter()
+    dense = dict(evaluate(pruner.network))
+    step("dense")
+    others, reference, base_metrics = dict(base or {}), dense, None
+    if base is not None:
+        try:
+            base_metrics = dict(evaluate(pruner.prune(layout_rules(ruleset, groups, others))))
+        finally:
+            pruner.restore()
+        reference = base_metrics
+        step("base allocation")
+    measured: dict[str, list[dict[str, float]]] = {}
+    for group in groups:
+        for ratio in ladders[group.name]:
+            try:
+                metrics = evaluate(pruner.prune(layout_rules(ruleset, groups, {**others, group.name: ratio})))
+            finally:
+                pruner.restore()
+            measured.setdefault(group.name, []).append({"ratio": float(ratio), **metrics})
+            step(f"{group.name} at {ratio:.0%}")
+    curves = {}
+    for g in groups:
+        points = [(p["ratio"], p["mAP50"]) for p in measured.get(g.name, [])]
+        if base is not None:
+            points.append((others[g.name], reference["mAP50"]))
+        curves[g.name] = loss_curve(points, reference["mAP50"], origin=base is None)
+    sizes = {g.name: g.params for g in groups}
+    chosen = {g: round(r, 6) for g, r in choose_ratios(curves, sizes, sparsity, anchors=others).items()}
+    rules = layout_rules(ruleset, groups, chosen)
+    try:
+        check = dict(evaluate(pruner.prune(rules, sparsity)))
+    finally:
+        pruner.restore()
+    step("chosen rules")
+    losses = {g.name: predicted_loss(curves[g.name], chosen[g.name]) for g in groups}
+    kept_base = base_metrics is not None and check["mAP50"] < base_metrics["mAP50"]
+    written = {g: round(r, 6) for g, r in others.items()} if kept_base else chosen
+    if kept_base:
+        rules = layout_rules(ruleset, groups, written)
+    validations = 2 + (base is not None) + sum(len(ladders[g.name]) for g in groups)
+    return {
+        "dense": dense,
+        "base": base_metrics,
+        "groups": [
+            {
+                "name": g.name, "family": g.family, "layers": None if g.layers is None else list(g.layers),
+                "params": g.params, "base_ratio": others.get(g.name), "points": measured.get(g.name, []),
+                "chosen_ratio": chosen[g.name], "predicted_loss": losses[g.name], "written_ratio": written[g.name],
+            }
+            for g in groups
+        ],
+        "rules": rules,
+        "predicted": {"mAP50": reference["mAP50"] - sum(losses.values())},
+        "measured": check,
+        "kept_base": kept_base,
+        "validations": validations,
+        "seconds_per_validation": (time.perf_counter() - clock) / validations,
+    }
+
+
+def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]:
+    """Write a scan's outputs into ``folder``: ``rules.yaml``, ``sensitivity.csv``, ``sensitivity.json``, ``.png``.
+
+    Args:
+        result (Mapping[str, Any]): A :func:`scan` result with ``sparsity`` and ``description`` added (the
+            description becomes the rules file's).
+        folder (str | Path): Run folder (created).
+
+    Returns:
+        (dict[str, Path]): ``rules``, ``csv``, ``json`` and ``plot`` -> path.
+    """
+    from .plots import plot_sensitivity
+
+    folder = Path(folder)
+    content = {"description": result["description"], "rules": result["rules"]["rules"]}
+    load_rules(content)  # the file must load as it is written
+    header = (
+        f"# Written by ultra-sparse scan. The ratios reach sparsity={result['sparsity']} as written; sparsify/train\n"
+        "# with sparsity=S scale them all by one factor. Families split by layer keep their classes and add layers:.\n"
+    )
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    writer.writerow(["group", "family", "layers", "params", "ratio", "others", "mAP50", "mAP50-95"])
+    total, base = sum(g["params"] for g in result["groups"]), result.get("base")
+    writer.writerow(["dense", "", "", total, 0.0, "dense", result["dense"]["mAP50"], result["dense"]["mAP50-95"]])
+    if base:
+        writer.writerow(["base", "", "", total, result["sparsity"], "base", base["mAP50"], base["mAP50-95"]])
+    for group in result["groups"]:
+        layers = "" if group["layers"] is None else " ".join(map(str, group["layers"]))
+        for point in group["points"]:
+            writer.writerow([group["name"], group["family"], layers, group["params"], point["ratio"],
+                             "base" if base else "dense", point["mAP50"], point["mAP50-95"]])
+    paths = {name: folder / file for name, file in
+             (("rules", "rules.yaml"), ("csv", "sensitivity.csv"), ("json", "sensitivity.json"), ("plot", "sensitivity.png"))}
+    atomic_write_bytes(paths["rules"], (header + yaml.safe_dump(content, sort_keys=False, width=120, default_flow_style=None)).encode())
+    atomic_write_bytes(paths["csv"], rows.getvalue().encode())
+    atomic_write_bytes(paths["json"], json.dumps(result, indent=2).encode())
+    plot_sensitivity(result, paths["plot"])
+    return paths
+
+
+def _even_runs(sizes: Sequence[int], parts: int) -> list[list[int]]:
+    """Cut ``sizes`` into ``parts`` runs of consecutive indices with the least sum of squared run sizes.
+
+    Examples:
+        >>> _even_runs([1, 1, 8, 1, 1], 3)
+        [[0, 1], [2], [3, 4]]
+    """
+    n = len(sizes)
+    prefix = np.concatenate(([0], np.cumsum(sizes, dtype=np.float64)))
+    cost = np.full((parts + 1, n + 1), math.inf)
+    cut = np.zeros((parts + 1, n + 1), dtype=np.int64)
+    cost[0, 0] = 0.0
+    for k in range(1, parts + 1):
+        for end in range(k, n + 1):
+            starts = np.arange(k - 1, end)
+            totals = cost[k - 1, starts] + (prefix[end] - prefix[starts]) ** 2
+            best = int(np.argmin(totals))  # the earliest cut among equals
+            cost[k, end], cut[k, end] = totals[best], starts[best]
+    runs, end = [], n
+    for k in range(parts, 0, -1):
+        start = int(cut[k, end])
+        runs.append(list(range(start, end)))
+        end = start
+    return runs[::-1]
+
+
+def _lower_hull(curve: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The lower convex hull of points sorted by x (Andrew's monotone chain, lower half)."""
+    hull: list[tuple[float, float]] = []
+    for point in curve:
+        while len(hull) >= 2:
+            (x0, y0), (x1, y1) = hull[-2], hull[-1]
+            if (x1 - x0) * (point[1] - y0) - (y1 - y0) * (point[0] - x0) > 0:
+                break
+            hull.pop()
+        hull.append(point)
+    return hull
+
+
+def _rule_dict(rule: Rule, family: str, ratio: float, layers: frozenset[int] | None) -> dict[str, Any]:
+    """One rule as YAML content."""
+    item: dict[str, Any] = {"family": family, "ratio": ratio, "classes": list(rule.classes)}
+    if layers is not None:
+        item["layers"] = sorted(layers)
+    if rule.protect:
+        item["protect"] = True
+    return item
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Raise Ultralytics' log level to WARNING (which also hides its progress bars on 8.4) for the duration."""
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)
