@@ -363,7 +363,7 @@ def run_inline(monkeypatch, capsys, *args: str) -> tuple[int, str]:
         ([], "sparsity= is required"),
         (["sparsity=1.5"], "outside [0, 1)"),
         (["sparsity=0"], "needs no scan"),
-        (["sparsity=0.5", "method=nm"], "cannot be scanned"),
+        (["sparsity=0.5", "method=nm"], "does not apply to method=nm"),
         (["sparsity=0.5", "context=dense", "ladder=[0.2,0.4]"], "must reach sparsity=0.5"),
         (["sparsity=0.5", "context=dense", "ladder=[0.6,0.5]"], "increase strictly"),
         (["sparsity=0.5", "context=dense", "ladder=[0.5,0.99]"], "(0, 0.95]"),
