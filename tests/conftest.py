@@ -17,6 +17,18 @@ import pytest  # noqa: E402
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``gpu`` where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """data.yaml of a small deterministic shapes dataset (24 train / 8 val images at 64 px)."""

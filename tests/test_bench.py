@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -155,3 +157,28 @@ def test_benchmark_real_models(trained_checkpoint, backend, tmp_path):
 def test_benchmark_cuda_half(trained_checkpoint):
     result = benchmark_models(trained_checkpoint, trained_checkpoint, imgsz=64, runs=10, warmup=2, device=0, half=True)
     assert result["settings"]["device"] == "cuda:0" and result["settings"]["half"] is True
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_onnxruntime_backend_names_every_missing_package(monkeypatch, missing):
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails as if not installed
+    with pytest.raises(ValueError, match=f"needs the onnx and onnxruntime packages \\(missing: {missing}\\)"):
+        benchmark_models("missing-dense.pt", "missing-sparse.pt", imgsz=64, runs=10, backend="onnxruntime")
+
+
+def test_time_interleaved_reports_progress_over_every_call():
+    seen = []
+
+    def progress(steps):
+        seen.append(list(steps))
+        return seen[-1]
+
+    ticks = iter(range(100))
+    time_interleaved({"a": lambda: None, "b": lambda: None}, runs=3, warmup=2, timer=lambda: next(ticks), progress=progress)
+    assert [name for _, name in seen[0]] == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b"]
+
+
+def test_benchmark_shows_a_progress_bar(trained_checkpoint, capfd):
+    benchmark_models(trained_checkpoint, trained_checkpoint, imgsz=64, runs=10, warmup=1)
+    out, err = capfd.readouterr()
+    assert "benchmark" in out + err and "22/22" in out + err

@@ -161,7 +161,18 @@ def test_real_ultralytics_model_assignment():
             assert w.protected
         if "C2PSA" in w.chain:
             assert w.family == "attention"
-    assert "dwconv" in a.unmatched_rules or any(w.family == "dwconv" for w in a.weights)
+    # yolo11n's only DWConv layers sit in the Detect head: the protected head family takes them
+    in_head = [w for w in a.weights if "DWConv" in w.chain]
+    assert in_head and all(w.family == "head" for w in in_head)
+    assert "dwconv" in a.unmatched_rules
+
+
+def test_dwconv_outside_the_head_is_its_own_family():
+    from ultralytics.nn.modules import DWConv
+
+    net = nn.Sequential(DWConv(8, 8, 3), nn.Sequential(Conv(8, 8)))
+    f = {w.name: w.family for w in assign_families(net, load_rules("default")).weights}
+    assert f == {"0.conv.weight": "dwconv", "1.0.conv.weight": "conv"}
 
 
 def test_presets_ship_with_reference_ratios():

@@ -7,7 +7,7 @@ import torch
 
 from ultra_sparse.config import SparsityConfig
 from ultra_sparse.schedule import SparsitySchedule, cubic_sparsity, default_window
-from ultra_sparse.trainer import SparseTraining, pack_mask, unpack_mask
+from ultra_sparse.masking import SparseTraining, pack_mask, unpack_mask
 
 
 def test_cubic_endpoints_and_monotone():
@@ -98,3 +98,9 @@ def test_optimizer_state_cleared_at_masked_positions(net):
 def test_taylor_rejected_in_training(net):
     with pytest.raises(ValueError, match="taylor"):
         SparseTraining(net, SparsityConfig(sparsity=0.5, importance="taylor"), epochs=1)
+
+
+def test_an_empty_ramp_prunes_at_its_end_not_before():
+    """prune_start=3 prune_end=3 epochs=3: nothing is pruned after epochs 1 and 2, all of it after epoch 3."""
+    sched = SparsitySchedule(0.5, kind="gradual", start=3, end=3)
+    assert [sched.step() for _ in range(3)] == [0.0, 0.0, 0.5]

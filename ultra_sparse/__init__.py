@@ -1,4 +1,4 @@
-"""ultra_sparse: module-aware sparsification for Ultralytics YOLO detectors."""
+"""ultra_sparse: module-aware sparsification for Ultralytics YOLO models (detect, segment, pose, OBB, classify)."""
 
 __version__ = "0.1.0"
 
@@ -12,11 +12,21 @@ from .oneshot import SparsifyResult, sparsify
 from .report import sparsity_report
 from .rules import load_rules
 from .schedule import SparsitySchedule
-from .trainer import SparseDetectionTrainer
+from .trainer import (
+    SparseClassificationTrainer,
+    SparseDetectionTrainer,
+    SparseOBBTrainer,
+    SparsePoseTrainer,
+    SparseSegmentationTrainer,
+)
 from .validator import SparseDetectionValidator
 
 __all__ = [
+    "SparseClassificationTrainer",
     "SparseDetectionTrainer",
+    "SparseOBBTrainer",
+    "SparsePoseTrainer",
+    "SparseSegmentationTrainer",
     "SparseDetectionValidator",
     "SparseYOLO",
     "SparsifyResult",

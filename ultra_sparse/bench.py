@@ -13,6 +13,7 @@ The statistics (``summarize``, ``ratio_summary``, ``verdict``) and the schedulin
 
 from __future__ import annotations
 
+import importlib
 import math
 import statistics
 import tempfile
@@ -20,7 +21,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "BACKENDS",
@@ -28,6 +29,7 @@ __all__ = [
     "MIN_RUNS",
     "Stats",
     "benchmark_models",
+    "check_onnx_packages",
     "check_settings",
     "format_benchmark_md",
     "interleaved_order",
@@ -192,6 +194,7 @@ def time_interleaved(
     warmup: int = 0,
     timer: Callable[[], float] = time.perf_counter,
     sync: Callable[[], None] | None = None,
+    progress: Callable[[list[tuple[bool, str]]], Iterable[tuple[bool, str]]] | None = None,
 ) -> dict[str, list[float]]:
     """Call each function ``warmup`` times untimed, then time ``runs`` interleaved rounds.
 
@@ -202,6 +205,8 @@ def time_interleaved(
         timer (Callable[[], float]): Clock in seconds.
         sync (Callable[[], None], optional): Called before reading the clock on both sides of a run (for example
             ``torch.cuda.synchronize``) so asynchronous work is counted.
+        progress (Callable, optional): Wraps the list of ``(timed, name)`` calls, in order, into the iterable that is
+            walked (for example a progress bar); its updates fall outside the timed calls.
 
     Returns:
         (dict[str, list[float]]): Name -> seconds per timed run, in round order.
@@ -217,11 +222,13 @@ def time_interleaved(
     if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
         raise ValueError(f"warmup={warmup!r} must be a non-negative integer")
     names = list(fns)
-    if warmup:
-        for _, name in interleaved_order(names, warmup):
-            fns[name]()
+    calls = [(False, name) for _, name in interleaved_order(names, warmup)] if warmup else []
+    calls += [(True, name) for _, name in interleaved_order(names, runs)]
     times: dict[str, list[float]] = {name: [] for name in names}
-    for _, name in interleaved_order(names, runs):
+    for timed, name in progress(calls) if progress else calls:
+        if not timed:
+            fns[name]()
+            continue
         if sync:
             sync()
         start = timer()
@@ -311,7 +318,7 @@ def benchmark_models(
     settings = check_settings(imgsz=imgsz, batch=batch, runs=runs, warmup=warmup, backend=backend)
     device = parse_device(device, half)
     if backend == "onnxruntime":
-        _import_onnxruntime()
+        check_onnx_packages()
     models = {name: _load_for_timing(path) for name, path in (("dense", dense), ("sparse", sparse))}
 
     import torch
@@ -382,7 +389,12 @@ def format_benchmark_md(result: Mapping[str, Any]) -> str:
 
 def _finish(models, fns, sync, settings, device, half, dense, sparse) -> dict[str, Any]:
     """Time the runners and assemble the result dict."""
-    times = time_interleaved(fns, runs=settings["runs"], warmup=settings["warmup"], sync=sync)
+    from ultralytics.utils import TQDM
+
+    def progress(calls):
+        return TQDM(calls, desc=f"benchmark: {settings['warmup']} warm-up + {settings['runs']} timed runs per model")
+
+    times = time_interleaved(fns, runs=settings["runs"], warmup=settings["warmup"], sync=sync, progress=progress)
     ms = {name: [t * 1e3 for t in values] for name, values in times.items()}
     batch = settings["batch"]
     out_models = {}
@@ -443,20 +455,34 @@ def _torch_runners(models, x, device, half):
     return fns, (torch.cuda.synchronize if device.startswith("cuda") else None)
 
 
-def _import_onnxruntime():
-    """Import onnxruntime or raise a clear ValueError."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ValueError("backend=onnxruntime needs the onnxruntime package: pip install onnxruntime") from None
-    return onnxruntime
+def check_onnx_packages() -> None:
+    """Raise a ValueError naming every package that ``backend=onnxruntime`` needs and cannot import.
+
+    The models are exported with ``torch.onnx.export`` (needs ``onnx``) and timed with ``onnxruntime``.
+
+    Examples:
+        >>> check_onnx_packages()  # doctest: +SKIP
+    """
+    missing = []
+    for name in ("onnx", "onnxruntime"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ValueError(
+            f"backend=onnxruntime needs the onnx and onnxruntime packages (missing: {', '.join(missing)}): "
+            "pip install onnx onnxruntime"
+        )
 
 
 def _onnxruntime_runners(models, x, device, half, folder: Path):
     """Export each model to ONNX in ``folder`` and return ONNX Runtime inference functions (no sync needed)."""
     import torch
 
-    ort = _import_onnxruntime()
+    check_onnx_packages()
+    import onnxruntime as ort
+
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from .bench import benchmark_models, check_settings, format_benchmark_md, parse_device
 from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
-from .report import sparsity_report
+from .report import pattern_of, sparsity_report
 from .rules import load_rules
 
 __all__ = [
@@ -61,8 +61,8 @@ def check_inputs(weights: Mapping[str, Any], data: Any = None) -> dict[str, Any]
     if data is not None:
         if not data:
             raise ValueError("data= is required (a dataset YAML)")
-        if not Path(str(data)).is_file():
-            raise FileNotFoundError(f"data={data} not found (pass the dataset YAML by path)")
+        if not Path(str(data)).exists():  # a YAML, or a folder for classification
+            raise FileNotFoundError(f"data={data} not found (pass the dataset YAML, or a classification folder, by path)")
     loaded = {}
     for key, path in weights.items():
         try:
@@ -85,7 +85,7 @@ def rules_of(ckpt: Mapping[str, Any]) -> str:
 def validate(
     weights: str | Path, data: str | Path, imgsz: int, batch: int, device: str, half: bool, rules: str, folder: Path
 ) -> dict[str, Any]:
-    """Validate one checkpoint with ``SparseDetectionValidator`` and return its results dict and speed.
+    """Validate one checkpoint with the sparse validator of its task and return its results dict and speed.
 
     Args:
         weights (str | Path): Checkpoint.
@@ -103,13 +103,15 @@ def validate(
     from ultralytics import YOLO
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
-    from .validator import SparseDetectionValidator
+    from .validator import sparse_validator
 
-    validator = type("SparseDetectionValidator", (SparseDetectionValidator,), {"rules": rules})
+    model = YOLO(str(weights))
+    base = sparse_validator(model.task)  # the checkpoint's task picks the validator
+    validator = type(base.__name__, (base,), {"rules": rules})
     precision = {}
     if half:
         precision = {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
-    metrics = YOLO(str(weights)).val(
+    metrics = model.val(
         data=str(data), imgsz=imgsz, batch=batch, device=device.removeprefix("cuda:"), plots=False, workers=0,
         project=str(folder.parent), name=folder.name, exist_ok=True, validator=validator, **precision,
     )
@@ -145,7 +147,8 @@ def compare_models(
         backend (str): Benchmark backend, ``torch`` or ``onnxruntime``.
 
     Returns:
-        (dict): ``settings``, ``dense`` and ``sparse`` (weights, sizes, sparsity, metrics, families), ``rows``
+        (dict): ``settings``, ``dense`` and ``sparse`` (weights, sizes, sparsity, metrics, families, and ``nm``: the
+        N:M check of a ``method=nm`` sparse checkpoint, else None), ``rows``
         (``metric``, ``dense``, ``sparse``, ``abs_change``, ``rel_change``) and ``benchmark``.
 
     Raises:
@@ -161,10 +164,11 @@ def compare_models(
     device = parse_device(device, half)
     loaded = check_inputs({"dense": dense, "sparse": sparse}, data)
     rules = rules_of(loaded["sparse"][1])
+    pattern = pattern_of((loaded["sparse"][1].get(METADATA_KEY) or {}).get("config"))
     folder = Path(folder)
     sides = {}
     for name, path in (("dense", dense), ("sparse", sparse)):
-        report = sparsity_report(loaded[name][0], rules=rules)
+        report = sparsity_report(loaded[name][0], rules=rules, pattern=pattern if name == "sparse" else None)
         val = validate(path, data, imgsz, batch, device, half, rules, folder / f"val-{name}")
         sides[name] = {
             "weights": str(path),
@@ -173,6 +177,7 @@ def compare_models(
             "families": report["families"],
             "metrics": val["results"],
             "val_speed_ms": val["speed_ms"],
+            "nm": report["nm"],
         }
     bench = benchmark_models(
         dense, sparse, imgsz=imgsz, batch=1, device=device, half=half, runs=runs, warmup=warmup, backend=backend,
@@ -211,6 +216,14 @@ def format_comparison_md(result: Mapping[str, Any]) -> str:
             f"| {row['metric']} | {_fmt(row['dense'], unit)} | {_fmt(row['sparse'], unit)} "
             f"| {_fmt(row['abs_change'], unit, sign=True)} | {rel} |"
         )
+    nm = (result.get("sparse") or {}).get("nm")
+    if nm:
+        verdict = "holds in every group" if nm["holds"] else f"does NOT hold in {len(nm['violating_layers'])} layers"
+        lines += [
+            "",
+            f"N:M pattern {nm['pattern']} of the sparse model: {verdict} of its {nm['eligible_layers']} eligible layers "
+            f"({len(nm['ineligible_layers'])} prunable layers not eligible, left dense).",
+        ]
     if s:
         lines += [
             "",

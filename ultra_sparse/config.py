@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
+
+from .messages import echo
 
 __all__ = ["IMPORTANCES", "METHODS", "SCHEDULES", "SCOPES", "SPARSITY_KEYS", "SparsityConfig"]
 
@@ -24,7 +27,7 @@ class SparsityConfig:
             removed: smaller dense layers) or ``nm`` (N:M semi-structured zeros, see ``nm``).
         sparsity (float | None): Overall fraction of zeros wanted over prunable weights, in [0, 1) (for
             ``method=channel``: the fraction of prunable parameters removed). ``None`` applies the rule ratios as
-            written.
+            written. Not taken by ``method=nm``, whose pattern fixes the zeros.
         flops (float | None): ``method=channel`` only: the fraction of GFLOPs to remove, in [0, 1). At most one of
             ``sparsity`` and ``flops``.
         rules (str | dict): A preset name from ``cfg/sparsity`` (``default``, ``tokenc3_lsnet``), a path to a rules
@@ -33,14 +36,16 @@ class SparsityConfig:
         scope (str): ``global`` (each family loses its ratio as a whole, spread over its layers by one ranking; the
             default, far more accurate at high sparsity) or ``layer`` (each layer loses its family's ratio: the
             reference scheme's per-layer way).
-        schedule (str | None): ``oneshot`` or ``gradual`` when training; ``None`` lets the trainer choose.
+        schedule (str | None): ``oneshot`` or ``gradual`` when training; ``None`` lets the trainer choose
+            (``method=nm`` prunes once: ``None`` becomes ``oneshot`` and ``gradual`` is refused).
         prune_start (int | None): First epoch of the gradual ramp; ``None`` picks a default for the run length.
         prune_end (int | None): Epoch at which the gradual ramp reaches ``sparsity``; ``None`` picks a default.
         prune_freq (int): Epochs between two pruning steps of the gradual ramp.
         calib_batches (int): Calibration batches used by ``importance=taylor``.
         round_to (int): ``method=channel`` only: channel counts of layers with at least 16 channels stay multiples of
             this (8 by default; 1 turns rounding off).
-        nm (str): ``method=nm`` only: the pattern ``"N:M"``, N kept in every group of M (default ``"2:4"``).
+        nm (str): ``method=nm`` only: the pattern ``"N:M"``, N kept in every group of M consecutive input-channel
+            weights (default ``"2:4"``); it zeroes 1 - N/M of every eligible weight, family ratios do not apply.
 
     Examples:
         >>> cfg = SparsityConfig(sparsity=0.1, rules="tokenc3_lsnet")
@@ -72,24 +77,25 @@ class SparsityConfig:
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, _fraction(key, getattr(self, key)))
         if self.flops is not None and self.method != "channel":
-            raise ValueError(f"flops={self.flops} needs method=channel (method={self.method!r} counts zeros: use sparsity=)")
+            use = "its pattern fixes the zeros" if self.method == "nm" else "use sparsity="
+            raise ValueError(f"flops={self.flops} needs method=channel (method={self.method!r} counts zeros: {use})")
         if self.flops is not None and self.sparsity is not None:
             raise ValueError("give sparsity= or flops=, not both")
         if isinstance(self.rules, Path):
             object.__setattr__(self, "rules", str(self.rules))
         if not isinstance(self.rules, (str, dict)) or not self.rules:
-            raise TypeError(f"rules={self.rules!r} must be a preset name, a path to a rules YAML or a rules dict")
+            raise TypeError(f"rules={echo(self.rules)} must be a preset name, a path to a rules YAML or a rules dict")
         _choice("importance", self.importance, IMPORTANCES)
         _choice("scope", self.scope, SCOPES)
         if self.schedule is not None:
             _choice("schedule", self.schedule, SCHEDULES)
-        for key in ("prune_start", "prune_end"):
+        minimums = {"prune_start": 0, "prune_end": 0, "prune_freq": 1, "calib_batches": 1, "round_to": 1}
+        for key, minimum in minimums.items():
             if getattr(self, key) is not None:
-                _integer(key, getattr(self, key), minimum=0)
-        _integer("prune_freq", self.prune_freq, minimum=1)
-        _integer("calib_batches", self.calib_batches, minimum=1)
-        _integer("round_to", self.round_to, minimum=1)
+                object.__setattr__(self, key, _integer(key, getattr(self, key), minimum))
         object.__setattr__(self, "nm", _nm_pattern(self.nm))
+        if self.method == "nm":
+            _check_nm(self)
         if self.prune_start is not None and self.prune_end is not None and self.prune_end < self.prune_start:
             raise ValueError(f"prune_end={self.prune_end} must not come before prune_start={self.prune_start}")
 
@@ -131,11 +137,11 @@ SPARSITY_KEYS = frozenset(f.name for f in fields(SparsityConfig))
 
 
 def _fraction(key: str, value: Any) -> float:
-    """Return ``value`` as a float in [0, 1) or raise naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{key}={value!r} must be a number in [0, 1)")
+    """Return ``value`` (a real number type, numpy's too; never a bool) as a float in [0, 1), or raise naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{key}={echo(value)} must be a number in [0, 1)")
     if not math.isfinite(value) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{key}={value!r} is outside [0, 1)")
+        raise ValueError(f"{key}={echo(value)} is outside [0, 1)")
     return float(value)
 
 
@@ -144,22 +150,35 @@ def _nm_pattern(value: Any) -> str:
     text = str(value).strip() if isinstance(value, str) else None
     parts = text.split(":") if text else []
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"nm={value!r} must be N:M, for example 2:4")
+        raise ValueError(f"nm={echo(value)} must be N:M, for example 2:4")
     n, m = (int(p) for p in parts)
     if not 0 < n < m <= 32:
-        raise ValueError(f"nm={value!r} needs 0 < N < M <= 32")
+        raise ValueError(f"nm={echo(value)} needs 0 < N < M <= 32")
     return f"{n}:{m}"
+
+
+def _check_nm(config: SparsityConfig) -> None:
+    """Refuse keys that ``method=nm`` cannot honour and resolve its schedule (the pattern is drawn once)."""
+    if config.sparsity is not None:
+        raise ValueError(
+            f"sparsity={config.sparsity} does not apply to method=nm: the pattern nm={config.nm} fixes the zeros "
+            "(1 - N/M of every eligible weight); drop sparsity="
+        )
+    if config.schedule == "gradual":
+        raise ValueError("schedule=gradual does not apply to method=nm: the N:M pattern is drawn once (schedule=oneshot)")
+    object.__setattr__(config, "schedule", "oneshot")
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     """Raise ValueError naming ``key`` unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{key}={value!r} is not one of {', '.join(choices)}")
+        raise ValueError(f"{key}={echo(value)} is not one of {', '.join(choices)}")
 
 
-def _integer(key: str, value: Any, minimum: int) -> None:
-    """Raise TypeError/ValueError naming ``key`` unless ``value`` is an int >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{key}={value!r} must be an integer")
+def _integer(key: str, value: Any, minimum: int) -> int:
+    """Return ``value`` (an integral type, numpy's too; never a bool) as an int >= ``minimum``, or raise naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{key}={echo(value)} must be an integer")
     if value < minimum:
-        raise ValueError(f"{key}={value!r} must be >= {minimum}")
+        raise ValueError(f"{key}={echo(value)} must be >= {minimum}")
+    return int(value)

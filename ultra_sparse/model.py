@@ -1,4 +1,4 @@
-"""SparseYOLO: a YOLO model whose ``train()`` takes the sparsity keys."""
+"""SparseYOLO: a YOLO model whose ``train()`` takes the sparsity keys, for every task."""
 
 from __future__ import annotations
 
@@ -6,26 +6,32 @@ from typing import Any
 
 from ultralytics import YOLO
 
-from .trainer import SparseDetectionTrainer
+from .trainer import SPARSE_TRAINERS
+from .validator import SPARSE_VALIDATORS
 
 __all__ = ["SparseYOLO"]
 
 
 class SparseYOLO(YOLO):
-    """``YOLO`` whose detection training runs :class:`~ultra_sparse.trainer.SparseDetectionTrainer`.
+    """``YOLO`` whose training and validation run the sparse trainer and validator of the model's task.
 
-    Everything else (predict, val, export) is plain Ultralytics; checkpoints it writes load with ``YOLO(path)``.
+    Detect, segment, pose, OBB and classify models train with the trainers of :mod:`ultra_sparse.trainer`; predict
+    and export are plain Ultralytics; checkpoints it writes load with ``YOLO(path)``.
 
     Examples:
         >>> model = SparseYOLO("yolo11n.yaml")
         >>> model.task_map["detect"]["trainer"].__name__
         'SparseDetectionTrainer'
+        >>> model.task_map["segment"]["validator"].__name__
+        'SparseSegmentationValidator'
         >>> model.train(data="coco8.yaml", epochs=3, sparsity=0.5)  # doctest: +SKIP
     """
 
     @property
     def task_map(self) -> dict[str, dict[str, Any]]:
-        """YOLO's task map with the sparse trainer for detection."""
+        """YOLO's task map with the sparse trainer and validator of each task."""
         tasks = dict(super().task_map)
-        tasks["detect"] = {**tasks["detect"], "trainer": SparseDetectionTrainer}
+        for task, trainer in SPARSE_TRAINERS.items():
+            if task in tasks:
+                tasks[task] = {**tasks[task], "trainer": trainer, "validator": SPARSE_VALIDATORS[task]}
         return tasks

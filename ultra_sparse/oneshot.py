@@ -12,7 +12,7 @@ from .config import SparsityConfig
 from .importance import get_criterion, taylor_scores
 from .prune import element_masks
 from .prune.unstructured import apply_masks
-from .report import sparsity_report
+from .report import pattern_of, sparsity_report
 from .rules import assign_families, load_rules, network_of
 
 __all__ = ["SparsifyResult", "sparsify"]
@@ -36,7 +36,7 @@ class SparsifyResult:
 def sparsify(
     model: nn.Module, config: SparsityConfig | None = None, batches: Iterable[dict] | None = None, **kwargs: Any
 ) -> SparsifyResult:
-    """Zero the least important weights of ``model`` in place, family by family.
+    """Zero the least important weights of ``model`` in place, family by family (or in an N:M pattern).
 
     Args:
         model (nn.Module): An Ultralytics network or ``YOLO`` object.
@@ -54,6 +54,8 @@ def sparsify(
         >>> result = sparsify(model, sparsity=0.1, rules="default")
         >>> round(result.report["totals"]["prunable"]["sparsity"], 4)
         0.1
+        >>> sparsify(YOLO("yolo11n.yaml"), method="nm", nm="2:4").report["nm"]["holds"]
+        True
     """
     if config is None:
         config = SparsityConfig(**kwargs)
@@ -70,5 +72,6 @@ def sparsify(
     apply_masks(net, result.masks)
     if net is not model and hasattr(model, "predictor"):
         model.predictor = None  # predict() caches a copy of the old weights
-    report = sparsity_report(net, assignment, result.family_ratios, config.to_dict(), result.zeros)
+    settings = config.to_dict()
+    report = sparsity_report(net, assignment, result.family_ratios, settings, result.zeros, pattern_of(settings))
     return SparsifyResult(result.masks, report, result.scale)

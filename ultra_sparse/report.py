@@ -10,9 +10,10 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import atomic_write_bytes
-from .rules import Assignment, RuleSet, assign_families, load_rules, network_of
+from .prune.nm import nm_eligibility, nm_violations, pattern_fraction
+from .rules import Assignment, RuleSet, WeightInfo, assign_families, load_rules, network_of
 
-__all__ = ["format_report_md", "sparsity_report", "write_report"]
+__all__ = ["format_report_md", "log_report", "pattern_of", "sparsity_report", "write_report"]
 
 
 def sparsity_report(
@@ -21,8 +22,9 @@ def sparsity_report(
     ratios_asked: Mapping[str, float] | None = None,
     config: Mapping[str, Any] | None = None,
     zeros: Mapping[str, int] | None = None,
+    pattern: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Count zeros per family and per layer of a model.
+    """Count zeros per family and per layer of a model; with an N:M ``pattern``, check it layer by layer.
 
     Args:
         model (nn.Module): The model (or an Ultralytics ``YOLO`` object).
@@ -31,10 +33,14 @@ def sparsity_report(
         config (Mapping[str, Any], optional): Settings to record in the report.
         zeros (Mapping[str, int], optional): Parameter name -> zeros, where already known (for example
             :attr:`ultra_sparse.prune.unstructured.MaskResult.zeros`); the other weights are counted.
+        pattern (tuple[int, int], optional): ``(N, M)`` of a ``method=nm`` model (see :func:`pattern_of`). Every
+            prunable layer then gets ``nm`` (``eligible``, ``reason``, ``violations``: groups with more than N
+            non-zero weights), its ``ratio_asked`` is the pattern's (0 for ineligible layers), and the report gets
+            an ``nm`` summary (``holds`` is True when no eligible layer has a violation).
 
     Returns:
         (dict): ``totals`` (over prunable weights, protected weights and all parameters), ``families``, ``layers``,
-        ``warnings`` (rules that matched nothing), ``rules`` and ``config``.
+        ``warnings`` (rules that matched nothing), ``rules``, ``config`` and ``nm`` (None without a pattern).
 
     Examples:
         >>> from ultralytics import YOLO
@@ -51,6 +57,7 @@ def sparsity_report(
         numel = info.weight.numel()
         n_zeros = known[info.name] if info.name in known else numel - int(torch.count_nonzero(info.weight.detach()))
         asked = 0.0 if info.protected else ratios_asked.get(info.family)
+        nm = None if pattern is None or info.protected else _nm_layer(info, pattern)
         layers.append(
             {
                 "name": info.name,
@@ -59,8 +66,9 @@ def sparsity_report(
                 "chain": list(info.chain),
                 "params": numel,
                 "zeros": n_zeros,
-                "ratio_asked": asked,
+                "ratio_asked": asked if nm is None else nm.pop("ratio_asked"),
                 "ratio_achieved": n_zeros / numel,
+                **({} if pattern is None else {"nm": nm}),
             }
         )
         fam = families.setdefault(
@@ -89,11 +97,29 @@ def sparsity_report(
         "families": list(families.values()),
         "layers": layers,
         "warnings": [f"rule {f!r} matched no weight of this model" for f in assignment.unmatched_rules],
+        "nm": None if pattern is None else _nm_summary(layers, pattern),
     }
 
 
-def format_report_md(report: Mapping[str, Any], title: str = "Sparsity report") -> str:
-    """Render a report as Markdown: totals, families, then layers."""
+def pattern_of(config: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """``(N, M)`` of a stored ``method=nm`` config (a checkpoint's or report's ``config``), else None.
+
+    Examples:
+        >>> pattern_of({"method": "nm", "nm": "2:4"})
+        (2, 4)
+        >>> pattern_of({"method": "unstructured", "nm": "2:4"}) is None
+        True
+    """
+    if not config or config.get("method") != "nm":
+        return None
+    n, m = str(config.get("nm", "2:4")).split(":")
+    return int(n), int(m)
+
+
+def format_report_md(
+    report: Mapping[str, Any], title: str = "Sparsity report", layers: bool = True, warnings: bool = True
+) -> str:
+    """Render a report as Markdown: totals, families, layers (with ``layers``), the N:M check, warnings (with ``warnings``)."""
     t = report["totals"]
     lines = [f"# {title}", "", f"Rules: `{report['rules']}`", ""]
     if report.get("config"):
@@ -113,15 +139,27 @@ def format_report_md(report: Mapping[str, Any], title: str = "Sparsity report") 
         lines.append(
             f"| {name} | {f['layers']} | {f['params']:,} | {f['zeros']:,} | {_pct(f['ratio_asked'])} | {_pct(f['ratio_achieved'])} |"
         )
-    lines += ["", "| layer | family | classes | params | zeros | asked | achieved |", "|---|---|---|---:|---:|---:|---:|"]
-    for x in report["layers"]:
-        chain = " > ".join(x["chain"])
-        lines.append(
-            f"| `{x['name']}` | {x['family']} | {chain} | {x['params']:,} | {x['zeros']:,} | {_pct(x['ratio_asked'])} | {_pct(x['ratio_achieved'])} |"
-        )
-    if report["warnings"]:
+    nm = report.get("nm")
+    if layers:
+        lines += ["", *_layer_table(report["layers"], nm["pattern"] if nm else None)]
+    if nm:
+        lines += ["", *_nm_lines(nm)]
+    if warnings and report["warnings"]:
         lines += ["", "Warnings:", *[f"- {w}" for w in report["warnings"]]]
     return "\n".join(lines) + "\n"
+
+
+def log_report(report: Mapping[str, Any], title: str = "Sparsity report", layers: bool = False) -> None:
+    """Print a report's tables to the console (the per-layer table with ``layers``), then each warning once.
+
+    Examples:
+        >>> log_report(sparsity_report(model, "default"), layers=True)  # doctest: +SKIP
+    """
+    from ultralytics.utils import LOGGER
+
+    LOGGER.info(format_report_md(report, title, layers=layers, warnings=False).strip())
+    for warning in report["warnings"]:
+        LOGGER.warning(f"ultra-sparse: {warning}")
 
 
 def write_report(report: Mapping[str, Any], folder: str | Path, title: str = "Sparsity report") -> tuple[Path, Path]:
@@ -131,6 +169,75 @@ def write_report(report: Mapping[str, Any], folder: str | Path, title: str = "Sp
     atomic_write_bytes(json_path, json.dumps(report, indent=2).encode())
     atomic_write_bytes(md_path, format_report_md(report, title).encode())
     return json_path, md_path
+
+
+def _layer_table(layers: list[dict], pattern: str | None) -> list[str]:
+    """Markdown lines of the per-layer table, with an N:M column when the report checked a pattern."""
+    column, rule = (f" {pattern} |", "---|") if pattern else ("", "")
+    lines = [f"| layer | family | classes | params | zeros | asked | achieved |{column}", f"|---|---|---|---:|---:|---:|---:|{rule}"]
+    for x in layers:
+        chain = " > ".join(x["chain"])
+        cell = f" {_nm_cell(x.get('nm'))} |" if pattern else ""
+        lines.append(
+            f"| `{x['name']}` | {x['family']} | {chain} | {x['params']:,} | {x['zeros']:,} | {_pct(x['ratio_asked'])} | {_pct(x['ratio_achieved'])} |{cell}"
+        )
+    return lines
+
+
+def _nm_layer(info: WeightInfo, pattern: tuple[int, int]) -> dict[str, Any]:
+    """Eligibility, pattern violations and the ratio the pattern asks of one prunable layer."""
+    n, m = pattern
+    reason = nm_eligibility(info.module, m)
+    eligible = reason is None
+    return {
+        "eligible": eligible,
+        "reason": reason,
+        "violations": nm_violations(info.weight, n, m) if eligible else None,
+        "ratio_asked": pattern_fraction(n, m) if eligible else 0.0,
+    }
+
+
+def _nm_summary(layers: list[dict], pattern: tuple[int, int]) -> dict[str, Any]:
+    """Totals of the N:M check over the prunable layers."""
+    checked = [x for x in layers if x.get("nm")]
+    eligible = [x for x in checked if x["nm"]["eligible"]]
+    return {
+        "pattern": f"{pattern[0]}:{pattern[1]}",
+        "eligible_layers": len(eligible),
+        "eligible_params": sum(x["params"] for x in eligible),
+        "holds": bool(eligible) and all(x["nm"]["violations"] == 0 for x in eligible),
+        "violating_layers": [{"name": x["name"], "violations": x["nm"]["violations"]} for x in eligible if x["nm"]["violations"]],
+        "ineligible_layers": [{"name": x["name"], "params": x["params"], "reason": x["nm"]["reason"]} for x in checked if not x["nm"]["eligible"]],
+    }
+
+
+def _nm_lines(nm: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of the N:M summary: whether the pattern holds, and the layers left dense with their reason."""
+    where = f"{nm['eligible_layers']} eligible layers ({nm['eligible_params']:,} weights)"
+    if nm["holds"]:
+        lines = [f"N:M pattern {nm['pattern']}: holds in every group of all {where}."]
+    else:
+        bad = ", ".join(f"`{x['name']}` ({x['violations']:,} groups)" for x in nm["violating_layers"])
+        lines = [f"N:M pattern {nm['pattern']}: does NOT hold in every group of the {where}: {bad or 'no eligible layer'}."]
+    if nm["ineligible_layers"]:
+        lines += [
+            "",
+            f"Prunable layers not eligible for {nm['pattern']} (left dense):",
+            "",
+            "| layer | params | reason |",
+            "|---|---:|---|",
+            *[f"| `{x['name']}` | {x['params']:,} | {x['reason']} |" for x in nm["ineligible_layers"]],
+        ]
+    return lines
+
+
+def _nm_cell(nm: Mapping[str, Any] | None) -> str:
+    """The per-layer N:M cell: protected, not eligible, holds, or the number of violating groups."""
+    if nm is None:
+        return "-"
+    if not nm["eligible"]:
+        return "not eligible"
+    return "holds" if nm["violations"] == 0 else f"{nm['violations']:,} groups over N"
 
 
 def _totals(layers: list[dict], protected: bool) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import torch.nn as nn
 import yaml
 
+from .messages import echo
+
 __all__ = [
     "FIXED_CLASSES",
     "PRUNABLE_TYPES",
@@ -183,7 +185,7 @@ def load_rules(spec: str | Path | dict | RuleSet = "default") -> RuleSet:
     if isinstance(spec, dict):
         return _parse(spec, source="<dict>")
     if not isinstance(spec, (str, Path)):
-        raise TypeError(f"rules={spec!r} must be a preset name, a path or a dict")
+        raise TypeError(f"rules={echo(spec)} must be a preset name, a path or a dict")
     path = Path(spec)
     if path.suffix not in {".yaml", ".yml"} and str(spec) in preset_names():
         path = Path(str(resources.files("ultra_sparse.cfg") / "sparsity" / f"{spec}.yaml"))
@@ -191,7 +193,7 @@ def load_rules(spec: str | Path | dict | RuleSet = "default") -> RuleSet:
     elif path.is_file():
         source = str(path)
     else:
-        raise FileNotFoundError(f"rules={spec!r} is neither a preset ({', '.join(preset_names())}) nor a file")
+        raise FileNotFoundError(f"rules={echo(spec)} is neither a preset ({', '.join(preset_names())}) nor a file")
     stat = path.stat()
     return _load_file(str(path), source, stat.st_mtime_ns, stat.st_size)
 
@@ -273,7 +275,7 @@ def _parse(content: Any, source: str) -> RuleSet:
         raise ValueError(f"rules file {source}: expected a mapping with a 'rules' list")
     unknown = set(content) - _FILE_KEYS
     if unknown:
-        raise ValueError(f"rules file {source}: unknown key {sorted(unknown)[0]!r} (expected {sorted(_FILE_KEYS)})")
+        raise ValueError(f"rules file {source}: unknown key {echo(sorted(unknown)[0])} (expected {sorted(_FILE_KEYS)})")
     raw = content["rules"]
     if not isinstance(raw, list) or not raw:
         raise ValueError(f"rules file {source}: 'rules' must be a non-empty list")
@@ -290,30 +292,30 @@ def _parse(content: Any, source: str) -> RuleSet:
 def _parse_rule(item: Any, where: str) -> Rule:
     """Validate one rule mapping."""
     if not isinstance(item, dict):
-        raise ValueError(f"{where}: expected a mapping, got {item!r}")
+        raise ValueError(f"{where}: expected a mapping, got {echo(item)}")
     unknown = set(item) - _RULE_KEYS
     if unknown:
-        raise ValueError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected {sorted(_RULE_KEYS)})")
+        raise ValueError(f"{where}: unknown key {echo(sorted(unknown)[0])} (expected {sorted(_RULE_KEYS)})")
     family = item.get("family")
     if not isinstance(family, str) or not family:
-        raise ValueError(f"{where}: family={family!r} must be a non-empty string")
-    where = f"{where} ({family!r})"
+        raise ValueError(f"{where}: family={echo(family)} must be a non-empty string")
+    where = f"{where} ({echo(family)})"
     ratio = item.get("ratio")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
-        raise ValueError(f"{where}: ratio={ratio!r} must be a number in [0, 1)")
+        raise ValueError(f"{where}: ratio={echo(ratio)} must be a number in [0, 1)")
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"{where}: ratio={ratio!r} is outside [0, 1)")
     classes = item.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
-        raise ValueError(f"{where}: classes={classes!r} must be a non-empty list of class names")
+        raise ValueError(f"{where}: classes={echo(classes)} must be a non-empty list of class names")
     layers = item.get("layers")
     if layers is not None:
         if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
-            raise ValueError(f"{where}: layers={layers!r} must be a list of layer indices")
+            raise ValueError(f"{where}: layers={echo(layers)} must be a list of layer indices")
         layers = frozenset(layers)
     protect = item.get("protect", False)
     if not isinstance(protect, bool):
-        raise ValueError(f"{where}: protect={protect!r} must be true or false")
+        raise ValueError(f"{where}: protect={echo(protect)} must be true or false")
     if protect and ratio != 0:
         raise ValueError(f"{where}: a protected family must have ratio 0, got {ratio!r}")
     return Rule(family, float(ratio), tuple(classes), layers, protect)

@@ -33,11 +33,13 @@ def cubic_sparsity(t: int, initial: float, final: float, start: int, end: int) -
         0.4375
         >>> cubic_sparsity(5, 0.0, 0.5, 0, 2)
         0.5
+        >>> cubic_sparsity(1, 0.0, 0.5, 3, 3)  # an empty ramp prunes at its end, not before
+        0.0
     """
-    if t <= start:
-        return initial if end > start else final
     if t >= end:
         return final
+    if t <= start:
+        return initial
     return final + (initial - final) * (1.0 - (t - start) / (end - start)) ** 3
 
 

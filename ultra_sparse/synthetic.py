@@ -82,8 +82,17 @@ def _shape_mask(rng: np.random.Generator, cls: int, imgsz: int) -> np.ndarray:
 
 def _render(rng: np.random.Generator, imgsz: int) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
     """Draw one image and return it (uint8 BGR) with its YOLO labels (cls, cx, cy, w, h normalised)."""
+    image, shapes = _render_shapes(rng, imgsz)
+    labels = []
+    for cls, _, (x1, y1, x2, y2) in shapes:
+        labels.append((cls, (x1 + x2) / 2 / imgsz, (y1 + y2) / 2 / imgsz, (x2 - x1) / imgsz, (y2 - y1) / imgsz))
+    return image, labels
+
+
+def _render_shapes(rng: np.random.Generator, imgsz: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray, tuple]]]:
+    """Draw one image and return it (uint8 BGR) with its shapes: (cls, uint8 mask, pixel box x1, y1, x2, y2)."""
     image = _background(rng, imgsz)
-    labels, boxes = [], []
+    shapes, boxes = [], []
     for _ in range(int(rng.integers(1, _MAX_SHAPES + 1))):
         cls = int(rng.integers(len(CLASS_NAMES)))
         for _ in range(_PLACEMENT_TRIES):
@@ -101,10 +110,9 @@ def _render(rng: np.random.Generator, imgsz: int) -> tuple[np.ndarray, list[tupl
             colour = rng.uniform(0.0, 255.0, 3)
         image[ys, xs] = colour
         boxes.append(box)
-        x1, y1, x2, y2 = box
-        labels.append((cls, (x1 + x2) / 2 / imgsz, (y1 + y2) / 2 / imgsz, (x2 - x1) / imgsz, (y2 - y1) / imgsz))
+        shapes.append((cls, mask, box))
     image += rng.normal(0.0, rng.uniform(2.0, _MAX_NOISE), image.shape).astype(np.float32)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8), labels
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), shapes
 
 
 def _write_dataset(folder: Path, root: Path, params: dict) -> None:

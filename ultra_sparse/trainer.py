@@ -1,18 +1,22 @@
-"""Sparse training: :class:`SparseDetectionTrainer`, an Ultralytics DetectionTrainer that keeps masks exact.
+"""Sparse training for every Ultralytics task: one mixin, :class:`SparseTrainerMixin`, on each task trainer.
 
-:class:`SparseTraining` is the engine-agnostic state shared by the trainer and :mod:`ultra_sparse.callbacks`: the
-keep-masks (parameter name -> bool tensor), the :class:`~ultra_sparse.schedule.SparsitySchedule`, and a plain-data state
-for checkpoints (masks bit-packed, under the top-level checkpoint key ``ultra_sparse``, never in ``train_args``).
+``SparseDetectionTrainer``, ``SparseSegmentationTrainer``, ``SparsePoseTrainer``, ``SparseOBBTrainer`` and
+``SparseClassificationTrainer`` are Ultralytics' own task trainers with the mixin. The mask state and the start
+decision live in :mod:`ultra_sparse.masking` (shared with the callbacks). The mixin changes these override points:
 
-The trainer changes four Ultralytics override points and nothing else:
-
+- ``__init__``: takes the sparsity keys out and checks everything before Ultralytics writes the run folder: keys,
+  rules, window, reachability, NaN/Inf weights, the data file, a resume's state and mask fit.
+- ``get_model``: trains a copy of the checkpoint's own network instead of rebuilding it from its YAML (Ultralytics
+  copies only shape-matching tensors, which turns a channel-pruned model back into the full one).
 - ``optimizer_step``: masks gradients, runs the usual step without its EMA update, re-zeroes the masked weights, then
-  updates the EMA, so the model, the EMA and every checkpoint hold exact zeros whatever the optimizer (SGD, AdamW,
-  MuSGD, whose Muon updates are dense).
-- ``run_callbacks``: prunes right after ``on_pretrain_routine_end`` (one-shot) and right before ``on_train_epoch_end``
-  (gradual), on the model and the EMA, so validation measures the sparse model.
-- ``save_model``: adds the sparsity state to last.pt, best.pt and epochN.pt; ``resume_training`` reads it back.
-- ``save_metrics``: adds the achieved ``sparsity`` column to results.csv.
+  updates the EMA, so the model, the EMA and every checkpoint hold exact zeros whatever the optimizer.
+- ``run_callbacks``: starts sparsity right after ``on_pretrain_routine_end`` and prunes right before
+  ``on_train_epoch_end``, on the model and the EMA, so validation measures the sparse model; warns at the end of a run
+  that stopped below its target.
+- ``save_model``: writes last.pt, best.pt and epochN.pt once each, atomically, with the ``ultra_sparse`` state.
+- ``save_metrics`` / ``get_validator``: the ``sparsity`` column and the task's sparse validator.
+
+With knowledge distillation (``distill_model=``, Ultralytics 8.4.77+) the masks belong to the student.
 """
 
 from __future__ import annotations
@@ -20,255 +24,217 @@ from __future__ import annotations
 import io
 import os
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from contextvars import ContextVar
+from copy import deepcopy
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
+from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
+from ultralytics.models.yolo.classify import ClassificationTrainer
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models.yolo.obb import OBBTrainer
+from ultralytics.models.yolo.pose import PoseTrainer
+from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 
-from .checkpoint import METADATA_KEY, atomic_write_bytes
+from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
 from .config import SPARSITY_KEYS, SparsityConfig
-from .importance import get_criterion
-from .prune import element_masks
-from .prune.unstructured import apply_masks, masks_from_zeros
-from .rules import assign_families, load_rules
-from .schedule import SparsitySchedule, default_window
-from .validator import SparseDetectionValidator
+from .masking import (
+    SPARSE_START_ZEROS,
+    SparseTraining,
+    StartPlan,
+    decide_start,
+    pack_mask,
+    prunable_zero_fraction,
+    start_is_sparse,
+    start_training,
+    trained_network,
+    unpack_mask,
+    unwrap,
+)
+from .validator import sparse_validator
 
-__all__ = ["SPARSE_START_ZEROS", "SparseDetectionTrainer", "SparseTraining", "pack_mask", "prunable_zero_fraction", "start_is_sparse", "unpack_mask", "unwrap"]
+__all__ = [
+    "SPARSE_START_ZEROS",
+    "SPARSE_TRAINERS",
+    "SparseClassificationTrainer",
+    "SparseDetectionTrainer",
+    "SparseOBBTrainer",
+    "SparsePoseTrainer",
+    "SparseSegmentationTrainer",
+    "SparseTrainerMixin",
+    "SparseTraining",
+    "check_resumable",
+    "pack_mask",
+    "prunable_zero_fraction",
+    "start_is_sparse",
+    "unpack_mask",
+    "unwrap",
+]
 
-SPARSE_START_ZEROS = 0.01  # a start model with this fraction of exact zeros (prunable weights) is treated as sparse
+_CAPTURED: ContextVar[dict | None] = ContextVar("ultra_sparse_captured_checkpoints", default=None)
 
 
-class SparseTraining:
-    """Masks and schedule of one sparse training run, bound to one network.
+class _CapturedPath(type(Path())):
+    """A checkpoint path whose ``write_bytes`` hands the bytes to the trainer while a save is captured.
 
-    Args:
-        net (nn.Module): The (unwrapped) network being trained; masks are keyed by its parameter names.
-        config (SparsityConfig): Sparsity keys of the run. ``importance=taylor`` is not available in training.
-        epochs (int): Length of the run, used for the default ``prune_start`` / ``prune_end``.
-        sparse_start (bool): The start weights are a sparse checkpoint: their zeros are the first mask (they stay
-            zero for the whole run) and the default schedule is ``oneshot``. Otherwise the first mask keeps everything.
+    Paths derived with ``/`` keep the class (``wdir / "epoch3.pt"``), so every file of one save is captured.
+    """
+
+    def write_bytes(self, data):
+        """Keep ``data`` for the capturing save, or write it as usual outside one."""
+        captured = _CAPTURED.get()
+        if captured is None:
+            return super().write_bytes(data)
+        captured[Path(self)] = bytes(data)
+        return len(data)
+
+
+def check_resumable(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint to resume and refuse one that cannot resume (finished, stripped, or not a training run).
+
+    Returns:
+        (dict): The checkpoint.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is unreadable or its run is finished.
+    """
+    _, ckpt = load_checkpoint(path)
+    epochs = (ckpt.get("train_args") or {}).get("epochs")
+    start = ckpt.get("epoch", -1) + 1
+    if ckpt.get("optimizer") is None or not isinstance(epochs, int) or not 0 < start < epochs:
+        raise ValueError(
+            f"{path} is a finished run (or not a training checkpoint): nothing to resume; start a new run with "
+            f"model={path} data=..."
+        )
+    return ckpt
+
+
+class SparseTrainerMixin:
+    """Sparse training on top of an Ultralytics task trainer (put it first in the bases).
+
+    Takes every Ultralytics train key plus the sparsity keys of :class:`~ultra_sparse.config.SparsityConfig`, which
+    it removes before Ultralytics checks the rest. Without sparsity keys and from a dense model it trains exactly like
+    the task trainer; from a sparse model it fine-tunes with the model's zeros as mask.
 
     Attributes:
-        masks (dict[str, torch.Tensor]): Parameter name -> bool keep-mask, on the parameters' device.
-        schedule (SparsitySchedule): Epoch -> target sparsity.
-        config (SparsityConfig): The config with schedule, prune_start and prune_end resolved.
-
-    Examples:
-        >>> from ultralytics import YOLO
-        >>> net = YOLO("yolo11n.yaml").model
-        >>> state = SparseTraining(net, SparsityConfig(sparsity=0.5, schedule="oneshot"), epochs=3)
-        >>> state.prune(net)
-        True
-        >>> round(state.sparsity(net), 4)
-        0.5
-    """
-
-    def __init__(self, net: nn.Module, config: SparsityConfig, epochs: int, sparse_start: bool = False):
-        """Bind to ``net``, take its zeros as the first mask and resolve the schedule."""
-        if config.importance == "taylor":
-            raise ValueError("importance=taylor is not available in training; use l1, l2, l1l2 or lamp")
-        self.assignment = assign_families(net, load_rules(config.rules))
-        if not self.assignment.prunable:
-            raise ValueError(f"rules={config.rules!r} leave no prunable weight in this model")
-        if sparse_start:
-            self.masks = masks_from_zeros(self.assignment.prunable)
-        else:
-            self.masks = {w.name: torch.ones_like(w.weight, dtype=torch.bool) for w in self.assignment.prunable}
-        initial = self.sparsity(net)
-        final = config.sparsity
-        if final is None:  # the rule ratios as written decide the final sparsity
-            ruled = element_masks(self.assignment, get_criterion(config.importance), None, config).masks
-            final = _zero_fraction(ruled.values())
-        start, end = default_window(epochs)
-        kind = config.schedule or ("oneshot" if sparse_start else "gradual")
-        start = start if config.prune_start is None else config.prune_start
-        end = max(start, end) if config.prune_end is None else config.prune_end
-        if kind == "gradual" and end > epochs:
-            raise ValueError(f"prune_end={end} is after the last epoch (epochs={epochs}); the target would not be met")
-        self.config = config.replace(schedule=kind, prune_start=start, prune_end=end)
-        self.schedule = SparsitySchedule(final, min(initial, final), kind, start, end, config.prune_freq)
-
-    def sparsity(self, net: nn.Module) -> float:
-        """Fraction of exact zeros over the prunable weights of ``net`` (the model or its EMA, matched by name)."""
-        params = dict(net.named_parameters())
-        return _zero_fraction(params[name].detach() for name in self.masks)
-
-    def prune(self, net: nn.Module, target: float | None = None) -> bool:
-        """Grow the masks of ``net`` to ``target`` (default: the schedule's current target); zeros never decrease.
-
-        Args:
-            net (nn.Module): The network the masks belong to; its weights are scored (masked ones score lowest).
-            target (float, optional): Sparsity over prunable weights.
-
-        Returns:
-            (bool): True if the masks grew (apply them, and clear optimizer state, afterwards).
-        """
-        target = self.schedule.target() if target is None else target
-        kept = sum(int(m.sum()) for m in self.masks.values())
-        total = sum(m.numel() for m in self.masks.values())
-        if round(target * total) <= total - kept:
-            return False
-        self.apply(net)  # scores must see the current zeros
-        result = element_masks(self.assignment, get_criterion(self.config.importance), target, self.config)
-        self.masks = {name: mask & result.masks[name].to(mask.device) for name, mask in self.masks.items()}
-        _broadcast(self.masks)
-        return True
-
-    def apply(self, *modules: nn.Module | None) -> None:
-        """Zero the masked weights of each module in place (the model, its EMA; ``None`` entries are skipped)."""
-        for module in modules:
-            if module is not None:
-                apply_masks(module, self.masks)
-
-    def bind(self, net: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(parameter, mask in the parameter's dtype) pairs: the fast path for masking every step."""
-        params = dict(net.named_parameters())
-        return [(params[n], m.to(device=params[n].device, dtype=params[n].dtype)) for n, m in self.masks.items()]
-
-    def clear_optimizer_state(self, optimizer: torch.optim.Optimizer | None, net: nn.Module) -> None:
-        """Zero optimizer state (momentum, Adam moments) at masked positions, so pruned weights carry nothing over."""
-        if optimizer is None:
-            return
-        params = dict(net.named_parameters())
-        with torch.no_grad():
-            for name, mask in self.masks.items():
-                for value in optimizer.state.get(params[name], {}).values():
-                    if isinstance(value, torch.Tensor) and value.shape == mask.shape:
-                        value.mul_(mask.to(value.device))
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain-data state for a checkpoint: config, schedule position and bit-packed masks."""
-        return {
-            "config": self.config.to_dict(),
-            "schedule": self.schedule.state_dict(),
-            "masks": {name: pack_mask(mask) for name, mask in self.masks.items()},
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the config, schedule position and masks written by :meth:`state_dict`."""
-        self.config = SparsityConfig(**state["config"])
-        self.schedule.load_state_dict(state["schedule"])
-        masks = {name: unpack_mask(*packed) for name, packed in state["masks"].items()}
-        if set(masks) != set(self.masks) or any(masks[n].shape != m.shape for n, m in self.masks.items()):
-            raise ValueError("the checkpoint's sparsity masks do not fit this model")
-        self.masks = {name: masks[name].to(m.device) for name, m in self.masks.items()}
-
-
-def pack_mask(mask: torch.Tensor) -> tuple[tuple[int, ...], torch.Tensor]:
-    """Pack a bool mask into (shape, uint8 tensor of 8 elements per byte).
-
-    Examples:
-        >>> m = torch.tensor([[True, False, True]])
-        >>> torch.equal(unpack_mask(*pack_mask(m)), m)
-        True
-    """
-    flat = mask.detach().reshape(-1).to("cpu", torch.uint8)
-    flat = torch.cat([flat, flat.new_zeros(-flat.numel() % 8)]).reshape(-1, 8)
-    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
-    return tuple(mask.shape), (flat * weights).sum(1, dtype=torch.uint8)
-
-
-def unpack_mask(shape: tuple[int, ...], packed: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`pack_mask`."""
-    bits = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
-    flat = (packed.reshape(-1, 1) & bits).ne(0).reshape(-1)
-    return flat[: int(torch.Size(shape).numel())].reshape(shape)
-
-
-def _zero_fraction(tensors: Iterable[torch.Tensor]) -> float:
-    """Fraction of zeros (or False entries) over all given tensors."""
-    total = nonzero = 0
-    for t in tensors:
-        total += t.numel()
-        nonzero += int(torch.count_nonzero(t))
-    return 1.0 - nonzero / total if total else 0.0
-
-
-def _broadcast(masks: dict[str, torch.Tensor]) -> None:
-    """Under DDP, give every rank rank 0's masks (they are computed from identical weights; this makes it certain)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    for name, mask in masks.items():
-        buffer = mask.to(torch.uint8)
-        dist.broadcast(buffer, src=0)
-        masks[name] = buffer.bool()
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside DataParallel / DistributedDataParallel / ``torch.compile`` wrappers (any Ultralytics version)."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
-
-
-def prunable_zero_fraction(net: nn.Module, rules: str = "default") -> float:
-    """Fraction of exact zeros over the prunable weights of ``net`` under ``rules``.
-
-    Examples:
-        >>> from ultralytics import YOLO
-        >>> prunable_zero_fraction(YOLO("yolo11n.yaml").model)
-        0.0
-    """
-    return _zero_fraction(w.weight.detach() for w in assign_families(net, load_rules(rules)).prunable)
-
-
-def start_is_sparse(net: nn.Module, rules: str = "default") -> bool:
-    """Whether ``net`` starts sparse: at least SPARSE_START_ZEROS of its prunable weights are exact zeros.
-
-    Dense trained weights hold practically no exact zeros; any sparse checkpoint, whoever wrote it, passes.
-
-    Examples:
-        >>> from ultralytics import YOLO
-        >>> start_is_sparse(YOLO("yolo11n.yaml").model)
-        False
-    """
-    return prunable_zero_fraction(net, rules) >= SPARSE_START_ZEROS
-
-
-class SparseDetectionTrainer(DetectionTrainer):
-    """A DetectionTrainer that prunes on a schedule and keeps the pruned weights exactly zero.
-
-    Takes every Ultralytics train key plus the sparsity keys of :class:`~ultra_sparse.config.SparsityConfig`
-    (``sparsity``, ``rules``, ``importance``, ``scope``, ``schedule``, ``prune_start``, ``prune_end``,
-    ``prune_freq``), which it removes before Ultralytics checks the rest. Without sparsity keys and from a dense
-    model it trains exactly like DetectionTrainer; from a sparse model it fine-tunes with the model's zeros as mask.
-
-    Attributes:
+        task (str): The Ultralytics task this trainer trains.
         sparsity_config (SparsityConfig | None): The sparsity keys given, or None.
         sparse (SparseTraining | None): Masks and schedule once training has started (None for a plain run).
-
-    Examples:
-        >>> from ultralytics import YOLO
-        >>> YOLO("best.pt").train(trainer=SparseDetectionTrainer, data="coco8.yaml", sparsity=0.5)  # doctest: +SKIP
     """
 
+    task = "detect"
+
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None):
-        """Take the sparsity keys out of ``overrides``, validate them, and hand the rest to Ultralytics."""
+        """Take the sparsity keys out of ``overrides``, check the whole start, then hand the rest to Ultralytics."""
         overrides = dict(overrides or {})
         own = {k: overrides.pop(k) for k in list(overrides) if k in SPARSITY_KEYS}
         self.sparsity_config = SparsityConfig(**own) if own else None
-        if self.sparsity_config is not None and self.sparsity_config.importance == "taylor":
-            raise ValueError("importance=taylor is not available in training; use l1, l2, l1l2 or lamp")
         self.sparse: SparseTraining | None = None
-        self._resume_state: dict | None = None
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._plan, self._resume_state = self._preflight(cfg, overrides, own)
         super().__init__(cfg, overrides, _callbacks)
         if self.resume and own:
             LOGGER.warning(f"Resume ignores {sorted(own)}, using the checkpoint's sparsity state.")
 
+    def _preflight(self, cfg, overrides: dict, own: dict) -> tuple[StartPlan | None, dict | None]:
+        """Check the run before anything is written; return the start plan and a resumed sparsity state."""
+        if "distill_model" in overrides and "distill_model" not in DEFAULT_CFG_DICT:
+            import ultralytics
+
+            raise ValueError(f"distill_model= needs ultralytics 8.4.77 or later (installed: {ultralytics.__version__})")
+        args = get_cfg(cfg, overrides)  # Ultralytics' own key checks, with its suggestions
+        if args.resume:
+            path = args.resume if isinstance(args.resume, (str, Path)) and Path(args.resume).exists() else None
+            if path is None:
+                from ultralytics.utils.files import get_latest_run
+
+                path = get_latest_run()
+            if not path:
+                raise FileNotFoundError("resume: no checkpoint found; pass model=path/to/last.pt resume=True")
+            ckpt = check_resumable(path)
+            self._check_task(ckpt.get("ema") or ckpt.get("model"), args.task)
+            state = ckpt.get(METADATA_KEY)
+            if isinstance(state, dict) and "masks" in state:
+                net = trained_network((ckpt.get("ema") or ckpt["model"]).float())
+                SparseTraining(net, SparsityConfig(**state["config"]), 1 << 30, sparse_start=True).load_state_dict(state)
+                return None, state
+            return None, None
+        _check_data(args.data, self.task)
+        model = str(args.model or "")
+        metadata, net = None, None
+        if model.lower().endswith(".pt"):
+            net, ckpt = load_checkpoint(model)
+            metadata = ckpt.get(METADATA_KEY)
+        elif own:
+            from ultralytics import YOLO
+
+            net = YOLO(model, task=args.task, verbose=False).model
+        self._check_task(net, args.task)
+        if net is None:
+            return None, None
+        return decide_start(trained_network(net), own, metadata, args.epochs), None
+
+    def _check_task(self, net: nn.Module | None, task: str | None) -> None:
+        """Refuse a model (or a ``task=``) of another task with one line naming the trainer to use."""
+        from ultralytics.nn.tasks import guess_model_task
+
+        task = guess_model_task(trained_network(net)) if net is not None else task or self.task
+        if task != self.task:
+            name = SPARSE_TRAINERS[task].__name__ if task in SPARSE_TRAINERS else "none"
+            raise ValueError(
+                f"{type(self).__name__} trains {self.task} models and this is a {task} model: use {name} "
+                "(SparseYOLO and 'ultra-sparse train' pick the trainer by task)"
+            )
+
     @property
     def net(self) -> nn.Module:
-        """The trained network without its DDP / compile wrapper."""
-        return unwrap(self.model)
+        """The trained network: without its DDP / compile wrapper, and the student when distilling."""
+        return trained_network(self.model)
+
+    def get_model(self, cfg=None, weights=None, verbose: bool = True):
+        """Train a copy of the checkpoint's own network, not a rebuild from its YAML with shape-matching tensors.
+
+        Falls back to the task trainer's rebuild where the dataset needs another head (other class count, keypoint
+        shape or input channels) or the checkpoint was fused for inference.
+        """
+        reason = self._rebuild_reason(weights) if isinstance(weights, nn.Module) else "no checkpoint"
+        if reason:
+            if isinstance(weights, nn.Module) and verbose:
+                LOGGER.info(f"{colorstr('ultra_sparse:')} {reason}: the network is rebuilt from its YAML as Ultralytics does")
+            return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+        model = deepcopy(weights).float()
+        if hasattr(model, "criterion"):
+            model.criterion = None  # built afresh from this run's hyperparameters
+        for param in model.parameters():
+            param.requires_grad_(True)
+        dropout = getattr(self.args, "dropout", 0.0)
+        for module in model.modules():
+            if isinstance(module, nn.Dropout) and dropout:
+                module.p = dropout
+        if verbose:
+            count = sum(p.numel() for p in model.parameters())
+            LOGGER.info(
+                f"{colorstr('ultra_sparse:')} training the checkpoint's own network ({count:,} parameters, all "
+                f"{len(model.state_dict())} tensors kept), not a rebuild from its YAML"
+            )
+        return model
+
+    def _rebuild_reason(self, weights: nn.Module) -> str:
+        """Why ``weights`` cannot be trained as it is on this dataset ('' when it can)."""
+        yaml = getattr(weights, "yaml", None) or {}
+        if hasattr(weights, "is_fused") and weights.is_fused():
+            return "the checkpoint's network is fused for inference"
+        if yaml.get("nc") != self.data.get("nc"):
+            return f"the checkpoint has {yaml.get('nc')} classes and the dataset {self.data.get('nc')}"
+        if "kpt_shape" in self.data and list(yaml.get("kpt_shape") or []) != list(self.data["kpt_shape"]):
+            return f"the checkpoint's keypoint shape {yaml.get('kpt_shape')} differs from the dataset's"
+        if yaml.get("channels", 3) != self.data.get("channels", 3):
+            return "the checkpoint's input channels differ from the dataset's"
+        return ""
 
     def train(self):
         """Train; for multi-GPU runs the sparsity keys travel to the DDP workers inside ``vars(self.args)``."""
@@ -299,15 +265,15 @@ class SparseDetectionTrainer(DetectionTrainer):
         """Run the event's callbacks, pruning first at epoch ends and starting sparsity after pretrain routine end."""
         if event == "on_train_epoch_end" and self.sparse is not None:
             self._prune_epoch_end()
+        if event == "on_train_end" and self.sparse is not None and not self.sparse.reached(self._ema_net()):
+            LOGGER.warning(
+                f"sparsity: the run ended at {self.sparse.sparsity(self._ema_net()):.2%}, below its target "
+                f"{self.sparse.schedule.final:.2%} (it stopped before prune_end={self.sparse.config.prune_end}, e.g. "
+                "by time= or patience=); resume it or fine-tune further to reach the target"
+            )
         super().run_callbacks(event)
         if event == "on_pretrain_routine_end":
             self._start_sparsity()
-
-    def resume_training(self, ckpt):
-        """Resume as Ultralytics does and keep the checkpoint's sparsity state for :meth:`_start_sparsity`."""
-        if ckpt is not None and self.resume:
-            self._resume_state = ckpt.get(METADATA_KEY)
-        super().resume_training(ckpt)
 
     def optimizer_step(self):
         """Mask gradients, step without the EMA update, re-zero masked weights, then update the EMA."""
@@ -328,11 +294,15 @@ class SparseDetectionTrainer(DetectionTrainer):
             self.ema.update(self.model)
 
     def get_validator(self):
-        """Ultralytics' detection validator with the sparsity of the validated weights, counted with this run's rules."""
+        """The task's validator with the sparsity of the validated weights, counted with this run's rules."""
         stock = super().get_validator()  # also sets the loss names
-        validator = SparseDetectionValidator(stock.dataloader, save_dir=self.save_dir, args=stock.args, _callbacks=self.callbacks)
-        if self.sparsity_config is not None:
-            validator.rules = self.sparsity_config.rules
+        validator = sparse_validator(type(stock))(
+            dataloader=stock.dataloader, save_dir=self.save_dir, args=stock.args, _callbacks=self.callbacks
+        )
+        if self._resume_state is not None:
+            validator.rules = self._resume_state["config"]["rules"]
+        elif self._plan is not None:
+            validator.rules = self._plan.config.rules
         return validator
 
     def save_metrics(self, metrics: dict):
@@ -342,17 +312,35 @@ class SparseDetectionTrainer(DetectionTrainer):
         super().save_metrics(metrics)
 
     def save_model(self):
-        """Save as Ultralytics does, then add the sparsity state under the top-level ``ultra_sparse`` key."""
-        saved = super().save_model()
-        if self.sparse is not None and self.last.is_file():
-            original = self.last.read_bytes()
-            ckpt = torch.load(io.BytesIO(original), map_location="cpu", weights_only=False)
-            ckpt[METADATA_KEY] = self.sparsity_metadata()
-            buffer = io.BytesIO()
-            torch.save(ckpt, buffer)
-            for path in (self.last, self.best, self.wdir / f"epoch{self.epoch}.pt"):
-                if path == self.last or (path.is_file() and path.read_bytes() == original):
-                    atomic_write_bytes(path, buffer.getvalue())
+        """Save as Ultralytics does, but write each file once, atomically, with the ``ultra_sparse`` state in it.
+
+        Ultralytics serialises the checkpoint once and writes it to last.pt (and best.pt, epochN.pt) in place; here
+        those writes are captured in memory, the state is added, and each file is replaced atomically, so a kill
+        during a save leaves the previous file whole.
+        """
+        if self.sparse is None:
+            return super().save_model()
+        paths = {"last": self.last, "best": self.best, "wdir": self.wdir}
+        for key, path in paths.items():
+            setattr(self, key, _CapturedPath(path))
+        token = _CAPTURED.set({})
+        try:
+            saved = super().save_model()
+            captured = _CAPTURED.get()
+        finally:
+            _CAPTURED.reset(token)
+            for key, path in paths.items():
+                setattr(self, key, path)
+        if captured:
+            payloads = {}
+            for path, data in captured.items():
+                if data not in payloads:
+                    ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+                    ckpt[METADATA_KEY] = self.sparsity_metadata()
+                    buffer = io.BytesIO()
+                    torch.save(ckpt, buffer)
+                    payloads[data] = buffer.getvalue()
+                atomic_write_bytes(path, payloads[data])
         return saved
 
     def sparsity_metadata(self) -> dict[str, Any]:
@@ -374,35 +362,18 @@ class SparseDetectionTrainer(DetectionTrainer):
         return recovered
 
     def _start_sparsity(self) -> None:
-        """Build masks and schedule: from the resumed checkpoint, the start model's zeros, and the sparsity keys."""
+        """Bind masks and schedule to the trained network: from the resumed state or from the start plan."""
         net = self.net
-        fine_tune = False
         if self._resume_state is not None:
             state = self._resume_state
             self.sparse = SparseTraining(net, SparsityConfig(**state["config"]), self.epochs, sparse_start=True)
             self.sparse.load_state_dict(state)
             self.sparse.schedule.last_epoch = self.start_epoch
+        elif self._plan is not None:
+            self.sparse = start_training(net, self._plan, self.epochs)
         else:
-            config = self.sparsity_config
-            zeros = prunable_zero_fraction(net, config.rules if config else "default")
-            sparse_start = zeros >= SPARSE_START_ZEROS
-            if config is None and not sparse_start:
-                return  # a dense model without sparsity keys: plain Ultralytics training
-            fine_tune = sparse_start and (config is None or config.sparsity is None)
-            if fine_tune:  # fine-tune with mask: keep the zeros, add none (other keys such as rules= still apply)
-                config = (config or SparsityConfig()).replace(sparsity=zeros, schedule="oneshot")
-            self.sparse = SparseTraining(net, config, self.epochs, sparse_start)
-            if self.sparse.config.schedule == "oneshot":
-                self.sparse.prune(net)
+            return
         self._sync()
-        c, s = self.sparse.config, self.sparse.schedule
-        ramp = f", epochs {c.prune_start}->{c.prune_end} every {c.prune_freq}" if c.schedule == "gradual" else ""
-        plan = (
-            "fine-tune with the model's zeros as mask"
-            if fine_tune
-            else f"{c.schedule} to {s.final:.2%} ({c.rules} rules, {c.importance}, scope={c.scope}{ramp})"
-        )
-        LOGGER.info(f"{colorstr('sparsity:')} {plan}; now {self.sparse.sparsity(net):.2%} of prunable weights are zero")
 
     def _prune_epoch_end(self) -> None:
         """Step the schedule; grow the masks of model and EMA if the target rose."""
@@ -420,5 +391,57 @@ class SparseDetectionTrainer(DetectionTrainer):
         self._pairs = self.sparse.bind(self.net)
 
     def _ema_net(self) -> nn.Module:
-        """The EMA network, or the model where there is no EMA."""
-        return self.ema.ema if self.ema is not None else self.net
+        """The EMA network (the student's EMA when distilling), or the model where there is no EMA."""
+        return trained_network(self.ema.ema) if self.ema is not None else self.net
+
+
+def _check_data(data: Any, task: str) -> None:
+    """Refuse a dataset YAML that does not exist (Ultralytics would look for it only after writing the run folder)."""
+    from ultralytics.utils.checks import check_file
+
+    text = str(data or "")
+    if "://" in text or Path(text).suffix not in {".yaml", ".yml"}:
+        return  # URLs, dataset names and classification folders are Ultralytics' to resolve
+    if not check_file(text, download=False, hard=False):
+        raise FileNotFoundError(f"data={data} not found (pass the dataset YAML by path)")
+
+
+class SparseDetectionTrainer(SparseTrainerMixin, DetectionTrainer):
+    """A DetectionTrainer that prunes on a schedule and keeps the pruned weights exactly zero.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> YOLO("best.pt").train(trainer=SparseDetectionTrainer, data="coco8.yaml", sparsity=0.5)  # doctest: +SKIP
+    """
+
+    task = "detect"
+
+
+class SparseSegmentationTrainer(SparseTrainerMixin, SegmentationTrainer):
+    """A SegmentationTrainer with the guarantees of :class:`SparseDetectionTrainer`."""
+
+    task = "segment"
+
+
+class SparsePoseTrainer(SparseTrainerMixin, PoseTrainer):
+    """A PoseTrainer with the guarantees of :class:`SparseDetectionTrainer`."""
+
+    task = "pose"
+
+
+class SparseOBBTrainer(SparseTrainerMixin, OBBTrainer):
+    """An OBBTrainer with the guarantees of :class:`SparseDetectionTrainer`."""
+
+    task = "obb"
+
+
+class SparseClassificationTrainer(SparseTrainerMixin, ClassificationTrainer):
+    """A ClassificationTrainer with the guarantees of :class:`SparseDetectionTrainer`."""
+
+    task = "classify"
+
+
+SPARSE_TRAINERS = {
+    t.task: t
+    for t in (SparseDetectionTrainer, SparseSegmentationTrainer, SparsePoseTrainer, SparseOBBTrainer, SparseClassificationTrainer)
+}

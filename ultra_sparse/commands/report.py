@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..checkpoint import METADATA_KEY, load_checkpoint
-from ..report import format_report_md, sparsity_report, write_report
+from ..report import log_report, pattern_of, sparsity_report, write_report
 from .common import OUTPUT_KEYS, save_dir
 
-__all__ = ["HELP", "KEYS", "run"]
+__all__ = ["FLAGS", "HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse report model=W [rules=default] [save=False]\n\n"
@@ -23,6 +23,7 @@ KEYS = {
     "save": "write report.json and report.md (default False)",
     **OUTPUT_KEYS,
 }
+FLAGS = ("layers", "save")
 
 
 def run(args: dict[str, Any]) -> None:
@@ -31,13 +32,15 @@ def run(args: dict[str, Any]) -> None:
 
     if not args.get("model"):
         raise ValueError("model= is required, e.g. model=runs/sparse/sparsify/weights/best-sparse.pt")
+    folder = save_dir(args.get("project"), args.get("name"), "report") if args.get("save") else None
     model, ckpt = load_checkpoint(args["model"])
     metadata = ckpt.get(METADATA_KEY) or {}
     rules = args.get("rules") or (metadata.get("config") or {}).get("rules") or "default"
     asked = metadata.get("family_ratios") if rules == (metadata.get("config") or {}).get("rules") else None
-    report = sparsity_report(model, rules, asked, metadata.get("config"))
-    text = format_report_md(report, title=f"Sparsity report: {args['model']}")
-    LOGGER.info(text if args.get("layers") else text.split("\n| layer |")[0].strip())
-    if args.get("save"):
-        paths = write_report(report, save_dir(args.get("project"), args.get("name"), "report"), f"Sparsity report: {args['model']}")
+    config = metadata.get("config")
+    report = sparsity_report(model, rules, asked, config, pattern=pattern_of(config))
+    log_report(report, title=f"Sparsity report: {args['model']}", layers=args.get("layers", False))
+    if folder is not None:
+        paths = write_report(report, folder, f"Sparsity report: {args['model']}")
         LOGGER.info(f"ultra-sparse: reports written to {paths[0]}, {paths[1]}")
+

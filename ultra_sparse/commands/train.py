@@ -1,4 +1,4 @@
-"""``ultra-sparse train``: Ultralytics detection training with sparsity keys (gradual, one-shot, fine-tune-with-mask)."""
+"""``ultra-sparse train``: Ultralytics training of any task with sparsity keys (gradual, one-shot, fine-tune-with-mask)."""
 
 from __future__ import annotations
 
@@ -10,44 +10,48 @@ HELP = (
     "usage: ultra-sparse train model=M data=D [sparsity=0.5] [schedule=gradual|oneshot] [rules=default]\n"
     "                          [importance=l1] [scope=global] [prune_start=N] [prune_end=N] [prune_freq=1]\n"
     "                          [any Ultralytics train key: epochs, imgsz, batch, optimizer, resume, ...]\n\n"
-    "Trains like 'yolo detect train' and keeps pruned weights exactly zero in the model, the EMA and every\n"
-    "checkpoint. From a sparse checkpoint without sparsity= it fine-tunes with the checkpoint's zeros as mask.\n"
-    "Checkpoints load with plain YOLO(path); results.csv gains a 'sparsity' column."
+    "Trains like 'yolo train' (detect, segment, pose, obb, classify: the checkpoint's task decides) and keeps\n"
+    "pruned weights exactly zero in the model, the EMA and every checkpoint. It trains the checkpoint's own network\n"
+    "(a channel-pruned model keeps its shapes). From a sparse checkpoint without sparsity= it fine-tunes with the\n"
+    "checkpoint's zeros as mask. distill_model=dense.pt adds a teacher (ultralytics 8.4.77+). Checkpoints load with\n"
+    "plain YOLO(path); results.csv gains a 'sparsity' column."
 )
 
 
-class _TrainKeys(dict):
-    """The documented keys of ``train``; every other key passes on to Ultralytics, which checks it and suggests."""
-
-    def __contains__(self, key: object) -> bool:
-        """Every key is accepted here: Ultralytics rejects unknown ones with its own suggestion."""
-        return True
-
-
-KEYS = _TrainKeys(
-    {
-        "model": "model YAML (from scratch), .pt checkpoint, or a sparse .pt to fine-tune with its mask (required)",
-        "data": "dataset YAML (required unless resuming)",
-        "sparsity": "final fraction of zeros over prunable weights, in [0, 1) (default: none; a sparse model keeps "
-        "its own)",
-        "schedule": "gradual (cubic ramp, default for a dense model) or oneshot (prune at the start, default for a "
-        "sparse model)",
-        "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
-        "importance": "l1 (default), l2, l1l2, lamp",
-        "scope": "global (default: each family ranked across its layers) or layer (per-layer ratios)",
-        "prune_start": "epochs completed before the gradual ramp starts (default 0)",
-        "prune_end": "epochs completed when the ramp reaches sparsity= (default: two thirds of epochs)",
-        "prune_freq": "epochs between pruning steps of the ramp (default 1)",
-    }
-)
+KEYS = {  # documented here; every Ultralytics train key is taken too and checked by Ultralytics
+    "model": "model YAML (from scratch), .pt checkpoint, or a sparse .pt to fine-tune with its mask (required)",
+    "data": "dataset YAML (a folder for classify; required unless resuming)",
+    "method": "unstructured (default) or nm: N:M semi-structured zeros drawn once at the start (schedule=oneshot, "
+    "no sparsity=); channel pruning is done by 'sparsify method=channel', then the pruned checkpoint is "
+    "fine-tuned here",
+    "nm": "method=nm: the N:M pattern (default 2:4), see docs/nm.md",
+    "sparsity": "final fraction of zeros over prunable weights, in [0, 1) (default: none; a sparse model keeps "
+    "its own)",
+    "schedule": "gradual (cubic ramp, default for a dense model) or oneshot (prune at the start, default for a "
+    "sparse model)",
+    "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: the rules recorded in a "
+    "sparse checkpoint, else default)",
+    "importance": "l1 (default), l2, l1l2, lamp",
+    "scope": "global (default: each family ranked across its layers) or layer (per-layer ratios)",
+    "prune_start": "epochs completed before the gradual ramp starts (default 0)",
+    "prune_end": "epochs completed when the ramp reaches sparsity= (default: two thirds of epochs)",
+    "prune_freq": "epochs between pruning steps of the ramp (default 1)",
+    "distill_model": "teacher checkpoint for knowledge distillation (dis= weight; ultralytics 8.4.77+)",
+}
 
 
 def run(args: dict[str, Any]) -> None:
     """Train ``args['model']`` with :class:`~ultra_sparse.model.SparseYOLO`; user errors raise ValueError etc."""
     from ..model import SparseYOLO
+    from ..trainer import check_resumable
 
     args = dict(args)
     model = args.pop("model", None)
     if not model:
         raise ValueError("model= is required, e.g. model=yolo11n.yaml or model=runs/detect/train/weights/best.pt")
-    SparseYOLO(str(model)).train(**args)
+    task = args.pop("task", None)  # 'ultra-sparse detect train ...' or task: in a cfg file, as for 'yolo'
+    if args.get("resume"):
+        check_resumable(model)  # Ultralytics would start a new run on a default dataset instead
+    elif not args.get("data"):
+        raise ValueError("data= is required (a dataset YAML), unless resuming with resume=True")
+    SparseYOLO(str(model), task=task).train(**args)

@@ -9,19 +9,20 @@ from ..bench import parse_device
 from ..checkpoint import atomic_write_bytes
 from ..compare import check_inputs, rules_of, validate
 from .benchmark import settings_from
-from .common import OUTPUT_KEYS, save_dir
+from .common import OUTPUT_KEYS, positive_int, save_dir
 
 __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse val model=W data=D [imgsz=640] [batch=16] [device=cpu|0] [half] [name=..]\n\n"
-    "Validates a checkpoint with Ultralytics' detection validator (P, R, mAP50, mAP50-95, speed per image) and\n"
-    "reports its sparsity: non-zero parameters, zeros over prunable weights and over all parameters.\n"
+    "Validates a checkpoint with Ultralytics' validator of its task (detect, segment, pose, obb: P, R, mAP50,\n"
+    "mAP50-95; classify: top-1, top-5; and the speed per image) and reports its sparsity: non-zero parameters,\n"
+    "zeros over prunable weights and over all parameters.\n"
     "Writes val.json in the run folder."
 )
 KEYS = {
     "model": "checkpoint (.pt) to validate (required)",
-    "data": "dataset YAML, by path (required)",
+    "data": "dataset YAML, by path (a folder for classify; required)",
     "imgsz": "image size (default 640)",
     "batch": "batch size (default 16)",
     "device": "cpu (default) or a CUDA device such as 0",
@@ -38,8 +39,7 @@ def run(args: dict[str, Any]) -> None:
     model, data = args.pop("model", None), args.pop("data", None)
     settings = settings_from(args, batch=16)
     for key in ("imgsz", "batch"):
-        if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
-            raise ValueError(f"{key}={settings[key]!r} must be a positive integer")
+        positive_int(key, settings[key])
     device = parse_device(settings["device"], settings["half"])
     if data is None:
         raise ValueError("data= is required (a dataset YAML)")

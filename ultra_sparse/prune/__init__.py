@@ -1,9 +1,10 @@
-"""Pruning methods: ``unstructured`` (element masks); each method is one sibling module over the shared rules."""
+"""Pruning methods: ``unstructured`` and ``nm`` (element masks); each method is one sibling module over the shared rules."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .nm import nm_masks
 from .unstructured import MaskResult, compute_masks
 
 if TYPE_CHECKING:
@@ -23,11 +24,15 @@ def element_masks(assignment: Assignment, criterion: Criterion, sparsity: float 
         assignment (Assignment): Prunable weights and their families.
         criterion (Criterion): Importance scores.
         sparsity (float | None): Overall target over prunable weights; ``None`` applies the rule ratios as written.
-        config (SparsityConfig): ``method`` and ``scope`` are read from it.
+            For ``method=nm`` the pattern fixes the zeros: the target is a floor it must reach (sparse training
+            passes the pattern's own fraction), and the masks are the full pattern.
+        config (SparsityConfig): ``method``, ``scope`` and ``nm`` are read from it.
 
     Returns:
         (MaskResult): Masks, scale factor, family ratios and zero counts.
     """
     if config.method == "unstructured":
         return compute_masks(assignment, criterion, sparsity, config.scope)
+    if config.method == "nm":
+        return nm_masks(assignment, criterion, config.nm_pattern, sparsity)
     raise ValueError(f"method={config.method!r} does not draw element masks")

@@ -1,0 +1,403 @@
+"""The mask state of a sparse training run and the one decision of how a run starts.
+
+Both :mod:`ultra_sparse.trainer` and :mod:`ultra_sparse.callbacks` use this module, so they start the same way:
+
+- :func:`decide_start` reads the start network, its checkpoint's ``ultra_sparse`` metadata and the sparsity keys, and
+  returns a :class:`StartPlan` (or ``None`` for plain training). It checks everything that can be checked before the
+  first epoch: rules, window, reachability of the target, NaN/Inf weights.
+- :class:`SparseTraining` holds the keep-masks (parameter name -> bool tensor) and the
+  :class:`~ultra_sparse.schedule.SparsitySchedule`, with a plain-data state for checkpoints (masks bit-packed).
+
+Start rules:
+
+- a start is **sparse** when its checkpoint carries ``ultra_sparse`` metadata, or at least ``SPARSE_START_ZEROS`` of its
+  prunable weights are exact zeros (sparse checkpoints from other tools);
+- a sparse start keeps its zeros as the mask, in every Conv/Linear weight that holds them, whatever ``rules=`` say
+  (zeros in protected families never regrow); without ``sparsity=`` it fine-tunes with exactly those zeros;
+- without ``rules=``, the rules recorded in the checkpoint's metadata apply (a parsed dict, a preset or a path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import torch
+import torch.nn as nn
+from ultralytics.utils import LOGGER, colorstr
+
+from .config import SparsityConfig
+from .importance import get_criterion
+from .prune import element_masks
+from .prune.unstructured import apply_masks, masks_from_zeros
+from .rules import assign_families, load_rules
+from .schedule import SparsitySchedule, default_window
+
+__all__ = [
+    "SPARSE_START_ZEROS",
+    "SparseTraining",
+    "StartPlan",
+    "check_finite",
+    "decide_start",
+    "pack_mask",
+    "prunable_zero_fraction",
+    "recorded_rules",
+    "start_is_sparse",
+    "start_training",
+    "trained_network",
+    "unpack_mask",
+    "unwrap",
+]
+
+SPARSE_START_ZEROS = 0.01  # a start model with this fraction of exact zeros (prunable weights) is treated as sparse
+CHANNEL_IN_TRAINING = (
+    "method=channel is not a training key: prune with 'ultra-sparse sparsify method=channel', then fine-tune the "
+    "pruned checkpoint with 'ultra-sparse train model=<pruned>.pt'"
+)
+
+
+class SparseTraining:
+    """Masks and schedule of one sparse training run, bound to one network.
+
+    Args:
+        net (nn.Module): The (unwrapped) network being trained; masks are keyed by its parameter names.
+        config (SparsityConfig): Sparsity keys of the run. ``importance=taylor`` is not available in training.
+        epochs (int): Length of the run, used for the default ``prune_start`` / ``prune_end``.
+        sparse_start (bool): The start weights are a sparse checkpoint: the zeros of every Conv/Linear weight are the
+            first mask (they stay zero for the whole run, protected families included) and the default schedule is
+            ``oneshot``. Otherwise the first mask keeps everything.
+
+    Attributes:
+        masks (dict[str, torch.Tensor]): Parameter name -> bool keep-mask, on the parameters' device.
+        prunable (tuple[str, ...]): Names of the weights the rules let grow their masks (sparsity is counted on them).
+        schedule (SparsitySchedule): Epoch -> target sparsity.
+        config (SparsityConfig): The config with schedule, prune_start and prune_end resolved.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> net = YOLO("yolo11n.yaml").model
+        >>> state = SparseTraining(net, SparsityConfig(sparsity=0.5, schedule="oneshot"), epochs=3)
+        >>> state.prune(net)
+        True
+        >>> state.apply(net)
+        >>> round(state.sparsity(net), 4)
+        0.5
+    """
+
+    def __init__(self, net: nn.Module, config: SparsityConfig, epochs: int, sparse_start: bool = False):
+        """Bind to ``net``, take its zeros as the first mask and resolve the schedule."""
+        _check_training_config(config)
+        self.assignment = assign_families(net, load_rules(config.rules))
+        if not self.assignment.prunable:
+            raise ValueError(f"rules={_rules_name(config.rules)} leave no prunable weight in this model")
+        self.prunable = tuple(w.name for w in self.assignment.prunable)
+        self._shapes = {w.name: tuple(w.weight.shape) for w in self.assignment.weights}
+        if sparse_start:
+            held = [w for w in self.assignment.weights if w.family != "fixed" and not bool(w.weight.detach().all())]
+            self.masks = {**masks_from_zeros(self.assignment.prunable), **masks_from_zeros(held)}
+        else:
+            self.masks = {w.name: torch.ones_like(w.weight, dtype=torch.bool) for w in self.assignment.prunable}
+        initial = self.sparsity(net)
+        final = config.sparsity
+        if final is None:  # the rule ratios as written decide the final sparsity
+            final = _zero_fraction(self._masks_at(None, config).values())
+        start, end = default_window(epochs)
+        kind = config.schedule or ("oneshot" if sparse_start else "gradual")
+        start = start if config.prune_start is None else config.prune_start
+        end = max(start, end) if config.prune_end is None else config.prune_end
+        if kind == "gradual" and end > epochs:
+            raise ValueError(f"prune_end={end} is after the last epoch (epochs={epochs}); the target would not be met")
+        self.config = config.replace(schedule=kind, prune_start=start, prune_end=end)
+        self.schedule = SparsitySchedule(final, min(initial, final), kind, start, end, config.prune_freq)
+
+    def sparsity(self, net: nn.Module) -> float:
+        """Fraction of exact zeros over the prunable weights of ``net`` (the model or its EMA, matched by name)."""
+        params = dict(net.named_parameters())
+        return _zero_fraction(params[name].detach() for name in self.prunable)
+
+    def reached(self, net: nn.Module) -> bool:
+        """Whether ``net`` holds at least the zeros of the schedule's final target (counted exactly)."""
+        params = dict(net.named_parameters())
+        total = sum(params[n].numel() for n in self.prunable)
+        nonzero = sum(int(torch.count_nonzero(params[n].detach())) for n in self.prunable)
+        return total - nonzero >= round(self.schedule.final * total)
+
+    def check_reachable(self, net: nn.Module) -> None:
+        """Raise ValueError now if the final target cannot be reached with these rules (before any epoch runs)."""
+        if self.schedule.final > self.sparsity(net):
+            self._masks_at(self.schedule.final, self.config)
+
+    def prune(self, net: nn.Module, target: float | None = None) -> bool:
+        """Grow the masks of ``net`` to ``target`` (default: the schedule's current target); zeros never decrease.
+
+        Args:
+            net (nn.Module): The network the masks belong to; its weights are scored (masked ones score lowest).
+            target (float, optional): Sparsity over prunable weights.
+
+        Returns:
+            (bool): True if the masks grew (apply them, and clear optimizer state, afterwards).
+        """
+        target = self.schedule.target() if target is None else target
+        kept = sum(int(self.masks[n].sum()) for n in self.prunable)
+        total = sum(self.masks[n].numel() for n in self.prunable)
+        if round(target * total) <= total - kept:
+            return False
+        self.apply(net)  # scores must see the current zeros
+        grown = self._masks_at(target, self.config)
+        self.masks = {n: m & grown[n].to(m.device) if n in grown else m for n, m in self.masks.items()}
+        _broadcast(self.masks)
+        return True
+
+    def apply(self, *modules: nn.Module | None) -> None:
+        """Zero the masked weights of each module in place (the model, its EMA; ``None`` entries are skipped)."""
+        for module in modules:
+            if module is not None:
+                apply_masks(module, self.masks)
+
+    def bind(self, net: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(parameter, mask in the parameter's dtype) pairs: the fast path for masking every step."""
+        params = dict(net.named_parameters())
+        return [(params[n], m.to(device=params[n].device, dtype=params[n].dtype)) for n, m in self.masks.items()]
+
+    def clear_optimizer_state(self, optimizer: torch.optim.Optimizer | None, net: nn.Module) -> None:
+        """Zero optimizer state (momentum, Adam moments) at masked positions, so pruned weights carry nothing over."""
+        if optimizer is None:
+            return
+        params = dict(net.named_parameters())
+        with torch.no_grad():
+            for name, mask in self.masks.items():
+                for value in optimizer.state.get(params[name], {}).values():
+                    if isinstance(value, torch.Tensor) and value.shape == mask.shape:
+                        value.mul_(mask.to(value.device))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-data state for a checkpoint: config, schedule position and bit-packed masks."""
+        return {
+            "config": self.config.to_dict(),
+            "schedule": self.schedule.state_dict(),
+            "masks": {name: pack_mask(mask) for name, mask in self.masks.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the config, schedule position and masks written by :meth:`state_dict`.
+
+        Raises:
+            ValueError: If the stored masks do not fit this network (names or shapes).
+        """
+        masks = {name: unpack_mask(*packed) for name, packed in state["masks"].items()}
+        misfit = [n for n, m in masks.items() if self._shapes.get(n) != tuple(m.shape)]
+        if misfit or not set(self.prunable) <= set(masks):
+            where = misfit[0] if misfit else sorted(set(self.prunable) - set(masks))[0]
+            raise ValueError(f"the checkpoint's sparsity masks do not fit this model (first misfit: {where})")
+        self.config = SparsityConfig(**state["config"])
+        self.schedule.load_state_dict(state["schedule"])
+        device = self.assignment.prunable[0].weight.device
+        self.masks = {name: mask.to(device) for name, mask in masks.items()}
+
+    def _masks_at(self, target: float | None, config: SparsityConfig) -> dict[str, torch.Tensor]:
+        """Element masks of the prunable weights at ``target`` (``None``: the rule ratios as written)."""
+        return element_masks(self.assignment, get_criterion(config.importance), target, config).masks
+
+
+@dataclass(frozen=True)
+class StartPlan:
+    """How a sparse run starts, decided once by :func:`decide_start`.
+
+    Attributes:
+        config (SparsityConfig): The keys with the rules resolved (given, recorded in the checkpoint, or default);
+            for a fine-tune with mask, ``sparsity`` is the start's own and ``schedule`` is ``oneshot``.
+        sparse_start (bool): The start's zeros are the first mask.
+        fine_tune (bool): A sparse start without ``sparsity=``: train with exactly its zeros.
+    """
+
+    config: SparsityConfig
+    sparse_start: bool
+    fine_tune: bool
+
+
+def decide_start(net: nn.Module, keys: Mapping[str, Any], metadata: Mapping[str, Any] | None, epochs: int) -> StartPlan | None:
+    """Decide how a run starts, and refuse now what would fail later.
+
+    Args:
+        net (nn.Module): The start network (the student when distilling).
+        keys (Mapping[str, Any]): The sparsity keys given (only these; defaults are not keys).
+        metadata (Mapping | None): The start checkpoint's ``ultra_sparse`` entry.
+        epochs (int): Length of the run.
+
+    Returns:
+        (StartPlan | None): The plan, or None for a dense start without sparsity keys (plain training).
+
+    Raises:
+        ValueError: Bad keys, ``method=channel``, rules with nothing to prune, ``prune_end`` after the last epoch,
+            an unreachable target, or NaN/Inf weights (naming the parameter).
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> decide_start(YOLO("yolo11n.yaml").model, {}, None, epochs=3) is None
+        True
+        >>> decide_start(YOLO("yolo11n.yaml").model, {"sparsity": 0.5}, None, epochs=3).config.sparsity
+        0.5
+    """
+    config = SparsityConfig(**keys)
+    _check_training_config(config)
+    rules = recorded_rules(metadata) if "rules" not in keys else None
+    if rules is not None:
+        config = config.replace(rules=rules)
+    zeros = prunable_zero_fraction(net, config.rules)
+    sparse_start = bool(metadata) or zeros >= SPARSE_START_ZEROS
+    if not keys and not sparse_start:
+        return None
+    check_finite(net)
+    fine_tune = sparse_start and config.sparsity is None
+    if fine_tune:  # keep the start's zeros; an N:M pattern fixes its own sparsity, so nm takes no sparsity=
+        config = config.replace(schedule="oneshot", **({} if config.method == "nm" else {"sparsity": zeros}))
+    SparseTraining(net, config, epochs, sparse_start).check_reachable(net)
+    return StartPlan(config, sparse_start, fine_tune)
+
+
+def start_training(net: nn.Module, plan: StartPlan, epochs: int) -> SparseTraining:
+    """Bind a plan to the network being trained: first masks, one-shot pruning, and one log line.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> net = YOLO("yolo11n.yaml").model
+        >>> state = start_training(net, decide_start(net, {"sparsity": 0.3, "schedule": "oneshot"}, None, 3), 3)
+        >>> round(state.sparsity(net), 4)
+        0.3
+    """
+    state = SparseTraining(net, plan.config, epochs, plan.sparse_start)
+    if state.config.schedule == "oneshot":
+        state.prune(net)
+    state.apply(net)
+    c, s = state.config, state.schedule
+    ramp = f", epochs {c.prune_start}->{c.prune_end} every {c.prune_freq}" if c.schedule == "gradual" else ""
+    what = (
+        "fine-tune with the model's zeros as mask"
+        if plan.fine_tune
+        else f"{c.schedule} to {s.final:.2%} ({_rules_name(c.rules)} rules, {c.method}, {c.importance}, scope={c.scope}{ramp})"
+    )
+    LOGGER.info(f"{colorstr('sparsity:')} {what}; now {state.sparsity(net):.2%} of prunable weights are zero")
+    return state
+
+
+def recorded_rules(metadata: Mapping[str, Any] | None) -> str | dict | None:
+    """The rules a checkpoint's ``ultra_sparse`` metadata records, if they still load (else None, with a warning)."""
+    rules = ((metadata or {}).get("config") or {}).get("rules")
+    if rules is None:
+        return None
+    try:
+        load_rules(rules)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        LOGGER.warning(f"sparsity: the checkpoint's recorded rules do not load ({e}); using rules=default")
+        return None
+    return rules
+
+
+def check_finite(net: nn.Module) -> None:
+    """Raise ValueError naming the first parameter of ``net`` that holds NaN or Inf values.
+
+    Examples:
+        >>> check_finite(nn.Linear(2, 2))
+    """
+    for name, param in net.named_parameters():
+        if param.is_floating_point() and not bool(torch.isfinite(param.detach()).all()):
+            raise ValueError(f"parameter {name} holds NaN or Inf values; fix the checkpoint before training")
+
+
+def trained_network(model: nn.Module) -> nn.Module:
+    """The network whose weights are trained and saved: unwrapped, and the student when distilling.
+
+    Examples:
+        >>> trained_network(nn.DataParallel(nn.Linear(1, 1))).__class__.__name__
+        'Linear'
+    """
+    net = unwrap(model)
+    return getattr(net, "student_model", None) or net
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DataParallel / DistributedDataParallel / ``torch.compile`` wrappers (any Ultralytics version)."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def pack_mask(mask: torch.Tensor) -> tuple[tuple[int, ...], torch.Tensor]:
+    """Pack a bool mask into (shape, uint8 tensor of 8 elements per byte).
+
+    Examples:
+        >>> m = torch.tensor([[True, False, True]])
+        >>> torch.equal(unpack_mask(*pack_mask(m)), m)
+        True
+    """
+    flat = mask.detach().reshape(-1).to("cpu", torch.uint8)
+    flat = torch.cat([flat, flat.new_zeros(-flat.numel() % 8)]).reshape(-1, 8)
+    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+    return tuple(mask.shape), (flat * weights).sum(1, dtype=torch.uint8)
+
+
+def unpack_mask(shape: tuple[int, ...], packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_mask`."""
+    bits = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+    flat = (packed.reshape(-1, 1) & bits).ne(0).reshape(-1)
+    return flat[: int(torch.Size(shape).numel())].reshape(shape)
+
+
+def prunable_zero_fraction(net: nn.Module, rules: str | dict = "default") -> float:
+    """Fraction of exact zeros over the prunable weights of ``net`` under ``rules``.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> prunable_zero_fraction(YOLO("yolo11n.yaml").model) < 1e-5  # random init: an exact zero is rare
+        True
+    """
+    return _zero_fraction(w.weight.detach() for w in assign_families(net, load_rules(rules)).prunable)
+
+
+def start_is_sparse(net: nn.Module, rules: str | dict = "default") -> bool:
+    """Whether ``net`` holds at least SPARSE_START_ZEROS exact zeros over its prunable weights.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> start_is_sparse(YOLO("yolo11n.yaml").model)
+        False
+    """
+    return prunable_zero_fraction(net, rules) >= SPARSE_START_ZEROS
+
+
+def _check_training_config(config: SparsityConfig) -> None:
+    """Refuse the settings that exist for one-shot ``sparsify`` only."""
+    if config.method == "channel":
+        raise ValueError(CHANNEL_IN_TRAINING)
+    if config.importance == "taylor":
+        raise ValueError("importance=taylor is not available in training; use l1, l2, l1l2 or lamp")
+
+
+def _rules_name(rules: str | dict) -> str:
+    """A short name for rules in messages (a dict is not echoed whole)."""
+    return rules if isinstance(rules, str) else "<recorded>"
+
+
+def _zero_fraction(tensors: Iterable[torch.Tensor]) -> float:
+    """Fraction of zeros (or False entries) over all given tensors."""
+    total = nonzero = 0
+    for t in tensors:
+        total += t.numel()
+        nonzero += int(torch.count_nonzero(t))
+    return 1.0 - nonzero / total if total else 0.0
+
+
+def _broadcast(masks: dict[str, torch.Tensor]) -> None:
+    """Under DDP, give every rank rank 0's masks (they are computed from identical weights; this makes it certain)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for name, mask in masks.items():
+        buffer = mask.to(torch.uint8)
+        dist.broadcast(buffer, src=0)
+        masks[name] = buffer.bool()
