@@ -9,78 +9,60 @@ this module decides how many channels each group loses and which ones:
   (``flops=``, Ultralytics' ``get_flops`` at the model's imgsz) reaches the target within one channel group;
 - protected families (the head, DFL) lose no output channel: a group that would remove one is left whole (their
   first layers only lose the inputs the layers before them no longer produce);
-- Ultralytics blocks that split their channels (C2f/C3k2/ELAN/C2PSA ``cv1`` chunk or split, ADown's input chunk)
-  keep their STOCK classes: they are traced as one node and pruned at their inputs and outputs only (ADown's two
-  input halves lose the same channels); their hidden width ``c`` is not pruned yet;
+- Ultralytics blocks that split ``cv1``'s output in two halves (C2f/C3k2/C2fCIB/DSC3k2/TokenC3, C2, ELAN, C2PSA,
+  PSA) are pruned inside: they are traced as twins (:mod:`ultra_sparse.prune.channel_trace`), the two halves lose
+  the SAME number of channels (each its own least important ones) and ``c`` is updated, so the stock ``forward``
+  (chunk) and ``forward_split`` both work; ADown's two input halves lose the same channels;
 - blocks whose channel layout lives in attributes (attention heads: ``num_heads``, ``key_dim``, ``head_dim``; LSConv's
   kernel-sharing groups) and blocks this module does not know are left whole: their inputs and outputs keep every
-  channel, and the report says which and why.
+  channel, and the plan says which and why.
 
-The plan is computed once on the unpruned model (importance of every group, the mapping of its channels onto every
-coupled layer), so trying a scale factor costs no tracing; only the chosen plan is applied.
+The importance of every channel is computed once on the unpruned model and sorted once; trying a scale factor only
+counts channels (params and FLOPs per layer from its shape), so the search costs milliseconds. Only the chosen plan
+is applied.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import types
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..config import SparsityConfig
 from ..rules import Assignment
+from .channel_trace import TWIN_CLASSES, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy
 
 __all__ = ["MAX_CHANNEL_RATIO", "ChannelPlan", "apply_plan", "plan_channels"]
 
 MAX_CHANNEL_RATIO = 0.9  # no group loses more than this fraction of its channels, whatever the scale factor
-# blocks that split their channels (chunk/split of cv1's output, or of the input for ADown): pruned at their inputs and
-# outputs only, through the layers that read the input and write the output; the hidden width `c` stays
-_SPLIT_BLOCKS = {  # class -> (layers reading the input, layers writing the output)
-    "C2f": (("cv1",), ("cv2",)),
-    "RepNCSPELAN4": (("cv1",), ("cv4",)),
-    "C2PSA": (("cv1",), ("cv2",)),
-    "PSA": (("cv1",), ("cv2",)),
-    "ADown": (("cv1", "cv2"), ("cv1", "cv2")),
-}
-_WHOLE = {
-    "Attention": "attention heads: qkv is reshaped by num_heads/key_dim/head_dim",
-    "AAttn": "area attention heads: qkv is reshaped by num_heads/head_dim",
-    "LSConv": "kernels shared by channel groups (views by `groups`)",
-    "LKP": "kernels shared by channel groups (views by `groups`)",
-    "SKA": "kernels shared by channel groups (views by `groups`)",
-}
-_KNOWN = frozenset(
-    {
-        # Ultralytics blocks whose forward holds no channel count (or only `c`, updated here)
-        "Conv", "Conv2", "LightConv", "DWConv", "ConvTranspose", "DWConvTranspose2d", "RepConv", "GhostConv",
-        "Focus", "Bottleneck", "BottleneckCSP", "C1", "C2", "C3", "C3x", "C3k", "C3Ghost", "GhostBottleneck", "RepC3",
-        "RepBottleneck", "RepCSP", "SPP", "SPPF", "SPPELAN", "AConv", "ADown", "SCDown", "CIB", "Concat", "PSABlock",
-        "ABlock", "A2C2f", "BaseModel",
-        # this project's blocks whose forward holds no channel count
-        "DSConv", "DSBottleneck", "TokenC3Block",
-    }
-)
-_LEAVES = (
-    nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.Sequential, nn.ModuleList, nn.Identity,
-    nn.MaxPool2d, nn.AvgPool2d, nn.Upsample, nn.Dropout,
-)
 
 
 @dataclass
 class _Group:
-    """One set of coupled channels: its family, ratio, slot scores and where each slot lands in every layer."""
+    """One set of coupled channels: its family, ratio, slot order and where each slot lands in every layer."""
 
-    root: str
     family: str
     ratio: float
     slots: int  # channels per part (all channels when the group is not split in parts)
     parts: int  # equal parts that must lose the same channels (2 for an ADown input, else 1)
     scores: torch.Tensor  # one importance per slot, averaged over parts
     targets: dict[tuple[str, str], list[list[int]]]  # (module name, "out"|"in") -> per slot, its indices there
+    half: str | None = None  # "<twin block>:0" or ":1" where the group holds one half of a split block's cv1
+    order: np.ndarray = field(init=False)  # slots from least to most important
+    cumulative: dict[tuple[str, str], np.ndarray] = field(init=False)  # key -> indices removed after n slots
+
+    def __post_init__(self):
+        """Sort the slots once and count, per layer, the indices the first n of them remove."""
+        self.order = torch.argsort(self.scores, stable=True).numpy()
+        self.cumulative = {
+            key: np.concatenate(([0], np.cumsum([len(per_slot[s]) for s in self.order])))
+            for key, per_slot in self.targets.items()
+        }
 
 
 @dataclass
@@ -93,17 +75,20 @@ class ChannelPlan:
         scale (float): Factor every family's channel ratio was multiplied by.
         family_ratios (dict[str, float]): Channel ratio each family was asked for (after scaling).
         whole (list[dict]): Blocks left whole: ``name``, ``class``, ``reason``.
-        chunked (list[str]): Split blocks pruned at their inputs and outputs only (hidden width kept).
-        estimate (dict[str, float]): Prunable params removed (``sparsity``) and GFLOPs removed (``flops``), estimated
+        split_blocks (list[str]): Blocks that split their channels and are pruned inside (halves kept equal).
+        estimate (dict[str, float]): Prunable params removed (``sparsity``) and GFLOPs removed (``flops``), counted
             from the channel counts; the measured values are in the report.
+        bracket (dict[str, Any]): With a target: the removed fractions of the nearest plans ``below`` and ``above`` it
+            and ``groups``, how many channel groups (a split block's two halves count as one) differ between them.
     """
 
     remove: dict[tuple[str, str], list[int]]
     scale: float
     family_ratios: dict[str, float]
     whole: list[dict[str, str]]
-    chunked: list[str]
+    split_blocks: list[str]
     estimate: dict[str, float] = field(default_factory=dict)
+    bracket: dict[str, Any] = field(default_factory=dict)
 
 
 def plan_channels(
@@ -122,6 +107,9 @@ def plan_channels(
     Returns:
         (ChannelPlan): The plan; apply it with :func:`apply_plan`.
 
+    Raises:
+        ValueError: If the target is out of reach, or ``importance`` has no channel-level form.
+
     Examples:
         >>> from ultralytics import YOLO
         >>> from ultra_sparse.rules import assign_families, load_rules
@@ -130,53 +118,61 @@ def plan_channels(
         >>> plan.scale
         1.0
     """
+    with _one_thread():  # a few passes on stride-sized inputs: starting threads costs more than the work
+        return _plan(net, assignment, config, imgsz, batches)
+
+
+def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
+    """:func:`plan_channels` itself."""
     import torch_pruning as tp
 
-    whole, interfaces = _classify_blocks(net, assignment)
+    importance = _importance(config.importance)
+    if config.importance == "taylor" and batches is None:
+        raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
     protected = {w.name.removesuffix(".weight") for w in assignment.weights if w.protected}
     family = {w.name.removesuffix(".weight"): w.family for w in assignment.weights if not w.protected}
     ratios = assignment.ruleset.ratios
+    whole, twins, input_split = classify_blocks(net, {id(w.module) for w in assignment.weights if w.protected})
     stride = max(int(net.stride.max()), 32) if hasattr(net, "stride") else 32
-    traced = _tracing_copy(net, [*whole, *interfaces], stride)
-    modules = dict(traced.named_modules())
-    nodes = {modules[n]: _BlockNode(modules[n], None) for n in whole}
-    nodes.update({modules[n]: _BlockNode(modules[n], n) for n in interfaces})
-    with _traceable(traced):
+    traced = tracing_copy(net, list(whole), twins, input_split, stride)
+    modules = dict(traced.net.named_modules())
+    with _traceable(traced.net):
         graph = tp.DependencyGraph().build_dependency(
-            traced,
+            traced.net,
             torch.zeros(1, 3, 2 * stride, 2 * stride),
-            customized_pruners={cls: _BlockPruner(nodes) for cls in {type(m) for m in nodes}},
+            customized_pruners={Sink: BlockPruner(traced.nodes)},
             verbose=False,
         )
-        importance = _importance(config.importance)
         if config.importance == "taylor":
-            if batches is None:
-                raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
-            _accumulate_gradients(traced, batches)
-        roots = tuple({nn.Conv2d, nn.Linear, *(type(modules[n]) for n in interfaces)})
+            _accumulate_gradients(traced.net, batches)
+        ignored = [modules[n] for n in protected if n in modules]
         groups = []
-        for group in graph.get_all_groups(ignored_layers=[modules[n] for n in protected], root_module_types=roots):
-            planned = _plan_group(group, graph, importance, family, ratios, protected, nodes)
+        for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear, Sink)):
+            planned = _plan_group(group, graph, importance, family, ratios, protected, traced)
             if planned is not None:
                 groups.append(planned)
     del traced, graph
-    costs = _Costs(net, imgsz, [n.removesuffix(".weight") for n in (w.name for w in assignment.prunable)])
+    groups = _paired(groups)
+    counter = _Counter(groups, config.scope, config.round_to)
+    costs = _Costs(net, imgsz, [w.name.removesuffix(".weight") for w in assignment.prunable])
     target_key = "flops" if config.flops is not None else "sparsity"
     target = config.flops if config.flops is not None else config.sparsity
-    step = config.round_to
 
-    def plan_for(scale: float) -> dict[tuple[str, str], list[int]]:
-        return _removal(groups, scale, config.scope, step)
+    def saved(counts: np.ndarray) -> float:
+        return costs.saved(counter.removed(counts))[target_key]
 
+    bracket: dict[str, Any] = {}
     if target is None:
-        scale = 1.0
-        remove = plan_for(scale)
+        scale, counts = 1.0, counter.counts(1.0)
     else:
-        scale, remove = _search(plan_for, lambda r: costs.saved(r)[target_key], target, groups)
+        scale, counts, bracket = _search(counter, saved, target)
     family_ratios = {f: min(r * scale, MAX_CHANNEL_RATIO) for f, r in ratios.items()}
     blocks = dict(net.named_modules())
     whole_list = [{"name": n, "class": type(blocks[n]).__name__, "reason": why} for n, why in whole.items()]
-    return ChannelPlan(remove, scale, family_ratios, whole_list, sorted(interfaces), costs.saved(remove))
+    return ChannelPlan(
+        counter.removal(counts), scale, family_ratios, whole_list, sorted([*twins, *input_split]),
+        costs.saved(counter.removed(counts)), bracket,
+    )
 
 
 def apply_plan(net: nn.Module, plan: ChannelPlan) -> nn.Module:
@@ -213,84 +209,29 @@ def _pruner_of(module: nn.Module, function: Any) -> Any:
 
 
 def _update_attributes(net: nn.Module) -> None:
-    """Keep the stock blocks' channel attributes true to their layers after pruning."""
+    """Keep the stock blocks' channel attributes true to their layers after pruning (``c`` of split blocks)."""
     for m in net.modules():
-        if "RepConv" in _class_names(type(m)):
+        names = class_names(type(m))
+        if "RepConv" in names:
             m.c1, m.c2 = m.conv1.conv.in_channels, m.conv1.conv.out_channels
+        if names & set(TWIN_CLASSES) and hasattr(m, "cv1") and hasattr(m, "c"):
+            m.c = m.cv1.conv.out_channels // 2
 
 
-def _classify_blocks(net: nn.Module, assignment: Assignment) -> tuple[dict[str, str], list[str]]:
-    """Blocks kept whole (name -> reason) and split blocks pruned at their inputs and outputs only (names).
-
-    Blocks whose every weight is protected (the head) are traced as they are and never pruned inside.
-    """
-    protected = {id(w.module) for w in assignment.weights if w.protected}
-    whole: dict[str, str] = {}
-    interfaces: list[str] = []
-
-    def visit(module: nn.Module, prefix: str) -> None:
-        for child_name, child in module.named_children():
-            name = f"{prefix}{child_name}"
-            convs = [m for m in child.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-            if not any(True for _ in child.parameters()) or (convs and all(id(m) in protected for m in convs)):
-                continue
-            names = _class_names(type(child))
-            special = next((n for n in _WHOLE if n in names), None)
-            if special:
-                whole[name] = _WHOLE[special]
-            elif names & set(_SPLIT_BLOCKS):
-                interfaces.append(name)
-            elif isinstance(child, _LEAVES) or names & _KNOWN:
-                visit(child, f"{name}.")
-            else:
-                whole[name] = f"{type(child).__name__}: unknown block, its channel layout may live in attributes"
-
-    visit(net, "")
-    return whole, interfaces
-
-
-def _tracing_copy(net: nn.Module, blocks: list[str], stride: int) -> nn.Module:
-    """A copy of ``net`` for tracing only, where each block node is one 1x1 convolution of the block's shape.
-
-    Torch-Pruning walks autograd through a customized layer's insides (C2f's chunk and cat would come back); a
-    stand-in with the block's input and output widths and stride makes it one node. The copy is thrown away after
-    tracing; the model keeps its stock classes and methods.
-    """
-    traced = copy.deepcopy(net)
-    modules = dict(traced.named_modules())
-    shapes: dict[str, tuple] = {}
-    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, (i[0].shape, o.shape)))
-             for n in blocks]
-    try:
-        with torch.no_grad():
-            traced.eval()(torch.zeros(1, 3, 2 * stride, 2 * stride))
-    finally:
-        for h in hooks:
-            h.remove()
-    for name in blocks:
-        if name not in shapes:
-            continue
-        (_, cin, hin, _), (_, cout, hout, _) = shapes[name]
-        weight = torch.zeros(cout, cin, 1, 1, requires_grad=True)
-        step = max(1, hin // hout)
-        modules[name].forward = types.MethodType(lambda self, x, w=weight, s=step: nn.functional.conv2d(x, w, stride=s), modules[name])
-    return traced
-
-
-def _plan_group(group, graph, importance, family, ratios, protected, nodes) -> _Group | None:
-    """Turn one Torch-Pruning group into a :class:`_Group`, or None where it must stay whole."""
+def _plan_group(group, graph, importance, family, ratios, protected, traced: Traced) -> _Group | None:
+    """Turn one Torch-Pruning group into a :class:`_Group` in the real model's names, or None where it must stay whole."""
     from torch_pruning import ops
 
     names = graph._module2name
     targets: dict[tuple[str, str], dict[int, set[int]]] = {}
-    families, parts = set(), 1
+    families, halves, parts = set(), set(), 1
     for item in group:
         dep, idxs, root_idxs = item.dep, item.idxs, item.root_idxs
         module = dep.target.module
         if dep.target.type == ops.OPTYPE.PARAMETER:
             return None  # a bare parameter
         if dep.target.type == ops.OPTYPE.CUSTOMIZED:
-            node = nodes.get(module)
+            node = traced.nodes.get(module)
             if node is None or node.name is None:
                 return None  # touches a block kept whole
             kind = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
@@ -311,20 +252,23 @@ def _plan_group(group, graph, importance, family, ratios, protected, nodes) -> _
             kind = "out"  # depthwise: inputs and outputs are the same channels
         elif not isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
             return None
-        name = names[module]
+        name, offset, half = traced.aliases.get(names[module], (names[module], 0, None))
         if kind == "out" and name in protected:
             return None
         if kind == "out" and name in family:
             families.add(family[name])
+        if kind == "out" and half:
+            halves.add(half)
         per_root = targets.setdefault((name, kind), {})
         for idx, root in zip(idxs, root_idxs):
-            per_root.setdefault(int(root), set()).add(int(idx))
+            per_root.setdefault(int(root), set()).add(int(idx) + (offset if kind == "out" else 0))
     if not families:
         return None
     ratio = min(ratios.get(f, 0.0) for f in families)
     root = group[0].dep.target.module
-    channels = nodes[root].out_channels if root in nodes else graph.get_out_channels(root)
-    if ratio <= 0 or channels % parts:
+    node = traced.nodes.get(root)
+    channels = node.out_channels if node is not None else graph.get_out_channels(root)
+    if ratio <= 0 or not channels or channels % parts:
         return None
     imp = importance(group)
     if imp is None or len(imp) != channels:
@@ -333,39 +277,86 @@ def _plan_group(group, graph, importance, family, ratios, protected, nodes) -> _
     scores = imp.detach().float().cpu().view(parts, slots).mean(0)
     full = {key: [sorted(set().union(*(per_root.get(s + p * slots, set()) for p in range(parts)))) for s in range(slots)]
             for key, per_root in targets.items()}
-    return _Group(names[root], min(families, key=lambda f: ratios.get(f, 0.0)), ratio, slots, parts, scores, full)
+    return _Group(min(families, key=lambda f: ratios.get(f, 0.0)), ratio, slots, parts, scores, full,
+                  halves.pop() if len(halves) == 1 else None)
 
 
-def _removal(groups: list[_Group], scale: float, scope: str, round_to: int) -> dict[tuple[str, str], list[int]]:
-    """The channels every layer loses at one scale factor (``scope=global``: one ranking per family)."""
-    counts = {}
-    if scope == "global":
-        by_family: dict[str, list[int]] = {}
-        for i, g in enumerate(groups):
-            by_family.setdefault(g.family, []).append(i)
-        for fam, members in by_family.items():
-            ratio = min(groups[members[0]].ratio * scale, MAX_CHANNEL_RATIO)
-            pooled = sorted((float(s), i) for i in members for s in groups[i].scores)
-            k = math.floor(ratio * len(pooled) + 1e-9)
-            for i in members:
-                counts[i] = 0
-            for _, i in pooled[:k]:
-                counts[i] += 1
-    else:
-        for i, g in enumerate(groups):
-            counts[i] = math.floor(min(g.ratio * scale, MAX_CHANNEL_RATIO) * g.slots + 1e-9)
-    remove: dict[tuple[str, str], set[int]] = {}
-    for i, g in enumerate(groups):
-        n = min(counts[i], math.floor(MAX_CHANNEL_RATIO * g.slots))
-        keep = _rounded_keep(g.slots - n, g.slots, g.parts, round_to)
-        if keep >= g.slots:
-            continue
-        order = torch.argsort(g.scores, stable=True)[: g.slots - keep].tolist()
-        for key, per_slot in g.targets.items():
-            bucket = remove.setdefault(key, set())
-            for s in order:
-                bucket.update(per_slot[s])
-    return {key: sorted(idxs) for key, idxs in remove.items() if idxs}
+def _paired(groups: list[_Group]) -> list[_Group]:
+    """Drop a split block's half whose other half stays whole: the stock forward cuts ``cv1``'s output in equal halves.
+
+    Also refuses halves of unequal widths (never seen: ``cv1`` makes 2c channels).
+    """
+    by_half = {g.half: g for g in groups if g.half}
+    kept = []
+    for g in groups:
+        if g.half:
+            block, side = g.half.rsplit(":", 1)
+            other = by_half.get(f"{block}:{1 - int(side)}")
+            if other is None or other.slots != g.slots:
+                continue
+        kept.append(g)
+    return kept
+
+
+class _Counter:
+    """How many slots each group loses at a scale factor, and what that removes from every layer (no tracing)."""
+
+    def __init__(self, groups: list[_Group], scope: str, round_to: int):
+        """Pool the slot scores of each family once (``scope=global``) and pair the halves of split blocks."""
+        self.groups, self.scope, self.round_to = groups, scope, round_to
+        self.slots = np.array([g.slots for g in groups], dtype=np.int64)
+        self.parts = np.array([g.parts for g in groups], dtype=np.int64)
+        self.ratios = np.array([g.ratio for g in groups], dtype=np.float64)
+        self.cap = np.floor(MAX_CHANNEL_RATIO * self.slots).astype(np.int64)
+        index = {g.half: i for i, g in enumerate(groups) if g.half}
+        self.pairs = [(i, index[g.half[:-1] + "1"]) for i, g in enumerate(groups) if g.half and g.half.endswith(":0")]
+        self.families: list[tuple[float, np.ndarray]] = []
+        if scope == "global":
+            by_family: dict[str, list[int]] = {}
+            for i, g in enumerate(groups):
+                by_family.setdefault(g.family, []).append(i)
+            for members in by_family.values():
+                pooled = sorted((float(s), i) for i in members for s in groups[i].scores)
+                self.families.append((groups[members[0]].ratio, np.array([i for _, i in pooled], dtype=np.int64)))
+
+    def counts(self, scale: float) -> np.ndarray:
+        """Slots removed from each group at ``scale`` (halves equal, widths rounded)."""
+        raw = np.zeros(len(self.groups), dtype=np.int64)
+        if self.scope == "global":
+            for ratio, pooled in self.families:
+                k = math.floor(min(ratio * scale, MAX_CHANNEL_RATIO) * len(pooled) + 1e-9)
+                raw += np.bincount(pooled[:k], minlength=len(self.groups))
+        else:
+            raw = np.floor(np.minimum(self.ratios * scale, MAX_CHANNEL_RATIO) * self.slots + 1e-9).astype(np.int64)
+        raw = np.minimum(raw, self.cap)
+        for a, b in self.pairs:
+            raw[a] = raw[b] = min(raw[a], raw[b])
+        keep = np.array([_rounded_keep(int(s - n), int(s), int(p), self.round_to)
+                         for s, n, p in zip(self.slots, raw, self.parts)], dtype=np.int64)
+        return self.slots - keep
+
+    def removed(self, counts: np.ndarray) -> dict[tuple[str, str], int]:
+        """Number of channels each layer loses (``(name, "out" | "in")`` -> count) for slot counts ``counts``."""
+        total: dict[tuple[str, str], int] = {}
+        for g, n in zip(self.groups, counts):
+            if n:
+                for key, cumulative in g.cumulative.items():
+                    total[key] = total.get(key, 0) + int(cumulative[n])
+        return total
+
+    def removal(self, counts: np.ndarray) -> dict[tuple[str, str], list[int]]:
+        """The channel indices each layer loses for slot counts ``counts`` (each group's least important slots)."""
+        remove: dict[tuple[str, str], set[int]] = {}
+        for g, n in zip(self.groups, counts):
+            for key, per_slot in g.targets.items():
+                for s in g.order[:n]:
+                    remove.setdefault(key, set()).update(per_slot[s])
+        return {key: sorted(idxs) for key, idxs in remove.items() if idxs}
+
+    def differing(self, a: np.ndarray, b: np.ndarray) -> int:
+        """Groups whose counts differ between two plans, a split block's two halves counted once."""
+        diff = set(np.flatnonzero(a != b).tolist())
+        return len(diff) - sum(1 for i, j in self.pairs if i in diff and j in diff)
 
 
 def _rounded_keep(keep: int, slots: int, parts: int, round_to: int) -> int:
@@ -388,32 +379,33 @@ def _rounded_keep(keep: int, slots: int, parts: int, round_to: int) -> int:
     return min(rounded, slots)
 
 
-def _search(plan_for, saved, target: float, groups: list[_Group]):
-    """Find the scale factor whose plan removes ``target`` (within one channel group): bisection, then one group at a time."""
+def _search(counter: _Counter, saved, target: float) -> tuple[float, np.ndarray, dict[str, Any]]:
+    """Find the scale factor whose plan removes ``target`` within one channel group: bisection on counted costs."""
+    groups = counter.groups
     top = MAX_CHANNEL_RATIO / max(min(g.ratio for g in groups), 1e-9) if groups else 1.0
     low, high = 0.0, top
-    best_low, best_high = plan_for(low), plan_for(high)
-    if saved(best_high) < target:
-        got = saved(best_high)
+    below, above = counter.counts(low), counter.counts(high)
+    if saved(above) < target:
         raise ValueError(
-            f"the target {target:.2%} is out of reach: at most {got:.2%} can be removed with these rules "
+            f"the target {target:.2%} is out of reach: at most {saved(above):.2%} can be removed with these rules "
             f"(no group loses more than {MAX_CHANNEL_RATIO:.0%} of its channels; protected and whole blocks lose none)"
         )
-    for _ in range(40):
+    for _ in range(60):
         mid = (low + high) / 2
-        remove = plan_for(mid)
-        if saved(remove) < target:
-            low, best_low = mid, remove
+        counts = counter.counts(mid)
+        if saved(counts) < target:
+            low, below = mid, counts
         else:
-            high, best_high = mid, remove
-        if high - low < 1e-6:
+            high, above = mid, counts
+        if counter.differing(below, above) <= 1 or high - low < 1e-9:
             break
-    below, above = saved(best_low), saved(best_high)
-    return (low, best_low) if target - below < above - target else (high, best_high)
+    got_below, got_above = saved(below), saved(above)
+    bracket = {"below": got_below, "above": got_above, "groups": counter.differing(below, above)}
+    return ((low, below) if target - got_below < got_above - target else (high, above)) + (bracket,)
 
 
 class _Costs:
-    """Parameters and GFLOPs of a network after a removal plan, counted from channel counts as thop counts them."""
+    """Parameters and GFLOPs of a network after a removal, counted from channel counts as thop counts them."""
 
     def __init__(self, net: nn.Module, imgsz: int, prunable: Iterable[str]):
         """Record every conv/linear/BatchNorm's shape and output size at ``imgsz``; measure dense GFLOPs.
@@ -451,12 +443,12 @@ class _Costs:
         self.dense_gflops = get_flops(net, imgsz)
         self._dense = self._count({})
 
-    def _count(self, remove: dict[tuple[str, str], list[int]]) -> dict[str, float]:
-        """Params of prunable weights, all conv/linear/bn params and ops, after ``remove``."""
+    def _count(self, removed: dict[tuple[str, str], int]) -> dict[str, float]:
+        """Params of prunable weights, all conv/linear/bn params and ops, after ``removed`` (channel counts)."""
         prunable = params = ops = 0
         for name, layer in self.layers.items():
-            out = layer["out"] - len(remove.get((name, "out"), ()))
-            cin = layer["in"] - len(remove.get((name, "in"), ()))
+            out = layer["out"] - removed.get((name, "out"), 0)
+            cin = layer["in"] - removed.get((name, "in"), 0)
             groups = layer["groups"]
             if layer["type"] == "conv" and groups == layer["out"] and groups > 1:
                 cin, groups = out, out  # depthwise
@@ -471,9 +463,9 @@ class _Costs:
                 prunable += weight
         return {"prunable": prunable, "params": params, "ops": ops}
 
-    def saved(self, remove: dict[tuple[str, str], list[int]]) -> dict[str, float]:
-        """Fractions removed by ``remove``: ``sparsity`` (of prunable weights) and ``flops`` (of dense GFLOPs)."""
-        now = self._count(remove)
+    def saved(self, removed: dict[tuple[str, str], int]) -> dict[str, float]:
+        """Fractions removed: ``sparsity`` (of prunable weights) and ``flops`` (of dense GFLOPs)."""
+        now = self._count(removed)
         dense_ops = self.dense_gflops * 1e9 / 2 if self.dense_gflops else self._dense["ops"]
         return {
             "sparsity": 1 - now["prunable"] / max(1, self._dense["prunable"]),
@@ -514,6 +506,18 @@ def _accumulate_gradients(net: nn.Module, batches: Iterable[dict]) -> None:
         raise ValueError("importance=taylor needs at least one calibration batch, got none")
 
 
+class _one_thread:
+    """Context: torch runs on one CPU thread (restored after)."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+        return False
+
+
 class _traceable:
     """Context: eval mode with gradients on every parameter (Ultralytics checkpoints load with them off)."""
 
@@ -536,91 +540,3 @@ class _traceable:
         self.net.train(self.training)
         torch.set_grad_enabled(self.grad_mode)
         return False
-
-
-class _BlockNode:
-    """A block traced as one node: kept whole (``name`` None) or a split block pruned at its inputs and outputs.
-
-    The channels a group asks of it are translated onto the block's own layers by :meth:`layers`, so the block's
-    classes and ``forward`` never change.
-    """
-
-    def __init__(self, block: nn.Module, name: str | None):
-        """Remember the block, its name (None: kept whole) and the names of its input/output layers."""
-        self.block, self.name = block, name
-        self.inputs, self.outputs = next((v for k, v in _SPLIT_BLOCKS.items() if k in _class_names(type(block))), ((), ()))
-
-    def _conv(self, child: str) -> nn.Conv2d:
-        """The Conv2d of one of the block's Conv layers."""
-        return getattr(self.block, child).conv
-
-    @property
-    def out_channels(self) -> int | None:
-        """Output channels (None for a whole block)."""
-        return sum(self._conv(c).out_channels for c in self.outputs) if self.outputs else None
-
-    @property
-    def in_channels(self) -> int | None:
-        """Input channels (ADown's two convs each read one half; None for a whole block)."""
-        return sum(self._conv(c).in_channels for c in self.inputs) if self.inputs else None
-
-    def parts(self, kind: str) -> int:
-        """Equal parts a group must keep: ADown splits its input in two halves."""
-        return len(self.inputs) if kind == "in" else 1
-
-    def layers(self, kind: str, idxs, roots):
-        """Yield ``(layer name, kind, index, root index)`` for the block's channels ``idxs`` on side ``kind``."""
-        children = self.inputs if kind == "in" else self.outputs
-        widths = [self._conv(c).in_channels if kind == "in" else self._conv(c).out_channels for c in children]
-        offsets = [sum(widths[:i]) for i in range(len(widths) + 1)]
-        for idx, root in zip(idxs, roots):
-            part = next((i for i in range(len(children)) if idx < offsets[i + 1]), None)
-            if part is None:
-                raise ValueError(f"{self.name}: channel {idx} of its {kind}puts is out of range ({offsets[-1]})")
-            local = int(idx) - offsets[part]
-            if kind == "in":
-                yield f"{self.name}.{children[part]}.conv", "in", local, root
-            else:
-                yield f"{self.name}.{children[part]}.conv", "out", local, root
-                yield f"{self.name}.{children[part]}.bn", "out", local, root
-
-
-class _BlockPruner:
-    """Torch-Pruning's pruning function for the classes of block nodes (it keys them by class): asks each block."""
-
-    def __init__(self, nodes: dict[nn.Module, _BlockNode]):
-        """Remember the block nodes by block."""
-        self.nodes = nodes
-
-    def _node(self, layer: nn.Module) -> _BlockNode:
-        """The node of ``layer`` (a block of the class that is not a node stays whole)."""
-        return self.nodes.get(layer) or _BlockNode(layer, None)
-
-    def prune_out_channels(self, layer: nn.Module, idxs: list[int]) -> nn.Module:
-        """Never called: groups are applied through :meth:`_BlockNode.layers`."""
-        raise RuntimeError("block nodes are pruned through their layers")
-
-    def prune_in_channels(self, layer: nn.Module, idxs: list[int]) -> nn.Module:
-        """Never called: groups are applied through :meth:`_BlockNode.layers`."""
-        raise RuntimeError("block nodes are pruned through their layers")
-
-    def get_out_channels(self, layer: nn.Module) -> int | None:
-        """Output channels of the block."""
-        return self._node(layer).out_channels
-
-    def get_in_channels(self, layer: nn.Module) -> int | None:
-        """Input channels of the block."""
-        return self._node(layer).in_channels
-
-    def get_out_channel_groups(self, layer: nn.Module) -> int:
-        """No channel grouping."""
-        return 1
-
-    def get_in_channel_groups(self, layer: nn.Module) -> int:
-        """No channel grouping."""
-        return 1
-
-
-def _class_names(cls: type) -> set[str]:
-    """Names of ``cls`` and its bases below nn.Module."""
-    return {c.__name__ for c in cls.__mro__ if c not in (nn.Module, object)}
