@@ -8,7 +8,8 @@ this module decides how many channels each group loses and which ones:
   factor, found by bisection so that the removed fraction of prunable parameters (``sparsity=``) or of GFLOPs
   (``flops=``, Ultralytics' ``get_flops`` at the model's imgsz) reaches the target within one channel group;
 - protected families (the head, DFL) lose no output channel: a group that would remove one is left whole (their
-  first layers only lose the inputs the layers before them no longer produce);
+  first layers only lose the inputs the layers before them no longer produce; a depthwise layer among them, such
+  as the first of Detect's class branch, loses the filters of those inputs, its channels being its inputs);
 - Ultralytics blocks that split ``cv1``'s output in two halves (C2f/C3k2/C2fCIB/DSC3k2/TokenC3, C2, ELAN, C2PSA,
   PSA) are pruned inside: they are traced as twins (:mod:`ultra_sparse.prune.channel_trace`), the two halves lose
   the SAME number of channels (each its own least important ones) and ``c`` is updated, so the stock ``forward``
@@ -129,7 +130,7 @@ def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
     importance = _importance(config.importance)
     if config.importance == "taylor" and batches is None:
         raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
-    protected = {w.name.removesuffix(".weight") for w in assignment.weights if w.protected}
+    protected = {w.name.removesuffix(".weight") for w in assignment.weights if w.protected and not _depthwise(w.module)}
     family = {w.name.removesuffix(".weight"): w.family for w in assignment.weights if not w.protected}
     ratios = assignment.ruleset.ratios
     whole, twins, input_split = classify_blocks(net, {id(w.module) for w in assignment.weights if w.protected})
@@ -193,6 +194,11 @@ def apply_plan(net: nn.Module, plan: ChannelPlan) -> nn.Module:
         param.grad = None
     _update_attributes(net)
     return net
+
+
+def _depthwise(module: nn.Module) -> bool:
+    """True for a depthwise convolution: its filters follow the channels it receives (a protected one too)."""
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels == module.out_channels
 
 
 def _pruner_of(module: nn.Module, function: Any) -> Any:
@@ -454,7 +460,7 @@ class _Costs:
                 cin, groups = out, out  # depthwise
             if layer["type"] == "bn":
                 params += 2 * out if layer["bias"] else 0
-                ops += (2 if layer["bias"] else 1) * out * layer["hw"]
+                ops += (4 if layer["bias"] else 2) * out * layer["hw"]  # thop: normalise 2 ops, affine 2 more
                 continue
             weight = out * (cin // groups) * layer["k"]
             params += weight + (out if layer["bias"] else 0)
