@@ -311,7 +311,8 @@ class _Counter:
         """Pool the slot scores of each family once (``scope=global``) and pair the halves of split blocks."""
         self.groups, self.scope, self.round_to = groups, scope, round_to
         self.slots = np.array([g.slots for g in groups], dtype=np.int64)
-        self.parts = np.array([g.parts for g in groups], dtype=np.int64)
+        # a half of a split block narrower than 16 is rounded as half of cv1 (its width 2c is what must stay a multiple)
+        self.parts = np.array([2 if g.half and g.slots < 16 else g.parts for g in groups], dtype=np.int64)
         self.ratios = np.array([g.ratio for g in groups], dtype=np.float64)
         self.cap = np.floor(MAX_CHANNEL_RATIO * self.slots).astype(np.int64)
         index = {g.half: i for i, g in enumerate(groups) if g.half}
