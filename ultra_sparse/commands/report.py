@@ -39,6 +39,8 @@ def run(args: dict[str, Any]) -> None:
     asked = metadata.get("family_ratios") if rules == (metadata.get("config") or {}).get("rules") else None
     config = metadata.get("config")
     report = sparsity_report(model, rules, asked, config, pattern=pattern_of(config))
+    if metadata.get("channel"):  # what channel pruning removed (recorded when it ran: the removed channels are gone)
+        report["channel"] = metadata["channel"]
     log_report(report, title=f"Sparsity report: {args['model']}", layers=args.get("layers", False))
     if folder is not None:
         paths = write_report(report, folder, f"Sparsity report: {args['model']}")
