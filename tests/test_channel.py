@@ -145,6 +145,7 @@ def test_head_keeps_its_own_channels(pruned_case):
             assert (full, "out") not in plan.remove, full
             ref = ref[:, [i for i in range(ref.shape[1]) if i not in set(plan.remove.get((full, "in"), ()))]]
         assert torch.equal(layer.weight.detach(), ref), full
+    assert any(key[0].startswith(f"model.{head_index}.") for key in plan.remove)  # the head's inputs were pruned too
     dfl = getattr(pruned.model[head_index], "dfl", None)
     if dfl is not None and hasattr(dfl, "conv"):
         assert torch.equal(dfl.conv.weight, dense["dfl.conv"].weight)
@@ -214,3 +215,14 @@ def test_sparsify_on_yolo_object_then_unstructured_composes():
     again = sparsify(model.model, sparsity=0.3)  # unstructured zeros on the pruned network
     prunable = again.report["totals"]["prunable"]
     assert prunable["zeros"] == round(0.3 * prunable["params"])
+
+
+def test_a_channel_pruned_checkpoint_trains_as_a_dense_start():
+    """Its channels are gone, not masked: no fine-tune-with-mask of its (few, chance) exact zeros."""
+    from ultralytics import YOLO
+
+    from ultra_sparse.masking import decide_start
+
+    net = YOLO("yolov8n.yaml").model
+    assert decide_start(net, {}, {"config": {"method": "channel", "rules": "default"}}, epochs=3) is None
+    assert decide_start(net, {}, {"config": {"method": "unstructured", "rules": "default"}}, epochs=3).fine_tune
