@@ -138,12 +138,13 @@ def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
     traced = tracing_copy(net, list(whole), twins, input_split, stride)
     modules = dict(traced.net.named_modules())
     with _traceable(traced.net):
-        graph = tp.DependencyGraph().build_dependency(
-            traced.net,
-            torch.zeros(1, 3, 2 * stride, 2 * stride),
-            customized_pruners={Sink: BlockPruner(traced.nodes)},
-            verbose=False,
-        )
+        with _KeepGraph():
+            graph = tp.DependencyGraph().build_dependency(
+                traced.net,
+                torch.zeros(1, 3, 2 * stride, 2 * stride),
+                customized_pruners={Sink: BlockPruner(traced.nodes)},
+                verbose=False,
+            )
         if config.importance == "taylor":
             _accumulate_gradients(traced.net, batches)
         ignored = [modules[n] for n in protected if n in modules]
@@ -511,6 +512,20 @@ def _accumulate_gradients(net: nn.Module, batches: Iterable[dict]) -> None:
                 b.copy_(buffers[n])
     if not seen:
         raise ValueError("importance=taylor needs at least one calibration batch, got none")
+
+
+class _KeepGraph(torch.overrides.TorchFunctionMode):
+    """Context: ``Tensor.detach`` returns its input, so that the graph keeps branches a head detaches.
+
+    YOLOv10's one-to-one head (ultralytics 8.3) reads ``x.detach()``; traced as it is, its input channels would be
+    missing from the groups of the layers that feed it.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        """Pass every call through, except ``detach``."""
+        if func is torch.Tensor.detach:
+            return args[0]
+        return func(*args, **(kwargs or {}))
 
 
 class _one_thread:
