@@ -123,6 +123,11 @@ def tracing_copy(net: nn.Module, whole: list[str], twins: list[str], input_split
     def record(name):
         def hook(module, args, output):
             inputs = args[0] if isinstance(args[0], (list, tuple)) else [args[0]]
+            if not isinstance(output, torch.Tensor) or not all(isinstance(t, torch.Tensor) for t in inputs):
+                raise ValueError(
+                    f"method=channel cannot keep {name} ({type(module).__name__}) whole: it does not map tensors to "
+                    "one tensor; protect its family in the rules or prune another way"
+                )
             shapes[name] = ([t.shape for t in inputs], output.shape)
 
         return hook
@@ -179,7 +184,7 @@ def _make_sinks(block: nn.Module, inputs: list[torch.Size], output: torch.Size, 
         nodes[sink] = BlockNode(block, None)
     count = len(inputs)
 
-    def forward(self, x):
+    def forward(self, x, *args, **kwargs):  # extra inputs (a text guide, ...) pass no channels the graph must see
         xs = x if isinstance(x, (list, tuple)) else [x]
         return sum(getattr(self, f"_sink{i}")(xs[i]) for i in range(count))
 
