@@ -121,12 +121,15 @@ def test_blocks_kept_whole_are_named_with_a_reason(pruned_case):
     whole = {w["class"]: w["reason"] for w in plan.whole}
     if name == "yolo11n.yaml":
         assert "num_heads" in whole["Attention"]
+        assert "equal halves" in whole["C2PSA"]  # its cv1 halves stay: one feeds attention
     if name == MODEL_13:
         assert {"LSConv", "AAttn", "HyperACE"} <= set(whole)
-    params = dict(pruned.named_parameters())
-    for w in plan.whole:  # a block kept whole keeps every weight of its own
+    params, modules = dict(pruned.named_parameters()), dict(pruned.named_modules())
+    for w in plan.whole:  # a block kept whole keeps every weight of its own; a split block's whole cv1 its outputs
+        if w["name"].endswith(".cv1"):
+            assert modules[w["name"]].conv.out_channels == dict(net.named_modules())[w["name"]].conv.out_channels
         for pname, p in dict(net.named_parameters()).items():
-            if pname.startswith(w["name"] + "."):
+            if pname.startswith(w["name"] + ".") and not w["name"].endswith(".cv1"):
                 assert params[pname].shape == p.shape, pname
 
 

@@ -269,7 +269,7 @@ def _channel_lines(section: Mapping[str, Any]) -> list[str]:
             f"{f['params_after']:,} | {_pct(f['ratio_asked'])} |"
         )
     if section["whole"]:
-        lines += ["", "Blocks kept whole (their inputs and outputs keep every channel):", "", "| block | class | reason |",
+        lines += ["", "Kept whole (every channel of their own stays):", "", "| block | class | reason |",
                   "|---|---|---|", *[f"| `{w['name']}` | {w['class']} | {w['reason']} |" for w in section["whole"]]]
     return lines
 

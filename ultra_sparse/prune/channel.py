@@ -75,7 +75,8 @@ class ChannelPlan:
             unpruned model's numbering.
         scale (float): Factor every family's channel ratio was multiplied by.
         family_ratios (dict[str, float]): Channel ratio each family was asked for (after scaling).
-        whole (list[dict]): Blocks left whole: ``name``, ``class``, ``reason``.
+        whole (list[dict]): Blocks left whole: ``name``, ``class``, ``reason`` (``<block>.cv1`` for a split block
+            whose halves keep every channel while the rest of it is pruned).
         split_blocks (list[str]): Blocks that split their channels and are pruned inside (halves kept equal).
         estimate (dict[str, float]): Prunable params removed (``sparsity``) and GFLOPs removed (``flops``), counted
             from the channel counts; the measured values are in the report.
@@ -171,6 +172,12 @@ def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
     family_ratios = {f: min(r * scale, MAX_CHANNEL_RATIO) for f, r in ratios.items()}
     blocks = dict(net.named_modules())
     whole_list = [{"name": n, "class": type(blocks[n]).__name__, "reason": why} for n, why in whole.items()]
+    halved = {g.half.rsplit(":", 1)[0] for g in groups if g.half}
+    whole_list += [
+        {"name": f"{n}.cv1", "class": type(blocks[n]).__name__, "reason": "its two halves keep every channel: the stock "
+         "forward cuts equal halves and one half feeds a block kept whole or a family that is not pruned"}
+        for n in twins if n not in halved
+    ]
     return ChannelPlan(
         counter.removal(counts), scale, family_ratios, whole_list, sorted([*twins, *input_split]),
         costs.saved(counter.removed(counts)), bracket,
