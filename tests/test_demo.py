@@ -40,7 +40,6 @@ def test_demo_runs_all_five_steps(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(raises=ValueError, strict=True, reason="sparsify method=channel: channel pruning is not merged yet")
 def test_demo_channel_leg(tmp_path):
     from ultra_sparse.cli import main
 

@@ -387,14 +387,3 @@ def test_bad_input_one_line_exit_2_nothing_written(monkeypatch, capsys, tmp_path
     assert status == 2 and len(lines) == 1 and lines[0].startswith("ultra-sparse: error:"), err
     assert message in lines[0]
     assert list(tmp_path.iterdir()) == []
-
-
-def test_channel_method_needs_the_channel_module(monkeypatch, capsys, tmp_path, trained_checkpoint, synthetic_data):
-    import importlib.util
-
-    if importlib.util.find_spec("ultra_sparse.prune.channel") is not None:
-        pytest.skip("channel pruning is installed")
-    status, err = run_inline(monkeypatch, capsys, "scan", f"model={trained_checkpoint}", f"data={synthetic_data}",
-                             "sparsity=0.5", "method=channel", f"project={tmp_path}")
-    assert status == 2 and "method=channel is not available yet" in err
-    assert list(tmp_path.iterdir()) == []

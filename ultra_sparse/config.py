@@ -32,7 +32,8 @@ class SparsityConfig:
             ``sparsity`` and ``flops``.
         rules (str | dict): A preset name from ``cfg/sparsity`` (``default``, ``tokenc3_lsnet``), a path to a rules
             YAML, or the parsed content of one.
-        importance (str): Weight importance criterion: ``l1``, ``l2``, ``l1l2``, ``lamp`` or ``taylor``.
+        importance (str): Weight importance criterion: ``l1``, ``l2``, ``l1l2``, ``lamp`` or ``taylor`` (for
+            ``method=channel`` the channel-level forms of ``l1``, ``l2``, ``lamp``, ``taylor``; ``l1l2`` is refused).
         scope (str): ``global`` (each family loses its ratio as a whole, spread over its layers by one ranking; the
             default, far more accurate at high sparsity) or ``layer`` (each layer loses its family's ratio: the
             reference scheme's per-layer way).
@@ -86,6 +87,10 @@ class SparsityConfig:
         if not isinstance(self.rules, (str, dict)) or not self.rules:
             raise TypeError(f"rules={echo(self.rules)} must be a preset name, a path to a rules YAML or a rules dict")
         _choice("importance", self.importance, IMPORTANCES)
+        if self.method == "channel" and self.importance == "l1l2":
+            raise ValueError(
+                "importance=l1l2 ranks single weights; method=channel ranks whole channels: use l1, l2, lamp or taylor"
+            )
         _choice("scope", self.scope, SCOPES)
         if self.schedule is not None:
             _choice("schedule", self.schedule, SCHEDULES)

@@ -10,8 +10,9 @@ Both :mod:`ultra_sparse.trainer` and :mod:`ultra_sparse.callbacks` use this modu
 
 Start rules:
 
-- a start is **sparse** when its checkpoint carries ``ultra_sparse`` metadata, or at least ``SPARSE_START_ZEROS`` of its
-  prunable weights are exact zeros (sparse checkpoints from other tools);
+- a start is **sparse** when its checkpoint carries ``ultra_sparse`` metadata of a zeroing method, or at least
+  ``SPARSE_START_ZEROS`` of its prunable weights are exact zeros (sparse checkpoints from other tools); a
+  channel-pruned checkpoint (``method=channel`` metadata) is dense: its removed channels are gone, not masked;
 - a sparse start keeps its zeros as the mask, in every Conv/Linear weight that holds them, whatever ``rules=`` say
   (zeros in protected families never regrow); without ``sparsity=`` it fine-tunes with exactly those zeros;
 - without ``rules=``, the rules recorded in the checkpoint's metadata apply (a parsed dict, a preset or a path).
@@ -241,7 +242,8 @@ def decide_start(net: nn.Module, keys: Mapping[str, Any], metadata: Mapping[str,
     if "rules" not in keys:  # a checkpoint made with custom rules goes on with them
         config = config.replace(rules=recorded_rules({METADATA_KEY: metadata or {}}))
     zeros = prunable_zero_fraction(net, config.rules)
-    sparse_start = bool(metadata) or zeros >= SPARSE_START_ZEROS
+    zero_metadata = bool(metadata) and (metadata.get("config") or {}).get("method") != "channel"  # pruned: dense
+    sparse_start = zero_metadata or zeros >= SPARSE_START_ZEROS
     if not keys and not sparse_start:
         return None
     check_finite(net, "model")

@@ -1,4 +1,8 @@
-"""One-shot sparsification of a model in memory: rules -> families -> scores -> masks -> zeros."""
+"""One-shot sparsification of a model in memory: rules -> families -> scores -> masks -> zeros, or channels removed.
+
+``method=unstructured`` and ``method=nm`` zero weights inside dense tensors (masks); ``method=channel`` removes whole
+channels (:mod:`ultra_sparse.prune.channel`), so the layers themselves get smaller.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ from .config import SparsityConfig
 from .importance import get_criterion, taylor_scores
 from .prune import element_masks
 from .prune.unstructured import apply_masks
-from .report import pattern_of, sparsity_report
-from .rules import assign_families, check_prunable, load_rules, network_of
+from .report import family_widths, pattern_of, sparsity_report
+from .rules import Assignment, assign_families, check_prunable, load_rules, network_of
 
-__all__ = ["SparsifyResult", "sparsify"]
+__all__ = ["SparsifyResult", "model_imgsz", "sparsify"]
 
 
 @dataclass(frozen=True)
@@ -23,8 +27,11 @@ class SparsifyResult:
     """What :func:`sparsify` did.
 
     Attributes:
-        masks (dict[str, torch.Tensor]): Parameter name -> bool keep-mask, for every prunable weight.
-        report (dict): The sparsity report of the model afterwards (see :func:`ultra_sparse.report.sparsity_report`).
+        masks (dict[str, torch.Tensor]): Parameter name -> bool keep-mask, for every prunable weight (empty for
+            ``method=channel``: nothing is masked, channels are gone).
+        report (dict): The sparsity report of the model afterwards (see :func:`ultra_sparse.report.sparsity_report`);
+            for ``method=channel`` its ``channel`` entry holds channels, params and GFLOPs before and after, per family,
+            and the blocks kept whole with their reasons.
         scale (float): Factor every rule ratio was multiplied by to reach the overall target.
     """
 
@@ -34,15 +41,22 @@ class SparsifyResult:
 
 
 def sparsify(
-    model: nn.Module, config: SparsityConfig | None = None, batches: Iterable[dict] | None = None, **kwargs: Any
+    model: nn.Module,
+    config: SparsityConfig | None = None,
+    batches: Iterable[dict] | None = None,
+    imgsz: int | None = None,
+    **kwargs: Any,
 ) -> SparsifyResult:
-    """Zero the least important weights of ``model`` in place, family by family (or in an N:M pattern).
+    """Zero the least important weights of ``model`` in place, family by family (or in an N:M pattern), or remove
+    its least important channels (``method=channel``).
 
     Args:
         model (nn.Module): An Ultralytics network or ``YOLO`` object.
         config (SparsityConfig, optional): Settings; built from ``kwargs`` when omitted.
         batches (Iterable[dict], optional): Calibration batches, required by ``importance=taylor``
             (see :func:`ultra_sparse.calibration.calibration_batches`).
+        imgsz (int, optional): ``method=channel``: image size GFLOPs are counted at (default: the model's training
+            ``imgsz``, else 640).
         **kwargs (Any): SparsityConfig fields, when ``config`` is omitted.
 
     Returns:
@@ -60,6 +74,9 @@ def sparsify(
         0.1
         >>> sparsify(YOLO("yolo11n.yaml"), method="nm", nm="2:4").report["nm"]["holds"]
         True
+        >>> pruned = sparsify(YOLO("yolov8n.yaml"), method="channel", flops=0.3, imgsz=64).report["channel"]
+        >>> pruned["gflops"]["after"] < 0.75 * pruned["gflops"]["before"]
+        True
     """
     if config is None:
         config = SparsityConfig(**kwargs)
@@ -68,6 +85,10 @@ def sparsify(
     net = network_of(model)
     assignment = assign_families(net, load_rules(config.rules))
     check_prunable(assignment, config.sparsity)
+    if net is not model and hasattr(model, "predictor"):
+        model.predictor = None  # predict() caches a copy of the old weights
+    if config.method == "channel":
+        return _prune_channels(net, assignment, config, batches, imgsz)
     taylor = None
     if config.importance == "taylor":
         if batches is None:
@@ -75,8 +96,61 @@ def sparsify(
         taylor = taylor_scores(net, batches, [w.name for w in assignment.prunable])
     result = element_masks(assignment, get_criterion(config.importance, taylor), config.sparsity, config)
     apply_masks(net, result.masks)
-    if net is not model and hasattr(model, "predictor"):
-        model.predictor = None  # predict() caches a copy of the old weights
     settings = config.to_dict()
     report = sparsity_report(net, assignment, result.family_ratios, settings, result.zeros, pattern_of(settings))
     return SparsifyResult(result.masks, report, result.scale)
+
+
+def _prune_channels(
+    net: nn.Module, assignment: Assignment, config: SparsityConfig, batches: Iterable[dict] | None, imgsz: int | None
+) -> SparsifyResult:
+    """``method=channel``: plan, remove the channels in place, measure params and GFLOPs before and after."""
+    from ultralytics.utils.torch_utils import get_flops
+
+    from .prune.channel import apply_plan, plan_channels
+
+    imgsz = imgsz or model_imgsz(net)
+    before = family_widths(assignment)
+    params_before, gflops_before = sum(p.numel() for p in net.parameters()), get_flops(net, imgsz)
+    plan = plan_channels(net, assignment, config, imgsz, batches)
+    apply_plan(net, plan)
+    after_assignment = assign_families(net, assignment.ruleset)
+    after = family_widths(after_assignment)
+    params_after, gflops_after = sum(p.numel() for p in net.parameters()), get_flops(net, imgsz)
+    prunable_before = sum(f["params"] for f in before.values() if not f["protected"])
+    prunable_after = sum(f["params"] for f in after.values() if not f["protected"])
+    section = {
+        "target": {k: getattr(config, k) for k in ("sparsity", "flops") if getattr(config, k) is not None} or None,
+        "imgsz": imgsz,
+        "scale": plan.scale,
+        "achieved": {"sparsity": 1 - prunable_after / max(1, prunable_before), "flops": 1 - gflops_after / gflops_before if gflops_before else None},
+        "estimate": plan.estimate,
+        "bracket": plan.bracket,
+        "params": {"before": params_before, "after": params_after},
+        "gflops": {"before": gflops_before, "after": gflops_after},
+        "families": [
+            {"family": name, "protected": b["protected"], "ratio_asked": 0.0 if b["protected"] else plan.family_ratios.get(name),
+             "channels_before": b["channels"], "channels_after": after[name]["channels"],
+             "params_before": b["params"], "params_after": after[name]["params"]}
+            for name, b in before.items()
+        ],
+        "split_blocks": plan.split_blocks,
+        "whole": plan.whole,
+    }
+    report = sparsity_report(net, after_assignment, None, config.to_dict())
+    report["channel"] = section
+    return SparsifyResult({}, report, plan.scale)
+
+
+def model_imgsz(net: nn.Module, default: int = 640) -> int:
+    """The image size ``net`` was trained at (its ``args``), else ``default``.
+
+    Examples:
+        >>> model_imgsz(nn.Conv2d(1, 1, 1))
+        640
+    """
+    args = getattr(net, "args", None) or {}
+    imgsz = (args if isinstance(args, dict) else vars(args)).get("imgsz", default)
+    if isinstance(imgsz, (list, tuple)):
+        imgsz = max(imgsz)
+    return int(imgsz) if isinstance(imgsz, (int, float)) and not isinstance(imgsz, bool) and imgsz > 0 else default

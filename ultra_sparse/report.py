@@ -13,7 +13,7 @@ from .checkpoint import atomic_write_bytes
 from .prune.nm import nm_eligibility, nm_violations, pattern_fraction
 from .rules import Assignment, RuleSet, WeightInfo, assign_families, load_rules, network_of
 
-__all__ = ["format_file_size", "format_report_md", "log_report", "pattern_of", "report_documents", "sparsity_report", "write_report"]
+__all__ = ["family_widths", "format_file_size", "format_report_md", "log_report", "pattern_of", "report_documents", "sparsity_report", "write_report"]
 
 
 def sparsity_report(
@@ -102,6 +102,23 @@ def sparsity_report(
     }
 
 
+def family_widths(assignment: Assignment) -> dict[str, dict[str, Any]]:
+    """Output channels and weights of every family (``channels``, ``params``, ``protected``), in rule order.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> widths = family_widths(assign_families(YOLO("yolo11n.yaml").model, load_rules()))
+        >>> widths["head"]["protected"]
+        True
+    """
+    widths: dict[str, dict[str, Any]] = {}
+    for info in assignment.weights:
+        fam = widths.setdefault(info.family, {"channels": 0, "params": 0, "protected": info.protected})
+        fam["channels"] += int(info.weight.shape[0])
+        fam["params"] += info.weight.numel()
+    return widths
+
+
 def pattern_of(config: Mapping[str, Any] | None) -> tuple[int, int] | None:
     """``(N, M)`` of a stored ``method=nm`` config (a checkpoint's or report's ``config``), else None.
 
@@ -143,6 +160,8 @@ def format_report_md(
         lines.append(
             f"| {name} | {f['layers']} | {f['params']:,} | {f['zeros']:,} | {_pct(f['ratio_asked'])} | {_pct(f['ratio_achieved'])} |"
         )
+    if report.get("channel"):
+        lines += ["", *_channel_lines(report["channel"])]
     nm = report.get("nm")
     if layers:
         lines += ["", *_layer_table(report["layers"], nm["pattern"] if nm else None)]
@@ -246,6 +265,30 @@ def _nm_lines(nm: Mapping[str, Any]) -> list[str]:
             "|---|---:|---|",
             *[f"| `{x['name']}` | {x['params']:,} | {x['reason']} |" for x in nm["ineligible_layers"]],
         ]
+    return lines
+
+
+def _channel_lines(section: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of a ``method=channel`` result: totals, channels per family, blocks kept whole."""
+    p, g, got = section["params"], section["gflops"], section["achieved"]
+    target = ", ".join(f"{k}={v}" for k, v in (section["target"] or {}).items()) or "family ratios as written"
+    lines = [
+        f"Channel pruning ({target}, GFLOPs at imgsz {section['imgsz']}): params {p['before']:,} -> {p['after']:,}, "
+        f"GFLOPs {g['before']:.3f} -> {g['after']:.3f} ({_pct(got['flops'])} removed), "
+        f"{_pct(got['sparsity'])} of prunable weights removed.",
+        "",
+        "| family | channels before | channels after | params before | params after | channel ratio asked |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for f in section["families"]:
+        name = f"{f['family']} (protected)" if f["protected"] else f["family"]
+        lines.append(
+            f"| {name} | {f['channels_before']:,} | {f['channels_after']:,} | {f['params_before']:,} | "
+            f"{f['params_after']:,} | {_pct(f['ratio_asked'])} |"
+        )
+    if section["whole"]:
+        lines += ["", "Kept whole (every channel of their own stays):", "", "| block | class | reason |",
+                  "|---|---|---|", *[f"| `{w['name']}` | {w['class']} | {w['reason']} |" for w in section["whole"]]]
     return lines
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import io
 import json
 import logging
@@ -338,8 +337,6 @@ class PruneCopy:
 
 def check_method(method: str) -> None:
     """Raise ValueError unless a scan can prune by ``method`` in this installation."""
-    if method == "channel" and importlib.util.find_spec("ultra_sparse.prune.channel") is None:
-        raise ValueError("method=channel is not available yet in this version; use method=unstructured")
     if method not in ("unstructured", "channel"):
         raise ValueError(f"method={method!r} cannot be scanned; use unstructured or channel")
 

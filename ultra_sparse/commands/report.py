@@ -42,6 +42,8 @@ def run(args: dict[str, Any]) -> None:
     same = recorded == (metadata.get("config") or {}).get("rules") and load_rules(rules) == load_rules(recorded)
     config = metadata.get("config")
     report = sparsity_report(model, rules, metadata.get("family_ratios") if same else None, config, pattern=pattern_of(config))
+    if metadata.get("channel"):  # what channel pruning removed (recorded when it ran: the removed channels are gone)
+        report["channel"] = metadata["channel"]
     report["file"] = checkpoint_file_size(args["model"])
     title = f"Sparsity report: {args['model']}"
     log_report(report, title=title, layers=bool(args.get("layers")))

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..bench import parse_device
 from ..calibration import calibration_batches, loss_ready
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig
 from ..oneshot import sparsify
-from ..bench import parse_device
 from ..report import format_file_size, log_report, report_documents
 from ..rules import load_rules, rules_as_dict
 from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, run_dir, write_new_files
@@ -18,35 +18,42 @@ from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, ru
 __all__ = ["FLAGS", "HELP", "KEYS", "run"]
 
 HELP = (
-    "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10] [rules=default] [importance=l1] [scope=global]\n"
-    "                             [method=unstructured|nm] [nm=2:4] [data=D] [name=..] [out=PATH] [compress=True]\n\n"
+    "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10 | flops=0.5] [rules=default] [importance=l1]\n"
+    "                             [scope=global] [method=unstructured|channel|nm] [nm=2:4] [round_to=8] [data=D]\n"
+    "                             [name=..] [out=PATH] [compress=True]\n\n"
     "Zeroes weights of a trained checkpoint family by family (method=nm: N of every M consecutive input-channel\n"
-    "weights kept) and writes a NEW checkpoint (never the input), with <checkpoint>-report.json and\n"
-    "<checkpoint>-report.md beside it. The output loads with plain YOLO(path)."
+    "weights kept), or removes whole channels (method=channel: smaller, faster dense layers), and writes a NEW\n"
+    "checkpoint (never the input), with <checkpoint>-report.json and <checkpoint>-report.md beside it. The output\n"
+    "loads with plain YOLO(path); fine-tune a channel-pruned one with 'ultra-sparse train' (stock 'yolo train'\n"
+    "rebuilds the full-width model)."
 )
 KEYS = {
     "model": "trained Ultralytics checkpoint (.pt) to sparsify (required)",
-    "method": "unstructured (default: zeros anywhere, exact sparsity=) or nm (N:M semi-structured zeros for "
-    "sparse tensor cores; the pattern fixes the zeros, so sparsity= is not taken)",
+    "method": "unstructured (default: zeros anywhere, exact sparsity=), channel (whole channels removed: real speed "
+    "and size; sparsity= is the fraction of prunable params removed, flops= of GFLOPs) or nm (N:M semi-structured "
+    "zeros for sparse tensor cores; the pattern fixes the zeros, so sparsity= is not taken)",
+    "flops": "method=channel: fraction of GFLOPs to remove (Ultralytics' get_flops at the model's imgsz), in [0, 1)",
+    "round_to": "method=channel: channel counts stay multiples of this where a layer has >= 16 channels (default 8)",
     "nm": "method=nm: N:M pattern, N kept in every group of M consecutive input channels (default 2:4); layers "
     "whose input channels per group are not a multiple of M stay dense and are listed in the report",
     "sparsity": "overall fraction of zeros over prunable weights, in [0, 1); all family ratios are scaled by one "
     "factor to hit it exactly (default: apply the rule ratios as written)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
-    "importance": "l1 (default), l2, l1l2 (rank like l1), lamp, taylor (needs data=)",
+    "importance": "l1 (default), l2, l1l2 (rank like l1; not for method=channel), lamp, taylor (needs data=)",
     "scope": "global: each family loses its ratio as a whole, ranked across its layers (default); layer: each "
     "layer loses its family's ratio (the reference scheme's per-layer way; far less accurate at high sparsity)",
     "data": "dataset YAML whose train split calibrates importance=taylor",
-    "imgsz": "image size of the calibration batches (default 640)",
+    "imgsz": "image size of the calibration batches (default 640); method=channel counts GFLOPs at it (default: the "
+    "model's training imgsz)",
     "batch": "calibration batch size (default 8)",
     "calib_batches": "number of calibration batches for taylor (default 8)",
     "device": "device for taylor calibration: cpu (default), a CUDA index such as 0, or cuda:N",
     "compress": "write the checkpoint with DEFLATE-compressed zip entries: much smaller for sparse weights, still "
     "loads with plain YOLO(path) (default True)",
     **OUTPUT_KEYS,
-    "out": "exact path of the sparse checkpoint to create; reports go beside it as <stem>-report.json/.md "
-    "(default: <project>/<name>/weights/<stem>-sparse.pt, for method=nm <stem>-<N>of<M>.pt such as best-2of4.pt; "
-    "reports in <project>/<name>)",
+    "out": "exact path of the checkpoint to create; reports go beside it as <stem>-report.json/.md (default: "
+    "<project>/<name>/weights/<stem>-sparse.pt, for method=channel <stem>-pruned.pt, for method=nm "
+    "<stem>-<N>of<M>.pt such as best-2of4.pt; reports in <project>/<name>)",
 }
 FLAGS = ("compress",)
 
@@ -66,7 +73,8 @@ def run(args: dict[str, Any]) -> None:
     out = args.pop("out", None)
     project, name = args.pop("project", None), args.pop("name", None)
     data, device = args.pop("data", None), parse_device(args.pop("device", "cpu"))
-    imgsz, batch = positive_int("imgsz", args.pop("imgsz", 640)), positive_int("batch", args.pop("batch", 8))
+    given_imgsz = positive_int("imgsz", args.pop("imgsz")) if "imgsz" in args else None
+    imgsz, batch = given_imgsz or 640, positive_int("batch", args.pop("batch", 8))
     compress = args.pop("compress", True)
     if not isinstance(compress, bool):
         raise TypeError(f"compress={compress!r} must be True or False")
@@ -95,7 +103,7 @@ def run(args: dict[str, Any]) -> None:
         stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
         batches = calibration_batches(data, imgsz, batch, config.calib_batches, stride, device)
     with loss_ready(model):
-        result = sparsify(model, config, batches=batches)
+        result = sparsify(model, config, batches=batches, imgsz=given_imgsz)
     model.cpu()
 
     metadata = {
@@ -105,6 +113,7 @@ def run(args: dict[str, Any]) -> None:
         "scale": result.scale,
         "family_ratios": {f["family"]: f["ratio_asked"] for f in result.report["families"]},
         "totals": result.report["totals"],
+        **({"channel": result.report["channel"]} if "channel" in result.report else {}),
     }
     payload = checkpoint_bytes(model, ckpt, metadata, compress=compress)
     report = {**result.report, "file": checkpoint_file_size(payload)}
@@ -117,8 +126,11 @@ def run(args: dict[str, Any]) -> None:
         dict(zip((weights, json_path, md_path), (payload, *report_documents(report, f"Sparsity report: {weights.name}")))),
         claimed,
     )
-    t, nm = result.report["totals"], result.report["nm"]
     log_report(result.report, title=f"Sparsity report: {weights.name}")
+    if config.method == "channel":
+        _log_channel(result.report["channel"], weights, json_path, md_path)
+        return
+    t, nm = result.report["totals"], result.report["nm"]
     pattern = f"; {nm['pattern']} holds in all {nm['eligible_layers']} eligible layers" if nm and nm["holds"] else ""
     LOGGER.info(
         f"\nultra-sparse: {t['prunable']['sparsity']:.2%} zeros over prunable weights{pattern} "
@@ -135,8 +147,25 @@ def _outputs(weights: Path, folder: Path) -> tuple[Path, Path, Path]:
     return weights, folder / f"{stem}.json", folder / f"{stem}.md"
 
 
+def _log_channel(section: dict[str, Any], weights: Path, json_path: Path, md_path: Path) -> None:
+    """The closing lines of a ``method=channel`` run."""
+    from ultralytics.utils import LOGGER
+
+    p, g = section["params"], section["gflops"]
+    ratio = g["after"] / g["before"] if g["before"] else float("nan")
+    LOGGER.info(
+        f"\nultra-sparse: channels removed: params {p['before']:,} -> {p['after']:,}, GFLOPs {g['before']:.4g} -> "
+        f"{g['after']:.4g} ({ratio:.2f}x) at imgsz {section['imgsz']}; {len(section['whole'])} blocks kept whole\n"
+        f"  checkpoint {weights}, {format_file_size(checkpoint_file_size(weights))} (fine-tune it with 'ultra-sparse train', "
+        f"not 'yolo train')\n"
+        f"  reports    {json_path}, {md_path}"
+    )
+
+
 def _suffix(config: SparsityConfig) -> str:
-    """The output name's suffix: ``sparse``, or ``2of4`` for ``method=nm nm=2:4``."""
+    """The output name's suffix: ``sparse``, ``pruned`` for ``method=channel``, or ``2of4`` for ``method=nm nm=2:4``."""
+    if config.method == "channel":
+        return "pruned"
     if config.method == "nm":
         n, m = config.nm_pattern
         return f"{n}of{m}"

@@ -7,6 +7,8 @@ Channels are split into `groups` groups; all channels of a group share one predi
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,7 +102,7 @@ class SKA(nn.Module):
         """
         b, c, h, wd = x.shape
         g, kk = w.shape[1], w.shape[2]
-        k = int(round(kk**0.5))
+        k = math.isqrt(int(kk))  # int(): under ONNX tracing a shape entry is a tensor
         if k * k != kk or k % 2 == 0 or c % g or w.shape[0] != b or tuple(w.shape[3:]) != (h, wd):
             raise ValueError(f"kernel shape {tuple(w.shape)} does not fit input shape {tuple(x.shape)}")
         r = k // 2

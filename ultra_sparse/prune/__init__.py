@@ -1,4 +1,6 @@
-"""Pruning methods: ``unstructured`` and ``nm`` (element masks); each method is one sibling module over the shared rules."""
+"""Pruning methods, one sibling module each over the shared rules: ``unstructured`` and ``nm`` draw element masks (zeros
+inside dense tensors, :func:`element_masks`); ``channel`` removes whole channels (:mod:`.channel`, traced through
+:mod:`.channel_trace`)."""
 
 from __future__ import annotations
 

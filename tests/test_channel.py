@@ -1,0 +1,231 @@
+"""method=channel: the pruned model computes what the dense model computes with the removed channels zeroed.
+
+The reference (as torch.ao's structured-pruning tests check it): in a copy of the dense model, every removed output
+channel gets a zero filter and a zero BatchNorm scale and shift, so it outputs exactly 0 (SiLU(0) = 0, max/avg pools
+and residual adds of zeros stay 0) and its consumers see zeros there; the pruned model must give the same output.
+BatchNorm statistics and scalar gates are randomised first, so that no removed channel is zero by chance and every
+branch counts.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import ultra_sparse  # noqa: F401  (registers the project's YAML layers)
+from ultra_sparse.config import SparsityConfig
+from ultra_sparse.prune.channel import apply_plan, plan_channels
+from ultra_sparse.rules import assign_families, load_rules
+
+MODEL_13 = str(Path(__file__).resolve().parents[1] / "cfg" / "models" / "yolov13-tokenc3-lsnet-n.yaml")
+CASES = {  # model -> (rules, target, split block classes that must lose hidden channels)
+    "yolov8n.yaml": ("default", {"flops": 0.5}, {"C2f"}),
+    "yolo11n.yaml": ("default", {"flops": 0.5}, {"C3k2"}),
+    "yolov9t.yaml": ("default", {"flops": 0.5}, {"RepNCSPELAN4"}),
+    "yolov10n.yaml": ("default", {"flops": 0.5}, {"C2f", "C2fCIB"}),
+    MODEL_13: ("tokenc3_lsnet", {"sparsity": 0.3}, {"DSC3k2"}),
+}
+
+
+def randomised(name: str) -> nn.Module:
+    """A network built from YAML with random BatchNorm statistics and non-zero scalar gates (seeded)."""
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    net = YOLO(name).model.eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() == 0:
+                p.fill_(0.5)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+def zeroed(net: nn.Module, plan) -> nn.Module:
+    """A copy of ``net`` whose removed output channels output exactly zero."""
+    dense = copy.deepcopy(net)
+    modules = dict(dense.named_modules())
+    with torch.no_grad():
+        for (name, kind), idxs in plan.remove.items():
+            if kind == "out":
+                layer = modules[name]
+                layer.weight[idxs] = 0
+                if layer.bias is not None:
+                    layer.bias[idxs] = 0
+    return dense
+
+
+def first(y):
+    return y[0] if isinstance(y, (list, tuple)) else y
+
+
+@pytest.fixture(scope="module", params=list(CASES), ids=lambda p: Path(p).stem)
+def pruned_case(request):
+    rules, target, _ = CASES[request.param]
+    net = randomised(request.param)
+    assignment = assign_families(net, load_rules(rules))
+    plan = plan_channels(net, assignment, SparsityConfig(method="channel", rules=rules, **target), 64)
+    pruned = apply_plan(copy.deepcopy(net), plan)
+    return request.param, net, plan, pruned
+
+
+def test_pruned_output_equals_dense_with_removed_channels_zeroed(pruned_case):
+    name, net, plan, pruned = pruned_case
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference, got, full = first(zeroed(net, plan)(x)), first(pruned(x)), first(net(x))
+    assert got.shape == reference.shape
+    torch.testing.assert_close(got, reference, atol=2e-4, rtol=1e-5)
+    assert (full - got).abs().max() > 1e-2  # channels that mattered were removed: the check can fail
+
+
+def test_split_blocks_lose_hidden_channels_and_both_forwards_agree(pruned_case):
+    name, net, plan, pruned = pruned_case
+    dense_blocks = dict(net.named_modules())
+    shrunk = set()
+    for block_name, block in pruned.named_modules():
+        if hasattr(block, "forward_split") and hasattr(block, "c") and hasattr(block, "cv1"):
+            assert block.cv1.conv.out_channels == 2 * block.c, block_name  # the chunk cuts equal halves of width c
+            if block.c < dense_blocks[block_name].c:
+                shrunk.add(type(block).__name__)
+    assert CASES[name][2] <= shrunk
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        chunked = first(pruned(x))
+        split = copy.deepcopy(pruned)
+        for m in split.modules():
+            if hasattr(m, "forward_split"):
+                m.forward = m.forward_split
+        torch.testing.assert_close(first(split(x)), chunked, atol=0, rtol=0)
+
+
+def test_fewer_params_and_gflops_as_counted(pruned_case):
+    from ultralytics.utils.torch_utils import get_flops
+
+    name, net, plan, pruned = pruned_case
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in net.parameters())
+    dense, after = get_flops(net, 64), get_flops(pruned, 64)
+    assert after < dense
+    assert 1 - after / dense == pytest.approx(plan.estimate["flops"], abs=1e-9)  # counted exactly as get_flops counts
+
+
+def test_blocks_kept_whole_are_named_with_a_reason(pruned_case):
+    name, net, plan, pruned = pruned_case
+    whole = {w["class"]: w["reason"] for w in plan.whole}
+    if name == "yolo11n.yaml":
+        assert "num_heads" in whole["Attention"]
+        assert "equal halves" in whole["C2PSA"]  # its cv1 halves stay: one feeds attention
+    if name == MODEL_13:
+        assert {"LSConv", "AAttn", "HyperACE"} <= set(whole)
+    params, modules = dict(pruned.named_parameters()), dict(pruned.named_modules())
+    for w in plan.whole:  # a block kept whole keeps every weight of its own; a split block's whole cv1 its outputs
+        if w["name"].endswith(".cv1"):
+            assert modules[w["name"]].conv.out_channels == dict(net.named_modules())[w["name"]].conv.out_channels
+        for pname, p in dict(net.named_parameters()).items():
+            if pname.startswith(w["name"] + ".") and not w["name"].endswith(".cv1"):
+                assert params[pname].shape == p.shape, pname
+
+
+def test_head_keeps_its_own_channels(pruned_case):
+    name, net, plan, pruned = pruned_case
+    head_index = len(net.model) - 1
+    dense = dict(net.model[head_index].named_modules())
+    for layer_name, layer in pruned.model[head_index].named_modules():
+        if not isinstance(layer, nn.Conv2d):
+            continue
+        full = f"model.{head_index}.{layer_name}"
+        ref = dense[layer_name].weight.detach()
+        if dense[layer_name].groups > 1 and dense[layer_name].groups == ref.shape[0]:  # depthwise: one filter per input
+            ref = ref[[i for i in range(ref.shape[0]) if i not in set(plan.remove.get((full, "out"), ()))]]
+        else:
+            assert (full, "out") not in plan.remove, full
+            ref = ref[:, [i for i in range(ref.shape[1]) if i not in set(plan.remove.get((full, "in"), ()))]]
+        assert torch.equal(layer.weight.detach(), ref), full
+    assert any(key[0].startswith(f"model.{head_index}.") for key in plan.remove)  # the head's inputs were pruned too
+    dfl = getattr(pruned.model[head_index], "dfl", None)
+    if dfl is not None and hasattr(dfl, "conv"):
+        assert torch.equal(dfl.conv.weight, dense["dfl.conv"].weight)
+
+
+def test_round_to_keeps_widths_multiples_of_8(pruned_case):
+    name, net, plan, pruned = pruned_case
+    dense = dict(net.named_modules())
+    changed = 0
+    for layer_name, layer in pruned.named_modules():
+        if isinstance(layer, nn.Conv2d) and layer.out_channels != dense[layer_name].out_channels:
+            changed += 1
+            if dense[layer_name].out_channels >= 16 and (layer_name, "out") in plan.remove:
+                assert layer.out_channels % 8 == 0, (layer_name, layer.out_channels)
+    assert changed
+
+
+@pytest.fixture(scope="module")
+def yolov8n():
+    net = randomised("yolov8n.yaml")
+    return net, assign_families(net, load_rules())
+
+
+@pytest.mark.parametrize("key, target", [("sparsity", 0.4), ("flops", 0.35)])
+def test_target_hit_within_one_channel_group(yolov8n, key, target):
+    net, assignment = yolov8n
+    plan = plan_channels(net, assignment, SparsityConfig(method="channel", **{key: target}), 64)
+    bracket = plan.bracket
+    assert bracket["groups"] == 1  # the nearest plans below and above differ in one group
+    assert bracket["below"] <= target <= bracket["above"]
+    assert plan.estimate[key] == min(bracket["below"], bracket["above"], key=lambda v: abs(v - target))
+
+
+def test_round_to_1_leaves_widths_unrounded(yolov8n):
+    net, assignment = yolov8n
+    plan = plan_channels(net, assignment, SparsityConfig(method="channel", sparsity=0.4, round_to=1), 64)
+    pruned = apply_plan(copy.deepcopy(net), plan)
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+    assert any(w % 8 for w in widths if w >= 16)  # the rounding test above could fail
+
+
+def test_unreachable_target_is_refused(yolov8n):
+    net, assignment = yolov8n
+    with pytest.raises(ValueError, match="out of reach"):
+        plan_channels(net, assignment, SparsityConfig(method="channel", flops=0.99), 64)
+
+
+def test_l1l2_is_refused_for_channels():
+    with pytest.raises(ValueError, match="ranks whole channels"):
+        SparsityConfig(method="channel", importance="l1l2")
+
+
+def test_sparsify_on_yolo_object_then_unstructured_composes():
+    from ultralytics import YOLO
+
+    from ultra_sparse import sparsify
+
+    model = YOLO("yolov8n.yaml")
+    dense_params = sum(p.numel() for p in model.model.parameters())
+    result = sparsify(model, method="channel", flops=0.4, imgsz=64)
+    section = result.report["channel"]
+    assert not result.masks and section["params"]["after"] == sum(p.numel() for p in model.model.parameters()) < dense_params
+    assert section["achieved"]["flops"] == pytest.approx(0.4, abs=0.02)
+    conv = next(f for f in section["families"] if f["family"] == "conv")
+    assert conv["channels_after"] < conv["channels_before"]
+    assert model.predict(torch.zeros(1, 3, 64, 64), imgsz=64, verbose=False)  # a YOLO object still predicts
+    again = sparsify(model.model, sparsity=0.3)  # unstructured zeros on the pruned network
+    prunable = again.report["totals"]["prunable"]
+    assert prunable["zeros"] == round(0.3 * prunable["params"])
+
+
+def test_a_channel_pruned_checkpoint_trains_as_a_dense_start():
+    """Its channels are gone, not masked: no fine-tune-with-mask of its (few, chance) exact zeros."""
+    from ultralytics import YOLO
+
+    from ultra_sparse.masking import decide_start
+
+    net = YOLO("yolov8n.yaml").model
+    assert decide_start(net, {}, {"config": {"method": "channel", "rules": "default"}}, epochs=3) is None
+    assert decide_start(net, {}, {"config": {"method": "unstructured", "rules": "default"}}, epochs=3).fine_tune

@@ -1,0 +1,571 @@
+"""Channel pruning: whole output channels removed, so dense layers get smaller (real speed and size).
+
+One small adapter over Torch-Pruning's dependency graph. Torch-Pruning traces the network and groups every set of
+coupled channels (a conv's outputs, the BatchNorm after it, the inputs of every consumer, residual adds, concats);
+this module decides how many channels each group loses and which ones:
+
+- the rules (``ultra_sparse.rules``) give each group a family, hence a CHANNEL ratio; all ratios are scaled by one
+  factor, found by bisection so that the removed fraction of prunable parameters (``sparsity=``) or of GFLOPs
+  (``flops=``, Ultralytics' ``get_flops`` at the model's imgsz) reaches the target within one channel group;
+- protected families (the head, DFL) lose no output channel: a group that would remove one is left whole (their
+  first layers only lose the inputs the layers before them no longer produce; a depthwise layer among them, such
+  as the first of Detect's class branch, loses the filters of those inputs, its channels being its inputs);
+- Ultralytics blocks that split ``cv1``'s output in two halves (C2f/C3k2/C2fCIB/DSC3k2/TokenC3, C2, ELAN, C2PSA,
+  PSA) are pruned inside: they are traced as twins (:mod:`ultra_sparse.prune.channel_trace`), the two halves lose
+  the SAME number of channels (each its own least important ones) and ``c`` is updated, so the stock ``forward``
+  (chunk) and ``forward_split`` both work; ADown's two input halves lose the same channels;
+- blocks whose channel layout lives in attributes (attention heads: ``num_heads``, ``key_dim``, ``head_dim``; LSConv's
+  kernel-sharing groups) and blocks this module does not know are left whole: their inputs and outputs keep every
+  channel, and the plan says which and why.
+
+The importance of every channel is computed once on the unpruned model and sorted once; trying a scale factor only
+counts channels (params and FLOPs per layer from its shape), so the search costs milliseconds. Only the chosen plan
+is applied.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import SparsityConfig
+from ..rules import Assignment
+from .channel_trace import TWIN_CLASSES, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy
+
+__all__ = ["MAX_CHANNEL_RATIO", "ChannelPlan", "apply_plan", "plan_channels"]
+
+MAX_CHANNEL_RATIO = 0.9  # no group loses more than this fraction of its channels, whatever the scale factor
+
+
+@dataclass
+class _Group:
+    """One set of coupled channels: its family, ratio, slot order and where each slot lands in every layer."""
+
+    family: str
+    ratio: float
+    slots: int  # channels per part (all channels when the group is not split in parts)
+    parts: int  # equal parts that must lose the same channels (2 for an ADown input, else 1)
+    scores: torch.Tensor  # one importance per slot, averaged over parts
+    targets: dict[tuple[str, str], list[list[int]]]  # (module name, "out"|"in") -> per slot, its indices there
+    half: str | None = None  # "<twin block>:0" or ":1" where the group holds one half of a split block's cv1
+    order: np.ndarray = field(init=False)  # slots from least to most important
+    cumulative: dict[tuple[str, str], np.ndarray] = field(init=False)  # key -> indices removed after n slots
+
+    def __post_init__(self):
+        """Sort the slots once and count, per layer, the indices the first n of them remove."""
+        self.order = torch.argsort(self.scores, stable=True).numpy()
+        self.cumulative = {
+            key: np.concatenate(([0], np.cumsum([len(per_slot[s]) for s in self.order])))
+            for key, per_slot in self.targets.items()
+        }
+
+
+@dataclass
+class ChannelPlan:
+    """Which channels each layer loses, and what it costs and saves.
+
+    Attributes:
+        remove (dict[tuple[str, str], list[int]]): ``(module name, "out" | "in")`` -> channel indices to remove, in the
+            unpruned model's numbering.
+        scale (float): Factor every family's channel ratio was multiplied by.
+        family_ratios (dict[str, float]): Channel ratio each family was asked for (after scaling).
+        whole (list[dict]): Blocks left whole: ``name``, ``class``, ``reason`` (``<block>.cv1`` for a split block
+            whose halves keep every channel while the rest of it is pruned).
+        split_blocks (list[str]): Blocks that split their channels and are pruned inside (halves kept equal).
+        estimate (dict[str, float]): Prunable params removed (``sparsity``) and GFLOPs removed (``flops``), counted
+            from the channel counts; the measured values are in the report.
+        bracket (dict[str, Any]): With a target: the removed fractions of the nearest plans ``below`` and ``above`` it
+            and ``groups``, how many channel groups (a split block's two halves count as one) differ between them.
+    """
+
+    remove: dict[tuple[str, str], list[int]]
+    scale: float
+    family_ratios: dict[str, float]
+    whole: list[dict[str, str]]
+    split_blocks: list[str]
+    estimate: dict[str, float] = field(default_factory=dict)
+    bracket: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_channels(
+    net: nn.Module, assignment: Assignment, config: SparsityConfig, imgsz: int, batches: Iterable[dict] | None = None
+) -> ChannelPlan:
+    """Plan which channels of ``net`` to remove so that the target of ``config`` is reached; ``net`` is unchanged.
+
+    Args:
+        net (nn.Module): An Ultralytics network (not a ``YOLO`` object).
+        assignment (Assignment): Families of its weights (``ultra_sparse.rules.assign_families``).
+        config (SparsityConfig): ``method="channel"`` settings: ``sparsity`` or ``flops`` (or neither: the family
+            ratios as written), ``importance``, ``scope``, ``round_to``.
+        imgsz (int): Image size GFLOPs are counted at.
+        batches (Iterable[dict], optional): Calibration batches, required by ``importance=taylor``.
+
+    Returns:
+        (ChannelPlan): The plan; apply it with :func:`apply_plan`.
+
+    Raises:
+        ValueError: If the target is out of reach, or ``importance`` has no channel-level form.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> from ultra_sparse.rules import assign_families, load_rules
+        >>> net = YOLO("yolov8n.yaml").model
+        >>> plan = plan_channels(net, assign_families(net, load_rules()), SparsityConfig(method="channel"), 64)
+        >>> plan.scale
+        1.0
+    """
+    with _one_thread():  # a few passes on stride-sized inputs: starting threads costs more than the work
+        return _plan(net, assignment, config, imgsz, batches)
+
+
+def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
+    """:func:`plan_channels` itself."""
+    import torch_pruning as tp
+
+    importance = _importance(config.importance)
+    if config.importance == "taylor" and batches is None:
+        raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
+    protected = {w.name.removesuffix(".weight") for w in assignment.weights if w.protected and not _depthwise(w.module)}
+    family = {w.name.removesuffix(".weight"): w.family for w in assignment.weights if not w.protected}
+    ratios = assignment.ruleset.ratios
+    whole, twins, input_split = classify_blocks(net, {id(w.module) for w in assignment.weights if w.protected})
+    stride = max(int(net.stride.max()), 32) if hasattr(net, "stride") else 32
+    traced = tracing_copy(net, list(whole), twins, input_split, stride)
+    modules = dict(traced.net.named_modules())
+    with _traceable(traced.net):
+        with _KeepGraph():
+            graph = tp.DependencyGraph().build_dependency(
+                traced.net,
+                torch.zeros(1, 3, 2 * stride, 2 * stride),
+                customized_pruners={Sink: BlockPruner(traced.nodes)},
+                verbose=False,
+            )
+        if config.importance == "taylor":
+            _accumulate_gradients(traced.net, batches)
+        ignored = [modules[n] for n in protected if n in modules]
+        groups = []
+        for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear, Sink)):
+            planned = _plan_group(group, graph, importance, family, ratios, protected, traced)
+            if planned is not None:
+                groups.append(planned)
+    del traced, graph
+    groups = _paired(groups)
+    counter = _Counter(groups, config.scope, config.round_to)
+    costs = _Costs(net, imgsz, [w.name.removesuffix(".weight") for w in assignment.prunable])
+    target_key = "flops" if config.flops is not None else "sparsity"
+    target = config.flops if config.flops is not None else config.sparsity
+
+    def saved(counts: np.ndarray) -> float:
+        return costs.saved(counter.removed(counts))[target_key]
+
+    bracket: dict[str, Any] = {}
+    if target is None:
+        scale, counts = 1.0, counter.counts(1.0)
+    else:
+        scale, counts, bracket = _search(counter, saved, target)
+    family_ratios = {f: min(r * scale, MAX_CHANNEL_RATIO) for f, r in ratios.items()}
+    blocks = dict(net.named_modules())
+    whole_list = [{"name": n, "class": type(blocks[n]).__name__, "reason": why} for n, why in whole.items()]
+    halved = {g.half.rsplit(":", 1)[0] for g in groups if g.half}
+    whole_list += [
+        {"name": f"{n}.cv1", "class": type(blocks[n]).__name__, "reason": "its two halves keep every channel: the stock "
+         "forward cuts equal halves and one half feeds a block kept whole or a family that is not pruned"}
+        for n in twins if n not in halved
+    ]
+    return ChannelPlan(
+        counter.removal(counts), scale, family_ratios, whole_list, sorted([*twins, *input_split]),
+        costs.saved(counter.removed(counts)), bracket,
+    )
+
+
+def apply_plan(net: nn.Module, plan: ChannelPlan) -> nn.Module:
+    """Remove the planned channels from ``net`` in place and update the blocks' channel attributes.
+
+    Parameters keep their ``requires_grad`` flags. Returns ``net``.
+    """
+    from torch_pruning.pruner import function
+
+    modules = dict(net.named_modules())
+    flags = {n: p.requires_grad for n, p in net.named_parameters()}
+    for (name, kind), idxs in plan.remove.items():
+        module = modules[name]
+        pruner = _pruner_of(module, function)
+        getattr(pruner, f"prune_{kind}_channels")(module, sorted(idxs))
+    for name, param in net.named_parameters():
+        param.requires_grad_(flags.get(name, param.requires_grad))
+        param.grad = None
+    _update_attributes(net)
+    return net
+
+
+def _depthwise(module: nn.Module) -> bool:
+    """True for a depthwise convolution: its filters follow the channels it receives (a protected one too)."""
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels == module.out_channels
+
+
+def _pruner_of(module: nn.Module, function: Any) -> Any:
+    """Torch-Pruning's pruning function for one layer type."""
+    if isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.out_channels:
+        return function.DepthwiseConvPruner()
+    if isinstance(module, nn.Conv2d):
+        return function.ConvPruner()
+    if isinstance(module, nn.Linear):
+        return function.LinearPruner()
+    if isinstance(module, nn.BatchNorm2d):
+        return function.BatchnormPruner()
+    raise ValueError(f"no channel pruning function for {type(module).__name__}")
+
+
+def _update_attributes(net: nn.Module) -> None:
+    """Keep the stock blocks' channel attributes true to their layers after pruning (``c`` of split blocks)."""
+    for m in net.modules():
+        names = class_names(type(m))
+        if "RepConv" in names:
+            m.c1, m.c2 = m.conv1.conv.in_channels, m.conv1.conv.out_channels
+        if names & set(TWIN_CLASSES) and hasattr(m, "cv1") and hasattr(m, "c"):
+            m.c = m.cv1.conv.out_channels // 2
+
+
+def _plan_group(group, graph, importance, family, ratios, protected, traced: Traced) -> _Group | None:
+    """Turn one Torch-Pruning group into a :class:`_Group` in the real model's names, or None where it must stay whole."""
+    from torch_pruning import ops
+
+    names = graph._module2name
+    targets: dict[tuple[str, str], dict[int, set[int]]] = {}
+    families, halves, parts = set(), set(), 1
+    for item in group:
+        dep, idxs, root_idxs = item.dep, item.idxs, item.root_idxs
+        module = dep.target.module
+        if dep.target.type == ops.OPTYPE.PARAMETER:
+            return None  # a bare parameter
+        if dep.target.type == ops.OPTYPE.CUSTOMIZED:
+            node = traced.nodes.get(module)
+            if node is None or node.name is None:
+                return None  # touches a block kept whole
+            kind = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
+            parts = max(parts, node.parts(kind))
+            for layer, layer_kind, idx, root in node.layers(kind, idxs, item.root_idxs):
+                if layer_kind == "out" and layer in protected:
+                    return None
+                if layer_kind == "out" and layer in family:
+                    families.add(family[layer])
+                targets.setdefault((layer, layer_kind), {}).setdefault(int(root), set()).add(idx)
+            continue
+        if module not in names:
+            continue  # concat/split/elementwise bookkeeping nodes of the graph
+        kind = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
+        if isinstance(module, nn.Conv2d) and module.groups > 1:
+            if module.groups != module.out_channels:
+                return None  # grouped (not depthwise) convolution: channel groups must stay equal
+            kind = "out"  # depthwise: inputs and outputs are the same channels
+        elif not isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+            return None
+        name, offset, half = traced.aliases.get(names[module], (names[module], 0, None))
+        if kind == "out" and name in protected:
+            return None
+        if kind == "out" and name in family:
+            families.add(family[name])
+        if kind == "out" and half:
+            halves.add(half)
+        per_root = targets.setdefault((name, kind), {})
+        for idx, root in zip(idxs, root_idxs):
+            per_root.setdefault(int(root), set()).add(int(idx) + (offset if kind == "out" else 0))
+    if not families:
+        return None
+    ratio = min(ratios.get(f, 0.0) for f in families)
+    root = group[0].dep.target.module
+    node = traced.nodes.get(root)
+    channels = node.out_channels if node is not None else graph.get_out_channels(root)
+    if ratio <= 0 or not channels or channels % parts:
+        return None
+    imp = importance(group)
+    if imp is None or len(imp) != channels:
+        return None
+    slots = channels // parts
+    scores = imp.detach().float().cpu().view(parts, slots).mean(0)
+    full = {key: [sorted(set().union(*(per_root.get(s + p * slots, set()) for p in range(parts)))) for s in range(slots)]
+            for key, per_root in targets.items()}
+    return _Group(min(families, key=lambda f: ratios.get(f, 0.0)), ratio, slots, parts, scores, full,
+                  halves.pop() if len(halves) == 1 else None)
+
+
+def _paired(groups: list[_Group]) -> list[_Group]:
+    """Drop a split block's half whose other half stays whole: the stock forward cuts ``cv1``'s output in equal halves.
+
+    Also refuses halves of unequal widths (never seen: ``cv1`` makes 2c channels).
+    """
+    by_half = {g.half: g for g in groups if g.half}
+    kept = []
+    for g in groups:
+        if g.half:
+            block, side = g.half.rsplit(":", 1)
+            other = by_half.get(f"{block}:{1 - int(side)}")
+            if other is None or other.slots != g.slots:
+                continue
+        kept.append(g)
+    return kept
+
+
+class _Counter:
+    """How many slots each group loses at a scale factor, and what that removes from every layer (no tracing)."""
+
+    def __init__(self, groups: list[_Group], scope: str, round_to: int):
+        """Pool the slot scores of each family once (``scope=global``) and pair the halves of split blocks."""
+        self.groups, self.scope, self.round_to = groups, scope, round_to
+        self.slots = np.array([g.slots for g in groups], dtype=np.int64)
+        # a half of a split block narrower than 16 is rounded as half of cv1 (its width 2c is what must stay a multiple)
+        self.parts = np.array([2 if g.half and g.slots < 16 else g.parts for g in groups], dtype=np.int64)
+        self.ratios = np.array([g.ratio for g in groups], dtype=np.float64)
+        self.cap = np.floor(MAX_CHANNEL_RATIO * self.slots).astype(np.int64)
+        index = {g.half: i for i, g in enumerate(groups) if g.half}
+        self.pairs = [(i, index[g.half[:-1] + "1"]) for i, g in enumerate(groups) if g.half and g.half.endswith(":0")]
+        self.families: list[tuple[float, np.ndarray]] = []
+        if scope == "global":
+            by_family: dict[str, list[int]] = {}
+            for i, g in enumerate(groups):
+                by_family.setdefault(g.family, []).append(i)
+            for members in by_family.values():
+                pooled = sorted((float(s), i) for i in members for s in groups[i].scores)
+                self.families.append((groups[members[0]].ratio, np.array([i for _, i in pooled], dtype=np.int64)))
+
+    def counts(self, scale: float) -> np.ndarray:
+        """Slots removed from each group at ``scale`` (halves equal, widths rounded)."""
+        raw = np.zeros(len(self.groups), dtype=np.int64)
+        if self.scope == "global":
+            for ratio, pooled in self.families:
+                k = math.floor(min(ratio * scale, MAX_CHANNEL_RATIO) * len(pooled) + 1e-9)
+                raw += np.bincount(pooled[:k], minlength=len(self.groups))
+        else:
+            raw = np.floor(np.minimum(self.ratios * scale, MAX_CHANNEL_RATIO) * self.slots + 1e-9).astype(np.int64)
+        raw = np.minimum(raw, self.cap)
+        for a, b in self.pairs:
+            raw[a] = raw[b] = min(raw[a], raw[b])
+        keep = np.array([_rounded_keep(int(s - n), int(s), int(p), self.round_to)
+                         for s, n, p in zip(self.slots, raw, self.parts)], dtype=np.int64)
+        return self.slots - keep
+
+    def removed(self, counts: np.ndarray) -> dict[tuple[str, str], int]:
+        """Number of channels each layer loses (``(name, "out" | "in")`` -> count) for slot counts ``counts``."""
+        total: dict[tuple[str, str], int] = {}
+        for g, n in zip(self.groups, counts):
+            if n:
+                for key, cumulative in g.cumulative.items():
+                    total[key] = total.get(key, 0) + int(cumulative[n])
+        return total
+
+    def removal(self, counts: np.ndarray) -> dict[tuple[str, str], list[int]]:
+        """The channel indices each layer loses for slot counts ``counts`` (each group's least important slots)."""
+        remove: dict[tuple[str, str], set[int]] = {}
+        for g, n in zip(self.groups, counts):
+            for key, per_slot in g.targets.items():
+                for s in g.order[:n]:
+                    remove.setdefault(key, set()).update(per_slot[s])
+        return {key: sorted(idxs) for key, idxs in remove.items() if idxs}
+
+    def differing(self, a: np.ndarray, b: np.ndarray) -> int:
+        """Groups whose counts differ between two plans, a split block's two halves counted once."""
+        diff = set(np.flatnonzero(a != b).tolist())
+        return len(diff) - sum(1 for i, j in self.pairs if i in diff and j in diff)
+
+
+def _rounded_keep(keep: int, slots: int, parts: int, round_to: int) -> int:
+    """Channels a group keeps per part, rounded so that the layer's width stays a multiple of ``round_to``.
+
+    Layers narrower than 16 channels are not rounded; at least one channel (or one rounding step) is kept.
+
+    Examples:
+        >>> _rounded_keep(21, 32, 1, 8)
+        24
+        >>> _rounded_keep(13, 16, 2, 8)
+        12
+        >>> _rounded_keep(5, 6, 1, 8)
+        5
+    """
+    if slots * parts < 16 or round_to <= 1:
+        return max(keep, 1)
+    step = round_to // math.gcd(round_to, parts)
+    rounded = max(step, int(math.floor(keep / step + 0.5)) * step)
+    return min(rounded, slots)
+
+
+def _search(counter: _Counter, saved, target: float) -> tuple[float, np.ndarray, dict[str, Any]]:
+    """Find the scale factor whose plan removes ``target`` within one channel group: bisection on counted costs."""
+    groups = counter.groups
+    top = MAX_CHANNEL_RATIO / max(min(g.ratio for g in groups), 1e-9) if groups else 1.0
+    low, high = 0.0, top
+    below, above = counter.counts(low), counter.counts(high)
+    if saved(above) < target:
+        raise ValueError(
+            f"the target {target:.2%} is out of reach: at most {saved(above):.2%} can be removed with these rules "
+            f"(no group loses more than {MAX_CHANNEL_RATIO:.0%} of its channels; protected and whole blocks lose none)"
+        )
+    for _ in range(60):
+        mid = (low + high) / 2
+        counts = counter.counts(mid)
+        if saved(counts) < target:
+            low, below = mid, counts
+        else:
+            high, above = mid, counts
+        if counter.differing(below, above) <= 1 or high - low < 1e-9:
+            break
+    got_below, got_above = saved(below), saved(above)
+    bracket = {"below": got_below, "above": got_above, "groups": counter.differing(below, above)}
+    return ((low, below) if target - got_below < got_above - target else (high, above)) + (bracket,)
+
+
+class _Costs:
+    """Parameters and GFLOPs of a network after a removal, counted from channel counts as thop counts them."""
+
+    def __init__(self, net: nn.Module, imgsz: int, prunable: Iterable[str]):
+        """Record every conv/linear/BatchNorm's shape and output size at ``imgsz``; measure dense GFLOPs.
+
+        ``prunable`` names the layers whose weights count as prunable (the ``sparsity=`` denominator).
+        """
+        from ultralytics.utils.torch_utils import get_flops
+
+        self.layers: dict[str, dict[str, Any]] = {}
+        modules = {m: n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))}
+        sizes = {}
+        hooks = [m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, o[0, 0].numel())) for m in modules]
+        stride = max(int(net.stride.max()), 32) if hasattr(net, "stride") else 32
+        side = max(stride, math.ceil(imgsz / stride) * stride)
+        try:
+            with torch.no_grad():
+                net(torch.zeros(1, 3, side, side, dtype=next(net.parameters()).dtype))
+        finally:
+            for h in hooks:
+                h.remove()
+        for m, name in modules.items():
+            if m not in sizes:
+                continue
+            if isinstance(m, nn.Conv2d):
+                entry = {"out": m.out_channels, "in": m.in_channels, "k": m.weight[0, 0].numel(), "groups": m.groups,
+                         "bias": m.bias is not None, "type": "conv"}
+            elif isinstance(m, nn.Linear):
+                entry = {"out": m.out_features, "in": m.in_features, "k": 1, "groups": 1, "bias": m.bias is not None,
+                         "type": "linear"}
+            else:
+                entry = {"out": m.num_features, "in": m.num_features, "k": 1, "groups": 1, "bias": m.affine,
+                         "type": "bn"}
+            self.layers[name] = {**entry, "hw": sizes[m]}
+        self.prunable_weights = set(prunable) & set(self.layers)
+        self.dense_gflops = get_flops(net, imgsz)
+        self._dense = self._count({})
+
+    def _count(self, removed: dict[tuple[str, str], int]) -> dict[str, float]:
+        """Params of prunable weights, all conv/linear/bn params and ops, after ``removed`` (channel counts)."""
+        prunable = params = ops = 0
+        for name, layer in self.layers.items():
+            out = layer["out"] - removed.get((name, "out"), 0)
+            cin = layer["in"] - removed.get((name, "in"), 0)
+            groups = layer["groups"]
+            if layer["type"] == "conv" and groups == layer["out"] and groups > 1:
+                cin, groups = out, out  # depthwise
+            if layer["type"] == "bn":
+                params += 2 * out if layer["bias"] else 0
+                ops += (4 if layer["bias"] else 2) * out * layer["hw"]  # thop: normalise 2 ops, affine 2 more
+                continue
+            weight = out * (cin // groups) * layer["k"]
+            params += weight + (out if layer["bias"] else 0)
+            ops += out * layer["hw"] * (cin // groups) * layer["k"]
+            if name in self.prunable_weights:
+                prunable += weight
+        return {"prunable": prunable, "params": params, "ops": ops}
+
+    def saved(self, removed: dict[tuple[str, str], int]) -> dict[str, float]:
+        """Fractions removed: ``sparsity`` (of prunable weights) and ``flops`` (of dense GFLOPs)."""
+        now = self._count(removed)
+        dense_ops = self.dense_gflops * 1e9 / 2 if self.dense_gflops else self._dense["ops"]
+        return {
+            "sparsity": 1 - now["prunable"] / max(1, self._dense["prunable"]),
+            "flops": (self._dense["ops"] - now["ops"]) / max(1.0, dense_ops),
+        }
+
+
+def _importance(name: str):
+    """Torch-Pruning's channel-group importance for an ``importance=`` name."""
+    import torch_pruning as tp
+
+    if name == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if name == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if name == "lamp":
+        return tp.importance.LAMPImportance(p=2)
+    if name == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    raise ValueError(f"importance={name!r} has no channel-level form; use l1, l2, lamp or taylor")
+
+
+def _accumulate_gradients(net: nn.Module, batches: Iterable[dict]) -> None:
+    """Sum the loss gradients of calibration batches into ``.grad`` (BatchNorm statistics are restored)."""
+    buffers = copy.deepcopy({n: b for n, b in net.named_buffers()})
+    seen = 0
+    try:
+        net.train()
+        for batch in batches:
+            net.loss(batch)[0].sum().backward()
+            seen += 1
+    finally:
+        net.eval()
+        with torch.no_grad():
+            for n, b in net.named_buffers():
+                b.copy_(buffers[n])
+    if not seen:
+        raise ValueError("importance=taylor needs at least one calibration batch, got none")
+
+
+class _KeepGraph(torch.overrides.TorchFunctionMode):
+    """Context: ``Tensor.detach`` returns its input, so that the graph keeps branches a head detaches.
+
+    YOLOv10's one-to-one head (ultralytics 8.3) reads ``x.detach()``; traced as it is, its input channels would be
+    missing from the groups of the layers that feed it.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        """Pass every call through, except ``detach``."""
+        if func is torch.Tensor.detach:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+class _one_thread:
+    """Context: torch runs on one CPU thread (restored after)."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+        return False
+
+
+class _traceable:
+    """Context: eval mode with gradients on every parameter (Ultralytics checkpoints load with them off)."""
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+
+    def __enter__(self):
+        self.flags = {p: p.requires_grad for p in self.net.parameters()}
+        self.training = self.net.training
+        self.grad_mode = torch.is_grad_enabled()
+        torch.set_grad_enabled(True)
+        self.net.eval()
+        for p in self.flags:
+            p.requires_grad_(True)
+        return self.net
+
+    def __exit__(self, *exc):
+        for p, flag in self.flags.items():
+            p.requires_grad_(flag)
+        self.net.train(self.training)
+        torch.set_grad_enabled(self.grad_mode)
+        return False
