@@ -157,7 +157,12 @@ def test_plain_ultralytics_resumes_a_sparse_run(gradual, tmp_path):
     _, run = gradual
     last = _resumable_copy(run, tmp_path / "plain")
     YOLO(str(last)).train(resume=True)
-    assert (tmp_path / "plain" / "weights" / "best.pt").is_file()
+    epochs = _csv_column(tmp_path / "plain", "epoch")
+    assert epochs == [2.0]  # went on from epoch0.pt to the run's last epoch, no restart
+    resumed = _load(tmp_path / "plain" / "weights" / "last.pt")
+    assert resumed["epoch"] == -1  # the run finished (Ultralytics marks a stripped final checkpoint so)
+    shapes = {n: p.shape for n, p in _load(run / "weights" / "last.pt")["model"].named_parameters()}
+    assert {n: p.shape for n, p in resumed["model"].named_parameters()} == shapes
 
 
 def test_finetune_with_mask_from_sparse_checkpoint_via_cli(gradual, synthetic_data, tmp_path):
