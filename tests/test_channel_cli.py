@@ -60,10 +60,10 @@ def test_sparsify_channel_writes_pruned_checkpoint_and_report(pruned_run, traine
     folder, model, run = pruned_run
     weights = run / "weights" / "best-pruned.pt"
     assert weights.is_file() and model.read_bytes() == trained_checkpoint.read_bytes()
-    section = json.loads((run / "report.json").read_text())["channel"]
+    section = json.loads((run / "best-pruned-report.json").read_text())["channel"]
     assert section["gflops"]["after"] <= 0.52 * section["gflops"]["before"]
     assert section["params"]["after"] < section["params"]["before"]
-    assert "Channel pruning (flops=0.5" in (run / "report.md").read_text()
+    assert "Channel pruning (flops=0.5" in (run / "best-pruned-report.md").read_text()
     ckpt = torch.load(weights, map_location="cpu", weights_only=False)
     assert ckpt["ultra_sparse"]["channel"]["params"]["after"] == sum(p.numel() for p in ckpt["model"].parameters())
     assert json.loads(json.dumps(ckpt["ultra_sparse"])) == ckpt["ultra_sparse"]  # metadata is plain data
