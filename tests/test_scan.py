@@ -450,7 +450,7 @@ def scan_run(tmp_path_factory, trained_checkpoint, synthetic_data):
     model = folder / "best.pt"
     shutil.copy(trained_checkpoint, model)
     out = subprocess.run(
-        [*CLI, "scan", f"model={model}", f"data={synthetic_data}", "sparsity=0.5", "imgsz=64", "batch=8", "groups=3",
+        [*CLI, "scan", f"model={model}", f"data={synthetic_data}", "sparsity=0.5", "imgsz=64", "batch=8", "groups=3", "budget=14",
          f"project={folder / 'runs'}"],
         cwd=folder, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
     )
@@ -464,11 +464,15 @@ def test_scan_writes_rules_curves_and_plot(scan_run, trained_checkpoint):
     assert sorted(p.name for p in run.iterdir()) == ["rules.yaml", "sensitivity.csv", "sensitivity.json", "sensitivity.png"]
     result = json.loads((run / "sensitivity.json").read_text())
     points = sum(len(g["points"]) for g in result["groups"])
-    assert result["validations"] == 3 + points and result["context"] == "target"
+    assert result["context"] == "target" and result["validations"] <= result["budget"] == 14
     assert {"dense", "base", "groups", "rules", "predicted", "measured", "wall_s"} <= set(result)
     rows = list(csv.DictReader((run / "sensitivity.csv").open()))
-    assert [r["group"] for r in rows[:2]] == ["dense", "base"] and len(rows) == 2 + points
-    assert {r["group"] for r in rows[2:]} == {g["name"] for g in result["groups"]}
+    refined = len(result["refinement"])
+    assert [r["group"] for r in rows[:2]] == ["dense", "base"] and len(rows) == result["validations"] == 3 + points + refined
+    assert {r["group"] for r in rows[2:2 + points]} == {g["name"] for g in result["groups"]}
+    assert rows[2 + points]["group"] == "choice" and all(r["group"].startswith("refine: ") for r in rows[3 + points:])
+    written = result["written"]["mAP50"]
+    assert written >= result["base"]["mAP50"] and written in {float(r["mAP50"]) for r in rows[1:2] + rows[2 + points:]}
     assert (run / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ratios = load_rules(run / "rules.yaml").ratios
     assert all(ratios[g["name"]] == g["written_ratio"] for g in result["groups"])

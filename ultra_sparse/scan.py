@@ -745,6 +745,11 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
         for point in group["points"]:
             writer.writerow([group["name"], group["family"], layers, group["params"], point["ratio"],
                              "base" if base else "dense", point["mAP50"], point["mAP50-95"]])
+    writer.writerow(["choice", "", "", total, result["sparsity"], "all", result["measured"]["mAP50"],
+                     result["measured"]["mAP50-95"]])
+    for step in result["refinement"]:
+        name = f"refine: {step['donor']} x{step['fraction']:g}{' (kept)' if step['accepted'] else ''}"
+        writer.writerow([name, "", "", total, result["sparsity"], "all", step["mAP50"], step["mAP50-95"]])
     paths = {name: folder / file for name, file in
              (("rules", "rules.yaml"), ("csv", "sensitivity.csv"), ("json", "sensitivity.json"), ("plot", "sensitivity.png"))}
     atomic_write_bytes(paths["rules"], (header + yaml.safe_dump(content, sort_keys=False, width=120, default_flow_style=None)).encode())
