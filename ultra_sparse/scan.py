@@ -372,6 +372,13 @@ def refine(
     Returns:
         (tuple): The best ratios, their metrics, and one record per measured candidate (``donor``, ``fraction``,
         ``moved`` weights, ``ratios``, the metrics, ``accepted``).
+    Examples:
+        >>> measure = lambda ratios: {"mAP50": 0.8 - 0.2 * ratios["a"]}  # only group a costs
+        >>> start = {"a": 0.5, "b": 0.5}
+        >>> best, metrics, trail = refine(measure, start, measure(start), {"a": 2e-3, "b": 0.0}, {"a": 100, "b": 100},
+        ...                               {"a": 0.1, "b": 0.1}, {"a": 0.9, "b": 0.9}, budget=3)
+        >>> best, len(trail)
+        ({'a': 0.1, 'b': 0.9}, 1)
     """
     best, best_metrics, trail = dict(start), dict(start_metrics), []
     donors = sorted((g for g in start if scores[g] > 0), key=lambda g: -scores[g])
