@@ -468,7 +468,8 @@ def test_scan_writes_rules_curves_and_plot(scan_run, trained_checkpoint):
     assert {"dense", "base", "groups", "rules", "predicted", "measured", "wall_s"} <= set(result)
     rows = list(csv.DictReader((run / "sensitivity.csv").open()))
     refined = len(result["refinement"])
-    assert [r["group"] for r in rows[:2]] == ["dense", "base"] and len(rows) == result["validations"] == 3 + points + refined
+    assert [r["group"] for r in rows[:2]] == ["dense", "base"]
+    assert len(rows) == result["validations"] == 3 + points + refined
     assert {r["group"] for r in rows[2:2 + points]} == {g["name"] for g in result["groups"]}
     assert rows[2 + points]["group"] == "choice" and all(r["group"].startswith("refine: ") for r in rows[3 + points:])
     written = result["written"]["mAP50"]

@@ -149,12 +149,13 @@ def run(args: dict[str, Any]) -> None:
     }
     paths = write_scan(result, claim_run_dir(project, name, "scan"))
     base_line = f"base allocation {result['base']['mAP50']:.4f}; " if result["base"] else ""
-    kept = sum(t["accepted"] for t in result["refinement"])
+    kept, tried = sum(t["accepted"] for t in result["refinement"]), len(result["refinement"])
     LOGGER.info(
         f"\nultra-sparse scan: {result['validations']} validations in {wall / 60:.1f} min "
         f"({result['seconds_per_validation']:.1f} s each); dense mAP50 {result['dense']['mAP50']:.4f}; {base_line}"
         f"chosen ratios at {config.sparsity:.0%}: predicted {result['predicted']['mAP50']:.4f}, "
-        f"measured {result['measured']['mAP50']:.4f}; refined from the {result['refined_from']}: {kept} of {len(result['refinement'])} moves kept\n"
+        f"measured {result['measured']['mAP50']:.4f}; refined from the {result['refined_from']}: {kept} of {tried} "
+        "moves kept\n"
         f"  written ({result['written_from']}): mAP50 {result['written']['mAP50']:.4f}, "
         f"mAP50-95 {result['written']['mAP50-95']:.4f}\n"
         + "\n".join(f"  {g['name']:>16s} {g['params']:>10,d} weights -> {g['written_ratio']:.2%}" for g in result["groups"])
