@@ -172,7 +172,7 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     Each group is one line through its measured points: from the dense model (ratio 0) when the others were dense,
     or through its base ratio when the others were kept at the base allocation. A star marks the ratio chosen for
     it, at the mAP50 its curve predicts there. Dashed: the dense mAP50; dash-dotted: the base allocation's; dotted:
-    the mAP50 measured with all chosen ratios applied at once; solid green: the mAP50 measured for the ratios
+    the mAP50 measured with all chosen ratios applied at once; solid black: the mAP50 measured for the ratios
     written (the best measured allocation; the legend gives each group's written ratio).
 
     Args:
@@ -215,7 +215,7 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     ax.axhline(values[2], color="tab:red", linestyle=":", linewidth=1.5,
                label=f"chosen ratios at {result['sparsity']:.0%}: {values[2]:.3f} "
                      f"(predicted {result['predicted']['mAP50']:.3f})")
-    ax.axhline(written, color="tab:green", linestyle="-", linewidth=1.5,
+    ax.axhline(written, color="black", linestyle="-", linewidth=2.0,
                label=f"written rules ({result.get('written_from', 'choice')}, measured): {written:.3f}")
     context = "the others at the base allocation" if base else "every other group dense"
     ax.set_xlabel(f"weights of the group pruned (%), {context}")
@@ -223,7 +223,8 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_xlim(0, 100)
     ax.set_ylim(max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.05))
     ax.grid(alpha=0.3)
-    ax.set_title("Sensitivity scan: one group moved at a time (stars: chosen ratio; legend: share of weights, ratio written)")
+    ax.set_title("Sensitivity scan: one group moved at a time\n(stars: the choice from these curves; legend: share of "
+                 "weights, ratio written)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
