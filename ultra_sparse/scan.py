@@ -687,8 +687,8 @@ def scan(
     floors = {g: max(MIN_RATIO, min(r for r, _ in points[g])) for g in points}
     caps = {g: max(r for r, _ in points[g]) for g in points}
 
-    def measure(ratios: Mapping[str, float]) -> dict[str, float]:
-        return validate("refining", ratios, sparsity)
+    def measure(ratios: Mapping[str, float]) -> dict[str, float]:  # the ratios as the rules file will hold them
+        return validate("refining", {g: round(r, 6) for g, r in ratios.items()}, sparsity)
 
     best, written_metrics, trail = refine(measure, start, start_metrics, scores, sizes, floors, caps,
                                           budget - count, margin)
