@@ -22,6 +22,7 @@ from ultra_sparse.rules import assign_families, load_rules
 from ultra_sparse.scan import (
     MIN_RATIO,
     RestoreWeights,
+    check_budget,
     choose_ratios,
     base_ratios,
     context_ladder,
@@ -30,7 +31,10 @@ from ultra_sparse.scan import (
     loss_curve,
     plan_groups,
     predicted_loss,
+    protect_move,
+    refine,
     scan,
+    sensitivity_scores,
 )
 
 CLI = [sys.executable, "-c", "from ultra_sparse.cli import entrypoint; entrypoint()"]
@@ -144,6 +148,101 @@ def test_default_ladders_bracket_the_target_or_the_base():
     assert context_ladder(0.5) == (0.25, 0.725)
     assert context_ladder(0.99) == (0.495,)  # nothing above the base to test
     assert context_ladder(0.0) == (0.475,)
+
+
+def test_sensitivity_scores_rank_by_loss_per_weight():
+    points = {
+        "steep": [(0.2, 0.80), (0.5, 0.74), (0.8, 0.68)],  # loses 0.2 per unit of ratio over 100 weights
+        "large": [(0.2, 0.80), (0.5, 0.74), (0.8, 0.68)],  # the same curve over 1000 weights: 10x cheaper per zero
+        "gain": [(0.3, 0.70), (0.6, 0.72)],
+        "single": [(0.5, 0.9)],
+    }
+    scores = sensitivity_scores(points, {"steep": 100, "large": 1000, "gain": 50, "single": 10})
+    assert scores["steep"] == pytest.approx(0.2 / 100) and scores["large"] == pytest.approx(0.2 / 1000)
+    assert scores["gain"] < 0 and scores["single"] == 0.0
+    noisy = sensitivity_scores({"g": [(0.2, 0.8), (0.5, 0.6), (0.8, 0.7)]}, {"g": 1})  # least squares, not ends
+    assert noisy["g"] == pytest.approx(1 / 6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_protect_move_keeps_the_zeros_and_fills_receivers_in_order(seed):
+    rng = np.random.default_rng(seed)
+    names = [f"g{i}" for i in range(6)]
+    sizes = {g: int(rng.integers(10, 10_000)) for g in names}
+    ratios = {g: float(rng.uniform(0.1, 0.9)) for g in names}
+    caps = {g: min(0.99, ratios[g] + float(rng.uniform(0, 0.3))) for g in names}
+    donor, receivers = names[0], names[3:0:-1]
+    low = float(rng.uniform(0, ratios[donor]))
+    moved = protect_move(ratios, sizes, donor, low, receivers, caps)
+    assert sum(moved[g] * sizes[g] for g in names) == pytest.approx(sum(ratios[g] * sizes[g] for g in names), abs=1e-6)
+    assert low - 1e-12 <= moved[donor] <= ratios[donor]
+    assert all(ratios[g] - 1e-12 <= moved[g] <= max(caps[g], ratios[g]) + 1e-12 for g in receivers)
+    assert all(moved[g] == pytest.approx(ratios[g]) for g in names[4:])  # not a receiver: untouched
+    full = [moved[g] >= caps[g] - 1e-9 for g in receivers]
+    assert full == sorted(full, reverse=True)  # a receiver takes zeros only when those before it are full
+    if moved[donor] > low + 1e-9:  # the donor stops short of low only when every receiver is full
+        assert all(full)
+    with pytest.raises(ValueError, match="itself"):
+        protect_move(ratios, sizes, donor, low, [donor], caps)
+
+
+def interacting_loss(sizes, sensitivity, pair, strength):
+    """mAP50 of an allocation: a linear loss per group, and a penalty when both groups of ``pair`` go above 0.5."""
+    a, b = pair
+
+    def measure(ratios):
+        loss = sum(sensitivity[g] * ratios[g] for g in ratios)
+        loss += strength * max(0.0, ratios[a] - 0.5) * max(0.0, ratios[b] - 0.5)
+        return {"mAP50": 0.9 - loss, "mAP50-95": 0.5 - loss}
+
+    return measure
+
+
+def test_refine_finds_a_better_measured_allocation_within_budget_and_keeps_the_target():
+    sizes = dict.fromkeys("abcd", 1000)
+    sensitivity = {"a": 0.3, "b": 0.1, "c": -0.05, "d": -0.06}
+    measure = interacting_loss(sizes, sensitivity, ("c", "d"), strength=4.0)
+    start = dict.fromkeys("abcd", 0.5)
+    scores = {g: v / 1000 for g, v in sensitivity.items()}  # what one-group moves would measure
+    calls = []
+
+    def counted(ratios):
+        calls.append(dict(ratios))
+        return measure(ratios)
+
+    best, metrics, trail = refine(counted, start, measure(start), scores, sizes, dict.fromkeys("abcd", 0.1),
+                                  dict.fromkeys("abcd", 0.9), budget=5, margin=0.001)
+    assert len(calls) == len(trail) <= 5
+    assert all(sum(c.values()) == pytest.approx(2.0) for c in calls)  # every candidate keeps the target
+    assert metrics == measure(best) and metrics["mAP50"] > measure(start)["mAP50"] + 0.001
+    assert trail[0]["donor"] == "a" and trail[0]["accepted"]
+    assert best["a"] == pytest.approx(0.1)
+    for record in trail:  # kept exactly when it beat the best before it by the margin
+        assert record["accepted"] == (record["mAP50"] > max([measure(start)["mAP50"]] + [
+            t["mAP50"] for t in trail[: trail.index(record)] if t["accepted"]]) + 0.001)
+
+
+def test_refine_keeps_the_start_when_every_move_measures_worse():
+    sizes = dict.fromkeys("abc", 100)
+    start = {"a": 0.5, "b": 0.5, "c": 0.5}
+
+    def measure(ratios):  # any move away from the start loses, whatever the scores say
+        return {"mAP50": 0.8 - sum(abs(ratios[g] - 0.5) for g in ratios), "mAP50-95": 0.4}
+
+    best, metrics, trail = refine(measure, start, measure(start), {"a": 1e-3, "b": 0.0, "c": -1e-3}, sizes,
+                                  dict.fromkeys("abc", 0.1), dict.fromkeys("abc", 0.9), budget=10)
+    assert best == start and metrics == measure(start)
+    assert trail and not any(t["accepted"] for t in trail)
+    assert {t["donor"] for t in trail} == {"a"}  # only a group that loses when pruned gives zeros away
+    assert [t["fraction"] for t in trail] == [1.0, 0.5, 0.25]
+
+
+def test_check_budget_counts_the_curves_and_refuses_fewer():
+    ladders = {"a": (0.3, 0.8), "b": (0.4,)}
+    assert check_budget(None, ladders, with_base=False) == 5
+    assert check_budget(9, ladders, with_base=True) == 9
+    with pytest.raises(ValueError, match="budget=5 is below the 6 validations"):
+        check_budget(5, ladders, with_base=True)
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +383,52 @@ def test_scan_keeps_the_base_when_the_choice_validates_worse(sparse_model):
     assert all(written[g.name] == pytest.approx(base[g.name], abs=1e-6) for g in groups)
 
 
+def test_refinement_beats_the_one_at_a_time_choice_and_writes_what_it_measured(sparse_model):
+    """Two groups that are cheap alone but costly together: the choice raises both and validates below the base;
+    the refinement moves the sensitive group's zeros into one of them, and the written rules measure what it says."""
+    rules = load_rules("default")
+    groups = plan_groups(assign_families(sparse_model, rules), 3)
+    pruner = RestoreWeights(sparse_model, SparsityConfig())
+    base = base_ratios(pruner, rules, groups, 0.5)
+    a, b, c = (g.name for g in groups)
+
+    def both_above_base(fractions):
+        return 5.0 * max(0.0, fractions[a] - base[a]) * max(0.0, fractions[b] - base[b])
+
+    evaluate = FakeValidator(sparse_model, rules, groups, {a: -0.1, b: -0.1, c: 0.5}, extra=both_above_base)
+    ladders = {g.name: context_ladder(base[g.name]) for g in groups}
+    result = scan(pruner, evaluate, rules, groups, ladders, 0.5, base=base, budget=12, margin=0.001)
+    assert result["measured"]["mAP50"] < result["base"]["mAP50"] and result["refined_from"] == "base"
+    assert result["written_from"] == "refined" and not result["kept_base"]
+    assert result["written"]["mAP50"] > result["base"]["mAP50"] > result["measured"]["mAP50"]
+    assert len(evaluate.calls) == result["validations"] <= 12
+    assert result["validations"] == check_budget(None, ladders, True) + len(result["refinement"])
+    written = {g["name"]: g["written_ratio"] for g in result["groups"]}
+    assert written[c] < base[c]
+    sparsify(sparse_model, rules=result["rules"], sparsity=0.5)  # the file as sparsify prunes it: what was measured
+    assert evaluate(sparse_model) == pytest.approx(result["written"], abs=1e-9)
+    pruner.restore()
+
+
+def test_refinement_never_writes_below_the_base(sparse_model):
+    rules = load_rules("default")
+    groups = plan_groups(assign_families(sparse_model, rules), 3)
+    pruner = RestoreWeights(sparse_model, SparsityConfig())
+    base = base_ratios(pruner, rules, groups, 0.5)
+
+    def away_from_base(fractions):  # every allocation but the base loses, whatever one-group moves measure
+        return 10.0 * sum(abs(fractions[g] - base[g]) for g in fractions)
+
+    sensitivity = dict(zip((g.name for g in groups), (0.3, -0.2, 0.1)))
+    evaluate = FakeValidator(sparse_model, rules, groups, sensitivity, extra=away_from_base)
+    ladders = {g.name: context_ladder(base[g.name]) for g in groups}
+    result = scan(pruner, evaluate, rules, groups, ladders, 0.5, base=base, budget=20)
+    assert result["refinement"] and not any(t["accepted"] for t in result["refinement"])
+    assert result["kept_base"] and result["written"] == result["base"]
+    written = load_rules(result["rules"]).ratios
+    assert all(written[g] == pytest.approx(base[g], abs=1e-6) for g in base)
+
+
 @pytest.mark.integration
 def test_evaluator_reuses_one_dataloader_and_never_changes_the_model(sparse_model, synthetic_data, tmp_path):
     from ultra_sparse.scan import Evaluator
@@ -305,7 +450,7 @@ def scan_run(tmp_path_factory, trained_checkpoint, synthetic_data):
     model = folder / "best.pt"
     shutil.copy(trained_checkpoint, model)
     out = subprocess.run(
-        [*CLI, "scan", f"model={model}", f"data={synthetic_data}", "sparsity=0.5", "imgsz=64", "batch=8", "groups=3",
+        [*CLI, "scan", f"model={model}", f"data={synthetic_data}", "sparsity=0.5", "imgsz=64", "batch=8", "groups=3", "budget=14",
          f"project={folder / 'runs'}"],
         cwd=folder, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
     )
@@ -319,11 +464,16 @@ def test_scan_writes_rules_curves_and_plot(scan_run, trained_checkpoint):
     assert sorted(p.name for p in run.iterdir()) == ["rules.yaml", "sensitivity.csv", "sensitivity.json", "sensitivity.png"]
     result = json.loads((run / "sensitivity.json").read_text())
     points = sum(len(g["points"]) for g in result["groups"])
-    assert result["validations"] == 3 + points and result["context"] == "target"
+    assert result["context"] == "target" and result["validations"] <= result["budget"] == 14
     assert {"dense", "base", "groups", "rules", "predicted", "measured", "wall_s"} <= set(result)
     rows = list(csv.DictReader((run / "sensitivity.csv").open()))
-    assert [r["group"] for r in rows[:2]] == ["dense", "base"] and len(rows) == 2 + points
-    assert {r["group"] for r in rows[2:]} == {g["name"] for g in result["groups"]}
+    refined = len(result["refinement"])
+    assert [r["group"] for r in rows[:2]] == ["dense", "base"]
+    assert len(rows) == result["validations"] == 3 + points + refined
+    assert {r["group"] for r in rows[2:2 + points]} == {g["name"] for g in result["groups"]}
+    assert rows[2 + points]["group"] == "choice" and all(r["group"].startswith("refine: ") for r in rows[3 + points:])
+    written = result["written"]["mAP50"]
+    assert written >= result["base"]["mAP50"] and written in {float(r["mAP50"]) for r in rows[1:2] + rows[2 + points:]}
     assert (run / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ratios = load_rules(run / "rules.yaml").ratios
     assert all(ratios[g["name"]] == g["written_ratio"] for g in result["groups"])
@@ -370,6 +520,9 @@ def run_inline(monkeypatch, capsys, *args: str) -> tuple[int, str]:
         (["sparsity=0.5", "ladder=[0.5,0.9]"], "ladder= needs context=dense"),
         (["sparsity=0.5", "context=around"], "context='around'"),
         (["sparsity=0.5", "groups=0"], "groups=0 must be a positive integer"),
+        (["sparsity=0.5", "budget=0"], "budget=0 must be a positive integer"),
+        (["sparsity=0.5", "budget=4"], "budget=4 is below the"),
+        (["sparsity=0.5", "margin=-0.1"], "margin=-0.1 must be a number"),
         (["sparsity=0.5", "imgsz=big"], "imgsz='big'"),
         (["sparsity=0.5", "rules=nope"], "neither a preset"),
         (["sparsity=0.5", "data=MISSING"], "not found"),

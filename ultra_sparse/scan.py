@@ -45,8 +45,12 @@ __all__ = [
     "RestoreWeights",
     "PruneCopy",
     "base_ratios",
+    "check_budget",
     "check_method",
     "choose_ratios",
+    "protect_move",
+    "refine",
+    "sensitivity_scores",
     "context_ladder",
     "default_ladder",
     "layout_rules",
@@ -60,6 +64,9 @@ __all__ = [
 
 MAX_LADDER_RATIO = 0.95  # highest ratio a ladder may test (sparsify caps every family at 99%)
 MIN_RATIO = 0.01  # every scanned group keeps at least this ratio: a ratio of 0 would protect it and change the target
+DEFAULT_BUDGET = 48  # validations of a scan: about 12 minutes at imgsz=640 on 2 CPU cores for a 150-image val split
+DEFAULT_MARGIN = 0.005  # mAP50 a refinement step must gain over the best allocation measured so far to be kept
+REFINE_STEPS = (1.0, 0.5, 0.25)  # fractions of the way from a donor's ratio to its floor, one pass each
 
 
 @dataclass(frozen=True)
@@ -251,6 +258,149 @@ def choose_ratios(
     return ratios
 
 
+def sensitivity_scores(
+    points: Mapping[str, Sequence[tuple[float, float]]], sizes: Mapping[str, int]
+) -> dict[str, float]:
+    """Metric lost per pruned weight of each group: the least-squares slope of its ``(ratio, metric)`` points, negated.
+
+    The slope is taken over all measured points of a group (its reference point included), so one noisy point
+    weighs less than in a two-point difference; it is divided by the group's size, so groups of different sizes
+    compare by the cost of one more zero. A group with a single distinct ratio scores 0.
+
+    Args:
+        points (Mapping[str, Sequence[tuple[float, float]]]): Group -> measured ``(ratio, metric)`` points.
+        sizes (Mapping[str, int]): Group -> number of prunable weights.
+
+    Returns:
+        (dict[str, float]): Group -> metric lost per pruned weight (negative: pruning it measured a gain).
+
+    Examples:
+        >>> sensitivity_scores({"a": [(0.2, 0.8), (0.6, 0.7)], "b": [(0.5, 0.8)]}, {"a": 100, "b": 10})
+        {'a': 0.0025, 'b': 0.0}
+    """
+    scores = {}
+    for group, measured in points.items():
+        ratios = np.array([r for r, _ in measured], dtype=np.float64)
+        metrics = np.array([m for _, m in measured], dtype=np.float64)
+        if len(set(ratios.tolist())) < 2:
+            scores[group] = 0.0
+            continue
+        slope = np.sum((ratios - ratios.mean()) * (metrics - metrics.mean())) / np.sum((ratios - ratios.mean()) ** 2)
+        scores[group] = round(float(-slope / sizes[group]), 15)
+    return scores
+
+
+def protect_move(
+    ratios: Mapping[str, float],
+    sizes: Mapping[str, int],
+    donor: str,
+    low: float,
+    receivers: Sequence[str],
+    caps: Mapping[str, float],
+) -> dict[str, float]:
+    """Lower ``donor`` towards ``low`` and give the zeros it frees to ``receivers`` in order, each up to its cap.
+
+    The total number of zeros is kept: the donor gives up only as many as the receivers can take. Every other group
+    keeps its ratio.
+
+    Args:
+        ratios (Mapping[str, float]): Group -> current ratio.
+        sizes (Mapping[str, int]): Group -> number of prunable weights.
+        donor (str): Group whose ratio is lowered.
+        low (float): Ratio the donor goes down to at most (never raised by this move).
+        receivers (Sequence[str]): Groups that take the zeros, first filled first; the donor is not one of them.
+        caps (Mapping[str, float]): Group -> highest ratio a receiver is raised to.
+
+    Returns:
+        (dict[str, float]): Group -> new ratio, in the order of ``ratios``.
+
+    Examples:
+        >>> protect_move({"a": 0.6, "b": 0.5, "c": 0.2}, {"a": 100, "b": 100, "c": 100}, "a", 0.2, ["c", "b"],
+        ...              {"b": 0.9, "c": 0.4})
+        {'a': 0.2, 'b': 0.7, 'c': 0.4}
+    """
+    if donor in receivers:
+        raise ValueError(f"group {donor!r} cannot give zeros to itself")
+    freed = max(0.0, ratios[donor] - low) * sizes[donor]
+    room = {g: max(0.0, caps[g] - ratios[g]) * sizes[g] for g in receivers}
+    moved = min(freed, sum(room.values()))
+    new = dict(ratios)
+    new[donor] = ratios[donor] - moved / sizes[donor]
+    left = moved
+    for group in receivers:
+        take = min(left, room[group])
+        new[group] = ratios[group] + take / sizes[group]
+        left -= take
+    return {g: round(r, 12) for g, r in new.items()}
+
+
+def refine(
+    measure: Callable[[Mapping[str, float]], Mapping[str, float]],
+    start: Mapping[str, float],
+    start_metrics: Mapping[str, float],
+    scores: Mapping[str, float],
+    sizes: Mapping[str, int],
+    floors: Mapping[str, float],
+    caps: Mapping[str, float],
+    budget: int,
+    margin: float = DEFAULT_MARGIN,
+    steps: Sequence[float] = REFINE_STEPS,
+) -> tuple[dict[str, float], dict[str, float], list[dict[str, Any]]]:
+    """Move zeros from the most sensitive groups to the least sensitive ones, keeping only moves that measure better.
+
+    Each pass goes through the groups that lose mAP50 when pruned (score above 0), most sensitive first. A candidate
+    lowers the donor a fraction of the way to its floor and gives the freed zeros to the groups less sensitive than
+    it, least sensitive first, each up to its cap (:func:`protect_move`), so the total zeros never change. The
+    candidate is measured as a whole (all groups pruned together) and kept only if its mAP50 beats the best
+    allocation so far by more than ``margin``. Passes use the fractions of ``steps`` in turn (a full move, then
+    smaller ones); the loop stops when ``budget`` measurements are spent or no candidate is left. A candidate that
+    moves no weight is skipped without a measurement.
+
+    Args:
+        measure (Callable): Ratios -> ``{"mAP50": ..., ...}``, with every group pruned at once.
+        start (Mapping[str, float]): Group -> ratio of the allocation to start from (already measured).
+        start_metrics (Mapping[str, float]): Its metrics.
+        scores (Mapping[str, float]): Group -> mAP50 lost per pruned weight (:func:`sensitivity_scores`).
+        sizes (Mapping[str, int]): Group -> number of prunable weights.
+        floors (Mapping[str, float]): Group -> lowest ratio a donor goes down to.
+        caps (Mapping[str, float]): Group -> highest ratio a receiver goes up to.
+        budget (int): Most measurements.
+        margin (float): mAP50 a candidate must gain over the best so far to be kept.
+        steps (Sequence[float]): Fraction of the way to the floor a donor moves, one pass per fraction.
+
+    Returns:
+        (tuple): The best ratios, their metrics, and one record per measured candidate (``donor``, ``fraction``,
+        ``moved`` weights, ``ratios``, the metrics, ``accepted``).
+    Examples:
+        >>> measure = lambda ratios: {"mAP50": 0.8 - 0.2 * ratios["a"]}  # only group a costs
+        >>> start = {"a": 0.5, "b": 0.5}
+        >>> best, metrics, trail = refine(measure, start, measure(start), {"a": 2e-3, "b": 0.0}, {"a": 100, "b": 100},
+        ...                               {"a": 0.1, "b": 0.1}, {"a": 0.9, "b": 0.9}, budget=3)
+        >>> best, len(trail)
+        ({'a': 0.1, 'b': 0.9}, 1)
+    """
+    best, best_metrics, trail = dict(start), dict(start_metrics), []
+    donors = sorted((g for g in start if scores[g] > 0), key=lambda g: -scores[g])
+    by_cost = sorted(start, key=lambda g: scores[g])
+    for fraction in steps:
+        for donor in donors:
+            if len(trail) >= budget:
+                return best, best_metrics, trail
+            receivers = [g for g in by_cost if scores[g] < scores[donor]]
+            low = best[donor] - fraction * (best[donor] - floors[donor])
+            candidate = protect_move(best, sizes, donor, low, receivers, caps)
+            moved = round((best[donor] - candidate[donor]) * sizes[donor])
+            if moved < 1:
+                continue
+            metrics = dict(measure(candidate))
+            accepted = metrics["mAP50"] > best_metrics["mAP50"] + margin
+            trail.append({"donor": donor, "fraction": fraction, "moved": moved, "ratios": candidate, **metrics,
+                          "accepted": accepted})
+            if accepted:
+                best, best_metrics = candidate, metrics
+    return best, best_metrics, trail
+
+
 def layout_rules(
     ruleset: RuleSet, groups: Sequence[LayerGroup], ratios: Mapping[str, float], description: str | None = None
 ) -> dict[str, Any]:
@@ -422,6 +572,24 @@ def context_ladder(base: float) -> tuple[float, ...]:
     return tuple(points)
 
 
+def check_budget(budget: int | None, ladders: Mapping[str, Sequence[float]], with_base: bool) -> int:
+    """Return the validations a scan may use: ``budget``, or the curves' own count when None; raise if too few.
+
+    A scan needs the dense model, the base allocation (``with_base``), every ladder point and the choice.
+
+    Examples:
+        >>> check_budget(None, {"a": (0.3, 0.8), "b": (0.4,)}, with_base=True)
+        6
+    """
+    needed = 2 + with_base + sum(len(points) for points in ladders.values())
+    if budget is None:
+        return needed
+    if budget < needed:
+        raise ValueError(f"budget={budget} is below the {needed} validations the curves and the choice need; "
+                         "raise budget= or lower groups=")
+    return budget
+
+
 def scan(
     pruner: RestoreWeights | PruneCopy,
     evaluate: Callable[[nn.Module], Mapping[str, float]],
@@ -431,18 +599,24 @@ def scan(
     sparsity: float,
     base: Mapping[str, float] | None = None,
     progress: Callable[[str], None] | None = None,
+    budget: int | None = None,
+    margin: float = DEFAULT_MARGIN,
 ) -> dict[str, Any]:
-    """Measure every group at its ladder ratios, choose ratios for ``sparsity`` and check them in one validation.
+    """Measure every group at its ladder ratios, choose ratios for ``sparsity``, then refine the choice by measuring it.
 
     Without ``base``, each point prunes one group with every other weight dense, and the curves are losses against
     the dense model from ``(0, 0)``. With ``base`` (from :func:`base_ratios`), each point moves one group away from
     the base allocation with the others kept there, and the curves are losses against the base model through
-    ``(base ratio, 0)``: the sensitivities are measured where the model will operate, so interactions between
-    groups pruned together are part of what is measured. If the chosen ratios then validate below the base
-    allocation, the base ratios are kept (``kept_base`` is True) and the rules file holds them.
+    ``(base ratio, 0)``. :func:`choose_ratios` turns the curves into the allocation with the least predicted loss,
+    which is validated with all groups pruned at once. Groups interact, so that prediction can be far off; the
+    better measured of the base and the choice is then refined by :func:`refine` with the validations left in
+    ``budget``: zeros move from the groups whose curves lose the most per weight to those that lose the least, each
+    candidate validated as a whole. Every allocation is validated as ``sparsify rules=<it> sparsity=<sparsity>``
+    prunes it, and the one written is the best MEASURED one (never only a predicted one), so with ``base`` the
+    written rules never score below the base allocation on the scanned data.
 
-    Validations: the dense model, the base allocation (with ``base``), every ladder point, and the chosen rules
-    applied as ``sparsify rules=<chosen> sparsity=<sparsity>`` does. The pruner restores the model after each.
+    Validations: the dense model, the base allocation (with ``base``), every ladder point, the choice, and the
+    refinement's candidates, ``budget`` in all at most. The pruner restores the model after each.
 
     Args:
         pruner (RestoreWeights | PruneCopy): From :func:`make_pruner`.
@@ -453,53 +627,70 @@ def scan(
         sparsity (float): Overall target over prunable weights.
         base (Mapping[str, float], optional): Group name -> base ratio; None measures with the others dense.
         progress (Callable[[str], None], optional): Called after each validation with what was validated.
+        budget (int, optional): Most validations in all; None or the curves' own count means no refinement.
+        margin (float): mAP50 a refinement candidate must gain over the best so far to be kept.
 
     Returns:
         (dict): ``dense`` and ``base`` metrics; ``groups`` (name, family, layers, params, ``base_ratio``, measured
-        ``points``, ``chosen_ratio``, ``predicted_loss``, ``written_ratio``); ``rules`` (the rules dict written); ``predicted`` and
-        ``measured`` mAP50 of the chosen ratios; ``kept_base``; ``validations`` and ``seconds_per_validation``.
+        ``points``, ``chosen_ratio``, ``predicted_loss``, ``score``, ``written_ratio``); ``rules`` (the rules dict
+        written); ``predicted`` and ``measured`` mAP50 of the choice; ``refinement`` (one record per candidate);
+        ``written_from`` (``base``, ``choice`` or ``refined``) and ``written`` (the written allocation's metrics);
+        ``kept_base``; ``validations`` and ``seconds_per_validation``.
+
+    Raises:
+        ValueError: If ``budget`` is below the validations the curves and the choice need.
     """
+    budget = check_budget(budget, ladders, base is not None)
     step = progress or (lambda _: None)
-    clock = time.perf_counter()
-    dense = dict(evaluate(pruner.network))
-    step("dense")
-    others, reference, base_metrics = dict(base or {}), dense, None
-    if base is not None:
+    clock, count = time.perf_counter(), 0
+
+    def validate(label: str, ratios: Mapping[str, float] | None, target: float | None = None) -> dict[str, float]:
+        nonlocal count
         try:
-            base_metrics = dict(evaluate(pruner.prune(layout_rules(ruleset, groups, others))))
+            network = pruner.network if ratios is None else pruner.prune(layout_rules(ruleset, groups, ratios), target)
+            metrics = dict(evaluate(network))
         finally:
             pruner.restore()
-        reference = base_metrics
-        step("base allocation")
+        count += 1
+        step(label)
+        return metrics
+
+    dense = validate("dense", None)
+    others, reference, base_metrics = dict(base or {}), dense, None
+    if base is not None:
+        base_metrics = reference = validate("base allocation", others)
     measured: dict[str, list[dict[str, float]]] = {}
     for group in groups:
         for ratio in ladders[group.name]:
-            try:
-                metrics = evaluate(pruner.prune(layout_rules(ruleset, groups, {**others, group.name: ratio})))
-            finally:
-                pruner.restore()
+            metrics = validate(f"{group.name} at {ratio:.0%}", {**others, group.name: ratio})
             measured.setdefault(group.name, []).append({"ratio": float(ratio), **metrics})
-            step(f"{group.name} at {ratio:.0%}")
-    curves = {}
+    points, curves = {}, {}
     for g in groups:
-        points = [(p["ratio"], p["mAP50"]) for p in measured.get(g.name, [])]
-        if base is not None:
-            points.append((others[g.name], reference["mAP50"]))
-        curves[g.name] = loss_curve(points, reference["mAP50"], origin=base is None)
+        ladder_points = [(p["ratio"], p["mAP50"]) for p in measured.get(g.name, [])]
+        if base is None:
+            curves[g.name] = loss_curve(ladder_points, dense["mAP50"])
+            points[g.name] = [(0.0, dense["mAP50"]), *ladder_points]
+        else:
+            points[g.name] = [*ladder_points, (others[g.name], reference["mAP50"])]
+            curves[g.name] = loss_curve(points[g.name], reference["mAP50"], origin=False)
     sizes = {g.name: g.params for g in groups}
     chosen = {g: round(r, 6) for g, r in choose_ratios(curves, sizes, sparsity, anchors=others).items()}
-    rules = layout_rules(ruleset, groups, chosen)
-    try:
-        check = dict(evaluate(pruner.prune(rules, sparsity)))
-    finally:
-        pruner.restore()
-    step("chosen rules")
+    check = validate("chosen ratios", chosen, sparsity)
     losses = {g.name: predicted_loss(curves[g.name], chosen[g.name]) for g in groups}
-    kept_base = base_metrics is not None and check["mAP50"] < base_metrics["mAP50"]
-    written = {g: round(r, 6) for g, r in others.items()} if kept_base else chosen
-    if kept_base:
-        rules = layout_rules(ruleset, groups, written)
-    validations = 2 + (base is not None) + sum(len(ladders[g.name]) for g in groups)
+    start, start_metrics, source = chosen, check, "choice"
+    if base_metrics is not None and base_metrics["mAP50"] >= check["mAP50"]:
+        start, start_metrics, source = {g: round(r, 6) for g, r in others.items()}, base_metrics, "base"
+    scores = sensitivity_scores(points, sizes)
+    floors = {g: max(MIN_RATIO, min(r for r, _ in points[g])) for g in points}
+    caps = {g: max(r for r, _ in points[g]) for g in points}
+
+    def measure(ratios: Mapping[str, float]) -> dict[str, float]:  # the ratios as the rules file will hold them
+        return validate("refining", {g: round(r, 6) for g, r in ratios.items()}, sparsity)
+
+    best, written_metrics, trail = refine(measure, start, start_metrics, scores, sizes, floors, caps,
+                                          budget - count, margin)
+    written_from = "refined" if any(t["accepted"] for t in trail) else source
+    written = {g: round(r, 6) for g, r in best.items()}
     return {
         "dense": dense,
         "base": base_metrics,
@@ -507,16 +698,22 @@ def scan(
             {
                 "name": g.name, "family": g.family, "layers": None if g.layers is None else list(g.layers),
                 "params": g.params, "base_ratio": others.get(g.name), "points": measured.get(g.name, []),
-                "chosen_ratio": chosen[g.name], "predicted_loss": losses[g.name], "written_ratio": written[g.name],
+                "chosen_ratio": chosen[g.name], "predicted_loss": losses[g.name], "score": scores[g.name],
+                "written_ratio": written[g.name],
             }
             for g in groups
         ],
-        "rules": rules,
+        "rules": layout_rules(ruleset, groups, written),
         "predicted": {"mAP50": reference["mAP50"] - sum(losses.values())},
         "measured": check,
-        "kept_base": kept_base,
-        "validations": validations,
-        "seconds_per_validation": (time.perf_counter() - clock) / validations,
+        "refinement": trail,
+        "refined_from": source,
+        "written_from": written_from,
+        "written": written_metrics,
+        "kept_base": written_from == "base",
+        "budget": budget,
+        "validations": count,
+        "seconds_per_validation": (time.perf_counter() - clock) / count,
     }
 
 
@@ -552,6 +749,11 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
         for point in group["points"]:
             writer.writerow([group["name"], group["family"], layers, group["params"], point["ratio"],
                              "base" if base else "dense", point["mAP50"], point["mAP50-95"]])
+    writer.writerow(["choice", "", "", total, result["sparsity"], "all", result["measured"]["mAP50"],
+                     result["measured"]["mAP50-95"]])
+    for step in result["refinement"]:
+        name = f"refine: {step['donor']} x{step['fraction']:g}{' (kept)' if step['accepted'] else ''}"
+        writer.writerow([name, "", "", total, result["sparsity"], "all", step["mAP50"], step["mAP50-95"]])
     paths = {name: folder / file for name, file in
              (("rules", "rules.yaml"), ("csv", "sensitivity.csv"), ("json", "sensitivity.json"), ("plot", "sensitivity.png"))}
     atomic_write_bytes(paths["rules"], (header + yaml.safe_dump(content, sort_keys=False, width=120, default_flow_style=None)).encode())

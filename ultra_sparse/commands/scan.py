@@ -12,9 +12,12 @@ from ..compare import check_inputs
 from ..config import SparsityConfig
 from ..rules import assign_families, load_rules
 from ..scan import (
+    DEFAULT_BUDGET,
+    DEFAULT_MARGIN,
     MAX_LADDER_RATIO,
     Evaluator,
     base_ratios,
+    check_budget,
     check_method,
     context_ladder,
     default_ladder,
@@ -28,17 +31,20 @@ from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, ru
 __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
-    "usage: ultra-sparse scan model=best.pt data=D sparsity=0.7 [context=target|dense] [groups=12] [rules=default]\n"
-    "                         [method=unstructured] [ladder=[0.42,0.7,0.85]] [imgsz=640] [batch=16] [device=cpu]\n\n"
+    "usage: ultra-sparse scan model=best.pt data=D sparsity=0.7 [budget=48] [context=target|dense] [groups=12]\n"
+    "                         [rules=default] [method=unstructured] [ladder=[0.42,0.7,0.85]] [margin=0.005]\n"
+    "                         [imgsz=640] [batch=16] [device=cpu]\n\n"
     "Sensitivity scan. Splits the prunable weights into groups (each family of the rules, large ones split into runs\n"
     "of layers), moves one group at a time to other ratios and validates every point with Ultralytics' validator;\n"
-    "then chooses one ratio per group that reaches sparsity= with the least predicted mAP50 loss, checks the choice\n"
-    "in one more validation, and writes rules.yaml (use it as sparsify/train rules=PATH sparsity=S),\n"
+    "chooses one ratio per group that reaches sparsity= with the least predicted mAP50 loss and validates that\n"
+    "choice with all groups pruned together; then, with the validations left in budget=, refines the better of the\n"
+    "base allocation and the choice: zeros move from the groups that lose the most per weight to those that lose\n"
+    "the least, each candidate validated as a whole and kept only if it gains more than margin= mAP50. Writes the\n"
+    "best MEASURED allocation as rules.yaml (use it as sparsify/train rules=PATH sparsity=S), and\n"
     "sensitivity.csv, sensitivity.json and sensitivity.png.\n"
     "context=target (default): the others stay at the base allocation (the input rules at sparsity=), each group is\n"
-    "tested at half its base zeros and halfway to 95%; validations: 3 + about 2 x groups. If the chosen ratios\n"
-    "validate below the base, the base ratios are written. context=dense: the others stay dense, each group is\n"
-    "tested at the ladder ratios; validations: 2 + groups x ladder points."
+    "tested at half its base zeros and halfway to 95%; the written rules never validate below the base allocation.\n"
+    "context=dense: the others stay dense, each group is tested at the ladder ratios."
 )
 KEYS = {
     "model": "trained Ultralytics checkpoint (.pt) to scan (required; never changed)",
@@ -48,6 +54,10 @@ KEYS = {
     "others dense",
     "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "
     "(default 12 for context=target, 9 for context=dense)",
+    "budget": f"most validations in all (default {DEFAULT_BUDGET}, about 12 min at imgsz=640 on 2 CPU cores for 150 "
+    "val images); at least dense + base + the curves + the choice; the rest refines the choice",
+    "margin": f"mAP50 a refinement candidate must gain over the best allocation so far to be kept (default "
+    f"{DEFAULT_MARGIN})",
     "ladder": "context=dense only: ratios each group is tested at, increasing, in (0, 0.95], the last >= sparsity "
     "(default: 0.6 x sparsity, sparsity, halfway to 1)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML whose families are scanned "
@@ -72,6 +82,9 @@ def run(args: dict[str, Any]) -> None:
         raise ValueError(f"context={context!r} is not one of target, dense")
     imgsz, batch = args.pop("imgsz", 640), args.pop("batch", 16)
     groups = args.pop("groups", 12 if context == "target" else 9)
+    budget, margin = args.pop("budget", DEFAULT_BUDGET), args.pop("margin", DEFAULT_MARGIN)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+        raise ValueError(f"margin={margin!r} must be a number in [0, 1)")
     device = parse_device(args.pop("device", "cpu"))
     if args.get("sparsity") is None:
         raise ValueError("sparsity= is required: the overall fraction of zeros the scanned rules reach, e.g. 0.7")
@@ -84,7 +97,7 @@ def run(args: dict[str, Any]) -> None:
     check_method(config.method)
     if context == "target" and config.method != "unstructured":
         raise ValueError("context=target counts zeros per group: use it with method=unstructured, or context=dense")
-    for key, value in (("imgsz", imgsz), ("batch", batch), ("groups", groups)):
+    for key, value in (("imgsz", imgsz), ("batch", batch), ("groups", groups), ("budget", budget)):
         positive_int(key, value)
     if context == "dense":
         ladder = _check_ladder(default_ladder(config.sparsity) if ladder is None else ladder, config.sparsity)
@@ -101,28 +114,32 @@ def run(args: dict[str, Any]) -> None:
     pruner = make_pruner(network, config)
     base = base_ratios(pruner, ruleset, plan, config.sparsity) if context == "target" else None
     ladders = {g.name: context_ladder(base[g.name]) if base else ladder for g in plan}
-    validations = 2 + (base is not None) + sum(len(points) for points in ladders.values())
+    curves = check_budget(None, ladders, base is not None)
+    check_budget(budget, ladders, base is not None)
     LOGGER.info(
-        f"ultra-sparse scan: {len(plan)} groups, {validations} validations of {data} at imgsz={imgsz} "
-        f"(others {'at the base allocation' if base else 'dense'})"
+        f"ultra-sparse scan: {len(plan)} groups, {curves} validations for the curves and the choice (others "
+        f"{'at the base allocation' if base else 'dense'}), up to {budget - curves} more to refine it; {data} at "
+        f"imgsz={imgsz}"
     )
     single_cls = bool((ckpt.get("train_args") or {}).get("single_cls", False))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ultra-sparse-scan-") as workdir:
         evaluate = Evaluator(data, imgsz, batch, device, workdir, single_cls=single_cls)
-        bar = TQDM(total=validations, desc="scan")
+        bar = TQDM(total=budget, desc="scan")  # the ETA is for the whole budget; refining may stop sooner
 
         def advance(done: str) -> None:
             bar.set_description(f"scan: {done}")
             bar.update(1)
 
         try:
-            result = scan(pruner, evaluate, ruleset, plan, ladders, config.sparsity, base, advance)
+            result = scan(pruner, evaluate, ruleset, plan, ladders, config.sparsity, base, advance, budget, margin)
         finally:
+            bar.total = bar.n
             bar.close()
     wall = time.perf_counter() - start
     settings = {"model": str(model), "data": str(data), "imgsz": imgsz, "batch": batch, "device": device,
                 "method": config.method, "rules_in": ruleset.name, "context": context, "groups_max": groups,
+                "margin": margin,
                 "ladder": None if ladder is None else list(ladder)}
     result = {
         "version": __version__, **settings, "sparsity": config.sparsity, "importance": config.importance,
@@ -132,11 +149,15 @@ def run(args: dict[str, Any]) -> None:
     }
     paths = write_scan(result, claim_run_dir(project, name, "scan"))
     base_line = f"base allocation {result['base']['mAP50']:.4f}; " if result["base"] else ""
-    kept = "\n  the chosen ratios validated below the base allocation: rules.yaml holds the base ratios" * result["kept_base"]
+    kept, tried = sum(t["accepted"] for t in result["refinement"]), len(result["refinement"])
     LOGGER.info(
-        f"\nultra-sparse scan: {validations} validations in {wall / 60:.1f} min; dense mAP50 {result['dense']['mAP50']:.4f}; "
-        f"{base_line}chosen ratios at {config.sparsity:.0%}: predicted {result['predicted']['mAP50']:.4f}, "
-        f"measured {result['measured']['mAP50']:.4f} (mAP50-95 {result['measured']['mAP50-95']:.4f}){kept}\n"
+        f"\nultra-sparse scan: {result['validations']} validations in {wall / 60:.1f} min "
+        f"({result['seconds_per_validation']:.1f} s each); dense mAP50 {result['dense']['mAP50']:.4f}; {base_line}"
+        f"chosen ratios at {config.sparsity:.0%}: predicted {result['predicted']['mAP50']:.4f}, "
+        f"measured {result['measured']['mAP50']:.4f}; refined from the {result['refined_from']}: {kept} of {tried} "
+        "moves kept\n"
+        f"  written ({result['written_from']}): mAP50 {result['written']['mAP50']:.4f}, "
+        f"mAP50-95 {result['written']['mAP50-95']:.4f}\n"
         + "\n".join(f"  {g['name']:>16s} {g['params']:>10,d} weights -> {g['written_ratio']:.2%}" for g in result["groups"])
         + f"\n  rules  {paths['rules']}\n  curves {paths['csv']}, {paths['json']}, {paths['plot']}\n"
         f"  next:  ultra-sparse sparsify model={model} rules={paths['rules']} sparsity={config.sparsity}"
