@@ -269,3 +269,23 @@ def test_benchmark_shows_a_progress_bar(trained_checkpoint, capfd):
     benchmark_models(trained_checkpoint, trained_checkpoint, imgsz=64, runs=10, warmup=1)
     out, err = capfd.readouterr()
     assert "benchmark" in out + err and "22/22" in out + err
+
+
+def test_onnxruntime_sessions_do_not_spin_between_their_turns(monkeypatch, tmp_path):
+    """Interleaved sessions: an idle session's spinning threads would steal the cores the timed one runs on."""
+    import onnxruntime as ort
+
+    from ultra_sparse.bench.timing import _onnxruntime_runners
+
+    seen = []
+    real = ort.InferenceSession
+
+    def recording(path, sess_options=None, **kwargs):
+        seen.append(sess_options.get_session_config_entry("session.intra_op.allow_spinning"))
+        return real(path, sess_options=sess_options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    models = {name: {"model": torch.nn.Conv2d(3, 4, 3).eval()} for name in ("dense", "sparse")}
+    runners = _onnxruntime_runners(models, torch.zeros(1, 3, 16, 16), "cpu", False, tmp_path)
+    runners["dense"]()
+    assert seen == ["0", "0"]

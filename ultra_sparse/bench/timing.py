@@ -435,7 +435,10 @@ def _onnxruntime_runners(models, x, device, half, folder: Path):
                 model, sample, str(path), dynamo=False, opset_version=17, input_names=["images"],
                 output_names=["output0"],
             )
-        session = ort.InferenceSession(str(path), providers=providers)
+        options = ort.SessionOptions()
+        # The sessions are timed in turn: an idle session's threads must not spin-wait on the cores the timed one needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         feed = {"images": sample.cpu().numpy()}
 
         def run(session=session, feed=feed):
