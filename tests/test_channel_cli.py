@@ -4,7 +4,6 @@ validates and exports with ultra_sparse and torch_pruning blocked from import; r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-CLI = [sys.executable, "-c", "from ultra_sparse.cli import entrypoint; entrypoint()"]
+from cli_helpers import cli, tree
+
 MODEL_13 = str(Path(__file__).resolve().parents[1] / "cfg" / "models" / "yolov13-tokenc3-lsnet-n.yaml")
 
 # Runs in a process where importing ultra_sparse or torch_pruning fails: load, predict, validate, export, run the ONNX.
@@ -35,14 +35,6 @@ session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
 out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 64, 64), np.float32)})[0]
 print("RESULT", params, out.shape[1], float(metrics.box.map50) >= 0, script.endswith(".torchscript"))
 """
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -87,26 +79,6 @@ def test_report_command_reads_a_pruned_checkpoint(pruned_run):
     out = cli("report", f"model={run / 'weights' / 'best-pruned.pt'}", cwd=folder)
     assert out.returncode == 0, out.stderr
     assert "Channel pruning (flops=0.5" in out.stdout + out.stderr
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["method=channel", "importance=l1l2"], "ranks whole channels"),
-        (["method=channel", "flops=0.99"], "out of reach"),
-        (["method=channel", "flops=0.5", "sparsity=0.3"], "not both"),
-        (["method=channel", "round_to=0"], "round_to=0"),
-    ],
-)
-def test_bad_input_one_line_exit_2_nothing_written(tmp_path, trained_checkpoint, args, message):
-    model = tmp_path / "best.pt"
-    shutil.copy(trained_checkpoint, model)
-    before = tree(tmp_path)
-    out = cli("sparsify", f"model={model}", *args, f"project={tmp_path / 'runs'}", cwd=tmp_path)
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("ultra-sparse: error:"), out.stderr
-    assert message in lines[0]
-    assert tree(tmp_path) == before
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,15 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-CLI = [sys.executable, "-c", "from ultra_sparse.cli import entrypoint; entrypoint()"]
+from cli_helpers import cli, tree
 
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +95,14 @@ def test_report_mode_reads_any_checkpoint(sparse_run):
         (["importance=taylor"], "needs data="),
         (["rules=BADRULES"], "unknown key 'ratoi'"),
         (["rules=UNPARSABLE"], "does not parse"),
+        (["method=nm", "nm=3:2"], "needs 0 < N < M"),
+        (["method=nm", "flops=0.2"], "flops"),  # refused as a key, or (where sparsify takes flops=) by the config
+        (["method=nm", "sparsity=0.5"], "does not apply to method=nm"),
+        (["method=nm", "nm=2of4"], "must be N:M"),
+        (["method=channel", "importance=l1l2"], "ranks whole channels"),
+        (["method=channel", "flops=0.99"], "out of reach"),
+        (["method=channel", "flops=0.5", "sparsity=0.3"], "not both"),
+        (["method=channel", "round_to=0"], "round_to=0"),
     ],
 )
 def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, trained_checkpoint, args, message):

@@ -7,7 +7,6 @@ once at the start) and check the pattern in last.pt and best.pt.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-CLI = [sys.executable, "-c", "from ultra_sparse.cli import entrypoint; entrypoint()"]
+from cli_helpers import cli, tree
+
 COMMON = dict(imgsz=64, batch=8, workers=0, device="cpu", plots=False, verbose=False, seed=0, deterministic=True, amp=False)
 
 # Counts the groups of 4 consecutive input channels holding more than 2 non-zeros, in a process without ultra_sparse.
@@ -31,14 +31,6 @@ bad = {n: int(((params[n].detach().unfold(1, 4, 4) != 0).sum(-1) > 2).sum()) for
 zeros = {n: int((p == 0).sum()) for n, p in params.items()}
 print(json.dumps({"bad": bad, "zeros": zeros}))
 """
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def eligible_names(report: dict) -> list[str]:
@@ -89,26 +81,6 @@ def test_report_mode_checks_the_pattern(nm_run):
     out = cli("report", f"model={weights}", cwd=folder)
     assert out.returncode == 0, out.stderr
     assert "N:M pattern 2:4: holds in every group" in out.stdout + out.stderr
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["method=nm", "nm=3:2"], "needs 0 < N < M"),
-        (["method=nm", "flops=0.2"], "flops"),  # refused as a key, or (where sparsify takes flops=) by the config
-        (["method=nm", "sparsity=0.5"], "does not apply to method=nm"),
-        (["method=nm", "nm=2of4"], "must be N:M"),
-    ],
-)
-def test_bad_input_one_line_exit_2_nothing_written(tmp_path, trained_checkpoint, args, message):
-    model = tmp_path / "best.pt"
-    shutil.copy(trained_checkpoint, model)
-    before = tree(tmp_path)
-    out = cli("sparsify", f"model={model}", *args, f"project={tmp_path / 'runs'}", cwd=tmp_path)
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("ultra-sparse: error:"), out.stderr
-    assert message in lines[0]
-    assert tree(tmp_path) == before
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,20 @@
+"""Helpers shared by the command-line tests: run ``ultra-sparse`` in a subprocess, snapshot a folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = [sys.executable, "-c", "from ultra_sparse.cli import entrypoint; entrypoint()"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``ultra-sparse ARGS`` in ``cwd`` with this interpreter; capture its output."""
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes: equal snapshots mean nothing was written or changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
