@@ -20,16 +20,7 @@ from ultra_sparse.prune.nm import nm_eligibility, nm_groups, nm_masks, nm_violat
 from ultra_sparse.report import format_report_md, sparsity_report
 from ultra_sparse.rules import assign_families, load_rules
 
-
-def yolo(seed: int = 0) -> nn.Module:
-    from ultralytics import YOLO
-
-    torch.manual_seed(seed)
-    model = YOLO("yolo11n.yaml").model
-    with torch.no_grad():  # trained-like weights: no exact zeros or ties from initialisation
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 1e-3)
-    return model
+from test_masks import yolo  # trained-like yolo11n: no exact zeros or ties from initialisation
 
 
 @pytest.fixture(scope="module")
