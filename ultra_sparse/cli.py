@@ -24,14 +24,14 @@ from .messages import clip, echo
 __all__ = ["MODES", "UsageError", "entrypoint", "main", "parse_args"]
 
 MODES = {
-    "sparsify": "one-shot: zero weights of a checkpoint by module family, write a new sparse checkpoint",
+    "sparsify": "one-shot: zero weights (unstructured, N:M) or remove channels by module family, write a new checkpoint",
     "report": "sparsity tables (per family, per layer, totals) for any checkpoint",
-    "train": "train with sparsity keys: gradual or one-shot pruning, fine-tune-with-mask from a sparse checkpoint",
-    "val": "validate a checkpoint: Ultralytics' P, R, mAP50, mAP50-95 and speed, plus its sparsity",
-    "compare": "dense vs sparse: same validation for both, interleaved benchmark, table of changes and a plot",
-    "benchmark": "time dense and sparse interleaved (torch or onnxruntime): medians, spread, honest verdict",
+    "train": "train any task with sparsity keys: gradual or one-shot pruning, fine-tune a sparse or pruned checkpoint",
+    "val": "validate a checkpoint of any task with Ultralytics' validator (accuracy and speed), plus its sparsity",
+    "compare": "dense vs sparse or pruned: params, GFLOPs, size, same validation, interleaved benchmark, table and plot",
+    "benchmark": "time dense and sparse interleaved (torch and/or onnxruntime): medians, spread, honest verdict",
     "scan": "sensitivity scan: prune each layer group at a ladder of ratios, validate, write rules reaching a sparsity",
-    "demo": "end-to-end run on generated data: baseline, sparsify, fine-tune with mask, compare",
+    "demo": "end-to-end run on generated data: baseline, sparsify, fine-tune, compare, then channel-prune, fine-tune, compare",
 }
 HELP_WORDS = {"help", "--help", "-h"}
 STRING_KEYS = {"name", "project", "out"}  # kept as typed: name=1 is the folder "1"
@@ -169,7 +169,7 @@ def usage() -> str:
     lines = [
         "usage: ultra-sparse MODE [key=value ...]",
         "",
-        "Module-aware sparsification for Ultralytics YOLO detectors; a drop-in superset of the 'yolo' command.",
+        "Module-aware pruning for Ultralytics YOLO models; a drop-in superset of the 'yolo' command.",
         "",
         "modes:",
         *[f"  {mode:10s} {text}" for mode, text in MODES.items()],
