@@ -222,3 +222,43 @@ def test_a_crash_while_writing_a_checkpoint_leaves_last_pt_whole(sparse30, synth
     monkeypatch.undo()
     last = _load(tmp_path / "k" / "weights" / "last.pt")  # loads: never half written
     assert METADATA_KEY in last
+
+
+def test_a_crash_while_stripping_at_the_end_leaves_last_and_best_whole(sparse30, synthetic_data, tmp_path, monkeypatch):
+    """Ultralytics rewrites last.pt and best.pt in place when it strips them at the end of a run."""
+    from ultra_sparse import SparseYOLO
+
+    class Killed(BaseException):
+        pass
+
+    save = torch.save
+
+    def killed_while_writing_a_checkpoint(obj, f, *args, **kwargs):
+        if isinstance(f, (str, Path)) and Path(f).name in {"last.pt", "best.pt"}:
+            Path(f).write_bytes(b"PK\x03\x04 cut short")
+            raise Killed
+        return save(obj, f, *args, **kwargs)
+
+    model = SparseYOLO(str(sparse30))
+    model.add_callback("on_model_save", lambda trainer: monkeypatch.setattr(torch, "save", killed_while_writing_a_checkpoint))
+    with pytest.raises(Killed):
+        model.train(data=str(synthetic_data), epochs=1, project=str(tmp_path), name="k", **COMMON)
+    monkeypatch.undo()
+    weights = tmp_path / "k" / "weights"
+    for name in ("last.pt", "best.pt"):
+        assert METADATA_KEY in _load(weights / name)  # the copy saved after the epoch, whole
+    assert sorted(p.name for p in weights.iterdir()) == ["best.pt", "last.pt"]  # no staging file left behind
+
+
+def test_the_end_of_run_files_are_stripped_compressed_and_keep_the_state(sparse30, synthetic_data, tmp_path):
+    import zipfile
+
+    weights = _train(sparse30, synthetic_data, tmp_path, "s")
+    before = _zeros(sparse30)
+    for name in ("last.pt", "best.pt"):
+        ckpt = _load(weights / name)
+        assert ckpt["optimizer"] is None and ckpt["ema"] is None and ckpt[METADATA_KEY]["sparsity"] == pytest.approx(0.3, abs=1e-6)
+        with zipfile.ZipFile(weights / name) as archive:
+            assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+        _kept_zeros(before, weights / name)
+    assert sorted(p.name for p in weights.iterdir()) == ["best.pt", "last.pt"]

@@ -14,6 +14,7 @@ decision live in :mod:`ultra_sparse.masking` (shared with the callbacks). The mi
   ``on_train_epoch_end``, on the model and the EMA, so validation measures the sparse model; warns at the end of a run
   that stopped below its target.
 - ``save_model``: writes last.pt, best.pt and epochN.pt once each, atomically, with the ``ultra_sparse`` state.
+- ``final_eval``: Ultralytics' end-of-run strip of last.pt and best.pt is written atomically too, and compressed.
 - ``save_metrics`` / ``get_validator``: the ``metrics/sparsity`` column and the task's sparse validator.
 
 With knowledge distillation (``distill_model=``, Ultralytics 8.4.77+) the masks belong to the student.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from contextlib import contextmanager
 from contextvars import ContextVar
 from copy import deepcopy
@@ -39,7 +41,7 @@ from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 
-from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
+from .checkpoint import METADATA_KEY, atomic_write_bytes, deflate_zip, load_checkpoint
 from .config import SPARSITY_KEYS, SparsityConfig
 from .masking import (
     SPARSE_START_ZEROS,
@@ -91,6 +93,33 @@ class _CapturedPath(type(Path())):
             return super().write_bytes(data)
         captured[Path(self)] = bytes(data)
         return len(data)
+
+
+@contextmanager
+def _atomic_strip() -> Iterator[None]:
+    """Context: the trainer's ``strip_optimizer`` writes to a file beside its target, then replaces it atomically.
+
+    The stripped checkpoint is DEFLATE-compressed on the way (plain ``torch.load`` reads it); exact zeros and pruned
+    models shrink. Ultralytics' own function does the stripping; only where its bytes land changes.
+    """
+    import ultralytics.engine.trainer as engine
+
+    strip = engine.strip_optimizer
+
+    def strip_atomically(f, s="", updates=None):
+        target = Path(s or f)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".strip-") as staging:
+            staged = Path(staging) / target.name
+            ckpt = strip(f, str(staged), updates=updates)
+            if staged.exists():
+                atomic_write_bytes(target, deflate_zip(staged.read_bytes()))
+        return ckpt
+
+    engine.strip_optimizer = strip_atomically
+    try:
+        yield
+    finally:
+        engine.strip_optimizer = strip
 
 
 def check_resumable(path: str | Path) -> dict[str, Any]:
@@ -319,11 +348,9 @@ class SparseTrainerMixin:
         """Save as Ultralytics does, but write each file once, atomically, with the ``ultra_sparse`` state in it.
 
         Ultralytics serialises the checkpoint once and writes it to last.pt (and best.pt, epochN.pt) in place; here
-        those writes are captured in memory, the state is added, and each file is replaced atomically, so a kill
-        during a save leaves the previous file whole.
+        those writes are captured in memory, the state is added (in a sparse run), and each file is replaced
+        atomically, so a kill during a save leaves the previous file whole.
         """
-        if self.sparse is None:
-            return super().save_model()
         paths = {"last": self.last, "best": self.best, "wdir": self.wdir}
         for key, path in paths.items():
             setattr(self, key, _CapturedPath(path))
@@ -335,17 +362,29 @@ class SparseTrainerMixin:
             _CAPTURED.reset(token)
             for key, path in paths.items():
                 setattr(self, key, path)
-        if captured:
-            payloads = {}
-            for path, data in captured.items():
-                if data not in payloads:
-                    ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-                    ckpt[METADATA_KEY] = self.sparsity_metadata()
-                    buffer = io.BytesIO()
-                    torch.save(ckpt, buffer)
-                    payloads[data] = buffer.getvalue()
-                atomic_write_bytes(path, payloads[data])
+        payloads = {}
+        for path, data in (captured or {}).items():
+            if data not in payloads:
+                payloads[data] = data if self.sparse is None else self._with_state(data)
+            atomic_write_bytes(path, payloads[data])
         return saved
+
+    def final_eval(self):
+        """Strip and validate as Ultralytics does, but write the stripped last.pt and best.pt atomically, compressed.
+
+        Ultralytics rewrites both files in place at the end of a run (``strip_optimizer``); a kill during that write
+        would destroy the run's result.
+        """
+        with _atomic_strip():
+            return super().final_eval()
+
+    def _with_state(self, data: bytes) -> bytes:
+        """The checkpoint ``data`` with this run's ``ultra_sparse`` state added."""
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        ckpt[METADATA_KEY] = self.sparsity_metadata()
+        buffer = io.BytesIO()
+        torch.save(ckpt, buffer)
+        return buffer.getvalue()
 
     def sparsity_metadata(self) -> dict[str, Any]:
         """What checkpoints store under ``ultra_sparse``: version, achieved and target sparsity, and the state."""
