@@ -8,12 +8,20 @@ import pytest
 import torch
 
 from ultra_sparse.checkpoint import METADATA_KEY
+from ultra_sparse.compare import ACCURACY_KEYS
 from ultra_sparse.masking import unpack_mask
 from ultra_sparse.synthetic_tasks import TASKS, make_task_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CFG = {"segment": "yolo11n-seg.yaml", "pose": "yolo11n-pose.yaml", "obb": "yolo11n-obb.yaml", "classify": "yolo11n-cls.yaml"}
+BOX = ["mAP50", "mAP50-95", "precision", "recall"]
+TASK_ROWS = {
+    "segment": [*BOX, "mask mAP50", "mask mAP50-95"],
+    "pose": [*BOX, "pose mAP50", "pose mAP50-95"],
+    "obb": BOX,
+    "classify": ["top-1 accuracy", "top-5 accuracy"],
+}
 COMMON = dict(imgsz=64, batch=8, workers=0, device="cpu", plots=False, verbose=False, seed=0, deterministic=True, amp=False)
 
 
@@ -49,6 +57,17 @@ def test_task_fine_tune_keeps_exact_zeros_and_validates(task, tmp_path):
                  f"project={tmp_path}", "name=val"]) == 0
     result = json.loads((tmp_path / "val" / "val.json").read_text())
     assert result["results"]["sparsity/prunable"] == pytest.approx(0.3, abs=1e-6)
+
+    base = tmp_path / "base" / "weights" / "last.pt"
+    assert main(["compare", f"dense={base}", f"sparse={tmp_path / 'ft' / 'weights' / 'best.pt'}", f"data={data}",
+                 "imgsz=64", "batch=8", "backend=torch", "runs=10", "warmup=1", f"project={tmp_path}", "name=cmp"]) == 0
+    compared = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    rows = {row["metric"]: row for row in compared["rows"]}
+    for row in TASK_ROWS[task]:  # the task's own accuracy, read from Ultralytics' validation of each side
+        assert rows[row]["sparse"] == compared["sparse"]["metrics"][ACCURACY_KEYS[row]], row
+        assert rows[row]["dense"] == compared["dense"]["metrics"][ACCURACY_KEYS[row]], row
+    assert set(rows) & set(ACCURACY_KEYS) == set(TASK_ROWS[task])
+    assert "rules `default`" in (tmp_path / "cmp" / "compare.md").read_text()
 
 
 def test_detection_trainer_on_a_segment_model_is_one_clear_error(tmp_path):

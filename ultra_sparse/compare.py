@@ -16,9 +16,10 @@ from typing import Any, Mapping
 from .bench import benchmark_models, check_comparable, check_settings, format_benchmark_md, parse_device
 from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
 from .report import pattern_of, sparsity_report
-from .rules import recorded_rules
+from .rules import load_rules, recorded_rules
 
 __all__ = [
+    "ACCURACY_KEYS",
     "ROW_NAMES",
     "check_inputs",
     "compare_models",
@@ -29,17 +30,20 @@ __all__ = [
     "write_comparison",
 ]
 
-ROW_NAMES = (  # then two speed rows per backend timed: see row_names
-    "total params",
-    "nonzero params",
-    "sparsified weights",
-    "GFLOPs",
-    "file size (MB)",
-    "mAP50",
-    "mAP50-95",
-    "precision",
-    "recall",
-)
+SIZE_ROWS = ("total params", "nonzero params", "sparsified weights", "GFLOPs", "file size (MB)")
+ACCURACY_KEYS = {  # accuracy row -> Ultralytics' results_dict key, in table order; a task shows the ones it reports
+    "mAP50": "metrics/mAP50(B)",
+    "mAP50-95": "metrics/mAP50-95(B)",
+    "precision": "metrics/precision(B)",
+    "recall": "metrics/recall(B)",
+    "mask mAP50": "metrics/mAP50(M)",
+    "mask mAP50-95": "metrics/mAP50-95(M)",
+    "pose mAP50": "metrics/mAP50(P)",
+    "pose mAP50-95": "metrics/mAP50-95(P)",
+    "top-1 accuracy": "metrics/accuracy_top1",
+    "top-5 accuracy": "metrics/accuracy_top5",
+}
+ROW_NAMES = (*SIZE_ROWS, "mAP50", "mAP50-95", "precision", "recall")  # a detection comparison's rows before speed
 UNITS = {
     "total params": "count",
     "nonzero params": "count",
@@ -49,14 +53,23 @@ UNITS = {
 }
 
 
-def row_names(backends: tuple[str, ...] | list[str]) -> list[str]:
-    """Every row of a comparison timed with ``backends``: ``ROW_NAMES``, then latency and FPS per backend.
+def row_names(backends: tuple[str, ...] | list[str], results: Mapping[str, Any] | None = None) -> list[str]:
+    """Every row of a comparison timed with ``backends``: size rows, the accuracy rows of the task, then latency and
+    FPS per backend.
+
+    Args:
+        backends (tuple[str, ...] | list[str]): Benchmark backends timed.
+        results (Mapping[str, Any], optional): A validation's ``results_dict``: its task's accuracy rows (segment adds
+            mask mAP, pose adds pose mAP, classify has top-1/top-5 accuracy). Default: detection's.
 
     Examples:
         >>> row_names(["torch"])[-2:]
         ['latency ms/img (torch)', 'FPS (torch)']
+        >>> row_names([], {"metrics/accuracy_top1": 0.9, "metrics/accuracy_top5": 1.0})[len(SIZE_ROWS):]
+        ['top-1 accuracy', 'top-5 accuracy']
     """
-    return [*ROW_NAMES, *(row for b in backends for row in (f"latency ms/img ({b})", f"FPS ({b})"))]
+    accuracy = ROW_NAMES[len(SIZE_ROWS):] if results is None else [r for r, k in ACCURACY_KEYS.items() if k in results]
+    return [*SIZE_ROWS, *accuracy, *(row for b in backends for row in (f"latency ms/img ({b})", f"FPS ({b})"))]
 
 
 KIND_WORDS = {
@@ -211,7 +224,7 @@ def compare_models(
     )
     return {
         "settings": {**settings, "data": str(data), "device": device, "half": bool(half), "rules": rules,
-                     "benchmark_batch": 1},
+                     "rules_name": load_rules(rules).name, "benchmark_batch": 1},
         "kind": bench["kind"],
         "dense": sides["dense"],
         "sparse": sides["sparse"],
@@ -256,7 +269,7 @@ def format_comparison_md(result: Mapping[str, Any]) -> str:
         lines += [
             "",
             f"Validated on `{s['data']}` at imgsz={s['imgsz']}, batch={s['batch']}, device={s['device']}, "
-            f"half={s['half']}; prunable weights counted with rules `{s['rules']}`.",
+            f"half={s['half']}; prunable weights counted with rules `{s['rules_name']}`.",
         ]
     bench = result.get("benchmark")
     if bench:
@@ -278,7 +291,8 @@ def write_comparison(result: Mapping[str, Any], folder: str | Path) -> tuple[Pat
 
 
 def _rows(sides: Mapping[str, Any], bench: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The comparison rows, in ``row_names`` order; GFLOPs and speed come from the benchmark."""
+    """The comparison rows, in ``row_names`` order (the task's accuracy rows); GFLOPs and speed come from the
+    benchmark."""
     backends = list(bench["timings"])
 
     def values(side: Mapping[str, Any], name: str) -> dict[str, float | None]:
@@ -289,10 +303,7 @@ def _rows(sides: Mapping[str, Any], bench: Mapping[str, Any]) -> list[dict[str, 
             "sparsified weights": t["prunable"]["sparsity"],
             "GFLOPs": bench["models"][name]["gflops"],
             "file size (MB)": side["file_bytes"] / 1e6,
-            "mAP50": m["metrics/mAP50(B)"],
-            "mAP50-95": m["metrics/mAP50-95(B)"],
-            "precision": m["metrics/precision(B)"],
-            "recall": m["metrics/recall(B)"],
+            **{row: m[key] for row, key in ACCURACY_KEYS.items() if key in m},
         }
         for backend in backends:
             timed = bench["timings"][backend]["models"][name]
@@ -302,7 +313,7 @@ def _rows(sides: Mapping[str, Any], bench: Mapping[str, Any]) -> list[dict[str, 
 
     dense, sparse = values(sides["dense"], "dense"), values(sides["sparse"], "sparse")
     rows = []
-    for metric in row_names(backends):
+    for metric in row_names(backends, sides["dense"]["metrics"]):
         d, s = dense[metric], sparse[metric]
         unit = UNITS.get(metric, "2f" if metric.startswith(("latency", "FPS")) else "")
         known = d is not None and s is not None

@@ -14,12 +14,12 @@ from typing import Any, Mapping
 
 from .bench.stats import ratio_text
 from .checkpoint import atomic_write_bytes
+from .compare import ACCURACY_KEYS
 
 __all__ = ["BAD", "GOOD", "NEUTRAL", "plot_comparison", "plot_sensitivity", "row_colour", "speed_words"]
 
 GOOD, BAD, NEUTRAL = "tab:green", "tab:red", "tab:gray"
 LOWER_IS_BETTER = ("total params", "nonzero params", "GFLOPs", "file size (MB)")
-HIGHER_IS_BETTER = ("mAP50", "mAP50-95", "precision", "recall")
 OUTCOME_COLOURS = {"speed-up": GOOD, "slow-down": BAD, "none": NEUTRAL}
 OUTCOME_WORDS = {"speed-up": "faster", "slow-down": "slower", "none": "no measurable speed-up"}
 
@@ -96,7 +96,7 @@ def plot_comparison(result: Mapping[str, Any], path: str | Path) -> Path:
 
 def _size_and_accuracy(ax, rows) -> None:
     """Horizontal bars of the relative changes, coloured good/bad; unknown values (no GFLOPs counter) left out."""
-    rows = [r for r in rows if r["metric"] in LOWER_IS_BETTER + HIGHER_IS_BETTER and r["rel_change"] is not None]
+    rows = [r for r in rows if r["metric"] in (*LOWER_IS_BETTER, *ACCURACY_KEYS) and r["rel_change"] is not None]
     names = [r["metric"] for r in rows]
     changes = [100 * r["rel_change"] for r in rows]
     ax.barh(names, changes, color=[row_colour(r["metric"], r["rel_change"]) for r in rows])
@@ -161,7 +161,7 @@ def _families(ax, result: Mapping[str, Any]) -> None:
     ax.axhline(100, color="black", linewidth=0.8)
     ax.set_ylim(0, 118)
     ax.set_ylabel("non-zero weights kept (% of dense)")
-    ax.set_title(f"Weights kept per family (rules: {result['settings'].get('rules', '?')})", fontsize=10)
+    ax.set_title(f"Weights kept per family (rules: {result['settings'].get('rules_name', '?')})", fontsize=10)
     for x, k in enumerate(kept):
         ax.annotate(f"{k:.1f}%" if 99.5 <= k < 100 else f"{k:.0f}%", (x, k), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
 

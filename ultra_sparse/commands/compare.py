@@ -16,7 +16,8 @@ HELP = (
     "                            [runs=30] [warmup=5] [backend=auto] [name=..]\n\n"
     "Validates both checkpoints with identical settings and times them with the interleaved benchmark (batch 1).\n"
     "They may differ in architecture (a channel-pruned model against its dense parent), not in task or classes.\n"
-    "Prints params, non-zero params, sparsified weights, GFLOPs, file size, mAP50, mAP50-95, precision, recall,\n"
+    "Prints params, non-zero params, sparsified weights, GFLOPs, file size, the task's accuracy (mAP50, mAP50-95,\n"
+    "precision, recall; segment and pose add mask or pose mAP, classify shows top-1 and top-5 accuracy),\n"
     "latency ms/img and FPS per backend with absolute and relative changes, and a speed verdict per backend;\n"
     "writes compare.json, compare.md, compare.png."
 )
