@@ -172,10 +172,11 @@ def yolov8n():
     return net, assign_families(net, load_rules())
 
 
+@pytest.mark.parametrize("scope", ["layer", "global"])
 @pytest.mark.parametrize("key, target", [("sparsity", 0.4), ("flops", 0.35)])
-def test_target_hit_within_one_channel_group(yolov8n, key, target):
+def test_target_hit_within_one_channel_group(yolov8n, key, target, scope):
     net, assignment = yolov8n
-    plan = plan_channels(net, assignment, SparsityConfig(method="channel", **{key: target}), 64)
+    plan = plan_channels(net, assignment, SparsityConfig(method="channel", scope=scope, **{key: target}), 64)
     bracket = plan.bracket
     assert bracket["groups"] == 1  # the nearest plans below and above differ in one group
     assert bracket["below"] <= target <= bracket["above"]

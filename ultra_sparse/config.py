@@ -34,9 +34,10 @@ class SparsityConfig:
             YAML, or the parsed content of one.
         importance (str): Weight importance criterion: ``l1``, ``l2``, ``l1l2``, ``lamp`` or ``taylor`` (for
             ``method=channel`` the channel-level forms of ``l1``, ``l2``, ``lamp``, ``taylor``; ``l1l2`` is refused).
-        scope (str): ``global`` (each family loses its ratio as a whole, spread over its layers by one ranking; the
-            default, far more accurate at high sparsity) or ``layer`` (each layer loses its family's ratio: the
-            reference scheme's per-layer way).
+        scope (str | None): ``global`` (each family loses its ratio as a whole, spread over its layers by one
+            ranking) or ``layer`` (each layer loses its family's ratio: the reference scheme's per-layer way).
+            ``None`` picks what measured best for the method: ``global`` for unstructured and N:M zeros (far more
+            accurate at high sparsity), ``layer`` for channels (a global channel ranking empties some layers).
         schedule (str | None): ``oneshot`` or ``gradual`` when training; ``None`` lets the trainer choose
             (``method=nm`` prunes once: ``None`` becomes ``oneshot`` and ``gradual`` is refused).
         prune_start (int | None): First epoch of the gradual ramp; ``None`` picks a default for the run length.
@@ -50,8 +51,8 @@ class SparsityConfig:
 
     Examples:
         >>> cfg = SparsityConfig(sparsity=0.1, rules="tokenc3_lsnet")
-        >>> cfg.scope
-        'global'
+        >>> cfg.scope, SparsityConfig(method="channel", flops=0.5).scope
+        ('global', 'layer')
         >>> cfg, rest = SparsityConfig.from_args({"sparsity": 0.5, "epochs": 3})
         >>> rest
         {'epochs': 3}
@@ -62,7 +63,7 @@ class SparsityConfig:
     flops: float | None = None
     rules: str | dict = "default"
     importance: str = "l1"
-    scope: str = "global"
+    scope: str | None = None
     schedule: str | None = None
     prune_start: int | None = None
     prune_end: int | None = None
@@ -91,6 +92,8 @@ class SparsityConfig:
             raise ValueError(
                 "importance=l1l2 ranks single weights; method=channel ranks whole channels: use l1, l2, lamp or taylor"
             )
+        if self.scope is None:
+            object.__setattr__(self, "scope", "layer" if self.method == "channel" else "global")
         _choice("scope", self.scope, SCOPES)
         if self.schedule is not None:
             _choice("schedule", self.schedule, SCHEDULES)

@@ -19,7 +19,7 @@ __all__ = ["FLAGS", "HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10 | flops=0.5] [rules=default] [importance=l1]\n"
-    "                             [scope=global] [method=unstructured|channel|nm] [nm=2:4] [round_to=8] [data=D]\n"
+    "                             [scope=global|layer] [method=unstructured|channel|nm] [nm=2:4] [round_to=8] [data=D]\n"
     "                             [name=..] [out=PATH] [compress=True]\n\n"
     "Zeroes weights of a trained checkpoint family by family (method=nm: N of every M consecutive input-channel\n"
     "weights kept), or removes whole channels (method=channel: smaller, faster dense layers), and writes a NEW\n"
@@ -40,8 +40,9 @@ KEYS = {
     "factor to hit it exactly (default: apply the rule ratios as written)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
     "importance": "l1 (default), l2, l1l2 (rank like l1; not for method=channel), lamp, taylor (needs data=)",
-    "scope": "global: each family loses its ratio as a whole, ranked across its layers (default); layer: each "
-    "layer loses its family's ratio (the reference scheme's per-layer way; far less accurate at high sparsity)",
+    "scope": "global: each family loses its ratio as a whole, ranked across its layers (default for unstructured "
+    "and nm; far more accurate at high sparsity); layer: each layer loses its family's ratio (the reference scheme's "
+    "per-layer way; default for method=channel, where a global ranking empties some layers)",
     "data": "dataset YAML whose train split calibrates importance=taylor",
     "imgsz": "image size of the calibration batches (default 640); method=channel counts GFLOPs at it (default: the "
     "model's training imgsz)",

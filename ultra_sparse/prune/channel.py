@@ -414,9 +414,35 @@ def _search(counter: _Counter, saved, target: float) -> tuple[float, np.ndarray,
             high, above = mid, counts
         if counter.differing(below, above) <= 1 or high - low < 1e-9:
             break
+    if counter.differing(below, above) > 1:  # groups that cross at the same scale (scope=layer: equal widths)
+        below, above = _one_group_at_a_time(counter, saved, target, below, above)
     got_below, got_above = saved(below), saved(above)
     bracket = {"below": got_below, "above": got_above, "groups": counter.differing(below, above)}
     return ((low, below) if target - got_below < got_above - target else (high, above)) + (bracket,)
+
+
+def _one_group_at_a_time(
+    counter: _Counter, saved, target: float, below: np.ndarray, above: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step from the plan below the target to the one above it one group at a time (a split block's two halves
+    together), the group whose next channels matter least first; return the two plans around the target."""
+    twin = {a: b for a, b in counter.pairs} | {b: a for a, b in counter.pairs}
+    steps, seen = [], set()
+    for i in np.flatnonzero(below != above).tolist():
+        if i in seen:
+            continue
+        members = [i, twin[i]] if i in twin else [i]
+        seen.update(members)
+        scores = [counter.groups[j].scores[counter.groups[j].order[below[j]:above[j]]] for j in members]
+        steps.append((float(torch.cat(scores).mean()), members))
+    current = below.copy()
+    for _, members in sorted(steps, key=lambda step: step[0]):
+        step = current.copy()
+        step[members] = above[members]
+        if saved(step) >= target:
+            return current, step
+        current = step
+    return current, above
 
 
 class _Costs:
