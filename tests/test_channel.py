@@ -230,3 +230,26 @@ def test_a_channel_pruned_checkpoint_trains_as_a_dense_start():
     net = YOLO("yolov8n.yaml").model
     assert decide_start(net, {}, {"config": {"method": "channel", "rules": "default"}}, epochs=3) is None
     assert decide_start(net, {}, {"config": {"method": "unstructured", "rules": "default"}}, epochs=3).fine_tune
+
+
+def test_blocks_of_families_kept_at_ratio_0_are_traced_as_twins():
+    """A family at ratio 0 loses no channel, but its split blocks must not enter Torch-Pruning's graph with their stock
+    ``chunk``: with the neck at ratio 0 and the backbone pruned, planning yolo11n never finished."""
+    net = randomised("yolo11n.yaml")
+    head = {"family": "head", "ratio": 0.0, "classes": ["Detect", "DFL"], "protect": True}
+
+    def rules(backbone: float, attention: float) -> dict:
+        return {"rules": [head, {"family": "attention", "ratio": attention, "classes": ["C2PSA"]},
+                          {"family": "backbone", "ratio": backbone, "classes": ["*"], "layers": list(range(9))},
+                          {"family": "neck", "ratio": 0.0, "classes": ["*"]}]}
+
+    plan = plan_channels(net, assign_families(net, load_rules(rules(0.0, 0.3))), SparsityConfig(method="channel"), 64)
+    assert {"model.13", "model.16", "model.19", "model.22"} <= set(plan.split_blocks)  # the neck's C3k2 blocks
+    assert not any(name.startswith(("model.13.", "model.22.")) and kind == "out" for name, kind in plan.remove)
+
+    assignment = assign_families(net, load_rules(rules(0.3, 0.0)))
+    plan = plan_channels(net, assignment, SparsityConfig(method="channel"), 64)
+    layers = {int(name.split(".")[1]) for name, kind in plan.remove if kind == "out"}
+    assert layers and layers <= set(range(9))  # the backbone alone loses output channels
+    pruned = apply_plan(copy.deepcopy(net), plan)
+    assert pruned(torch.zeros(1, 3, 64, 64))[0].shape[1] == net(torch.zeros(1, 3, 64, 64))[0].shape[1]

@@ -161,6 +161,7 @@ def run(args: dict[str, Any]) -> None:
         + "\n".join(f"  {g['name']:>16s} {g['params']:>10,d} weights -> {g['written_ratio']:.2%}" for g in result["groups"])
         + f"\n  rules  {paths['rules']}\n  curves {paths['csv']}, {paths['json']}, {paths['plot']}\n"
         f"  next:  ultra-sparse sparsify model={model} rules={paths['rules']} sparsity={config.sparsity}"
+        + (" method=channel" if config.method == "channel" else "")
     )
 
 

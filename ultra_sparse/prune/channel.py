@@ -134,7 +134,10 @@ def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
     protected = {w.name.removesuffix(".weight") for w in assignment.weights if w.protected and not _depthwise(w.module)}
     family = {w.name.removesuffix(".weight"): w.family for w in assignment.weights if not w.protected}
     ratios = assignment.ruleset.ratios
-    whole, twins, input_split = classify_blocks(net, {id(w.module) for w in assignment.weights if w.protected})
+    # blocks of families kept at ratio 0 are still traced as twins: a stock chunk in the graph derails Torch-Pruning
+    unpruned = {r.family for r in assignment.ruleset.rules if not r.protect and r.ratio == 0}
+    head = {id(w.module) for w in assignment.weights if w.protected and w.family not in unpruned}
+    whole, twins, input_split = classify_blocks(net, head)
     stride = max(int(net.stride.max()), 32) if hasattr(net, "stride") else 32
     traced = tracing_copy(net, list(whole), twins, input_split, stride)
     modules = dict(traced.net.named_modules())
