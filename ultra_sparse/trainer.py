@@ -112,7 +112,9 @@ def _atomic_strip() -> Iterator[None]:
             staged = Path(staging) / target.name
             ckpt = strip(f, str(staged), updates=updates)
             if staged.exists():
-                atomic_write_bytes(target, deflate_zip(staged.read_bytes()))
+                payload = deflate_zip(staged.read_bytes())
+                atomic_write_bytes(target, payload)
+                LOGGER.info(f"{colorstr('ultra_sparse:')} {target} replaced in one step, {len(payload) / 1e6:.1f}MB compressed")
         return ckpt
 
     engine.strip_optimizer = strip_atomically
