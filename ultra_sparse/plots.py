@@ -67,7 +67,7 @@ def plot_comparison(result: Mapping[str, Any], path: str | Path) -> Path:
 
     Args:
         result (Mapping[str, Any]): A ``compare.compare_models`` result.
-        path (str | Path): PNG file to write (its folder is created).
+        path (str | Path): PNG file to create, atomically (its folder is created).
 
     Returns:
         (Path): ``path``.
@@ -75,13 +75,7 @@ def plot_comparison(result: Mapping[str, Any], path: str | Path) -> Path:
     Examples:
         >>> plot_comparison(result, "runs/sparse/compare/compare.png")  # doctest: +SKIP
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [1.1, 1.2, 1.1]})
     _size_and_accuracy(ax1, result["rows"])
     headline = _speed(ax2, result.get("benchmark") or {})
@@ -89,9 +83,7 @@ def plot_comparison(result: Mapping[str, Any], path: str | Path) -> Path:
     kind = result.get("kind") or "?"
     fig.suptitle(f"sparse vs dense ({kind} pair): {headline}", fontsize=13, fontweight="bold")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _size_and_accuracy(ax, rows) -> None:
@@ -185,12 +177,7 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     Examples:
         >>> plot_sensitivity(result, "runs/sparse/scan/sensitivity.png")  # doctest: +SKIP
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
+    plt = _pyplot()
     dense, base = result["dense"]["mAP50"], result.get("base")
     reference = base["mAP50"] if base else dense
     total = sum(g["params"] for g in result["groups"])
@@ -226,8 +213,25 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_title("Sensitivity scan: one group moved at a time\n(stars: the choice from these curves; legend: share of "
                  "weights, ratio written)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Render ``fig`` as a PNG, write it to ``path`` atomically (its folder is created), close it; return the path."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return Path(path)
