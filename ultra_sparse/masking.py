@@ -273,7 +273,7 @@ def start_training(net: nn.Module, plan: StartPlan, epochs: int) -> SparseTraini
     what = (
         "fine-tune with the model's zeros as mask"
         if plan.fine_tune
-        else f"{c.schedule} to {s.final:.2%} ({_rules_name(c.rules)} rules, {c.method}, {c.importance}, scope={c.scope}{ramp})"
+        else f"{c.schedule} to {s.final:.2%} ({state.assignment.ruleset.name} rules, {c.method}, {c.importance}, scope={c.scope}{ramp})"
     )
     LOGGER.info(f"{colorstr('sparsity:')} {what}; now {state.sparsity(net):.2%} of prunable weights are zero")
     return state
@@ -350,11 +350,6 @@ def _check_training_config(config: SparsityConfig) -> None:
         raise ValueError(CHANNEL_IN_TRAINING)
     if config.importance == "taylor":
         raise ValueError("importance=taylor is not available in training; use l1, l2, l1l2 or lamp")
-
-
-def _rules_name(rules: str | dict) -> str:
-    """A short name for rules in messages (a dict is not echoed whole)."""
-    return rules if isinstance(rules, str) else "<recorded>"
 
 
 def _zero_fraction(tensors: Iterable[torch.Tensor]) -> float:
