@@ -74,7 +74,7 @@ def sparse30(trained_checkpoint, tmp_path_factory) -> Path:
         ({"rules": "PROTECT_ALL", "sparsity": 0.3}, ValueError, "no prunable weight"),
         ({"sparsity": 0.5, "prune_end": 5}, ValueError, "prune_end=5"),
         ({"sparsity": 0.995}, ValueError, "out of reach"),
-        ({"method": "channel", "sparsity": 0.3}, ValueError, "sparsify method=channel"),
+        ({"method": "channel", "flops": 0.95}, ValueError, "out of reach"),
         ({"resume": True}, ValueError, "nothing to resume"),
     ],
 )

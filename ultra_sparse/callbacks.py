@@ -39,7 +39,11 @@ class SparseCallbacks:
 
     def __init__(self, keys: dict[str, Any]):
         """Check the keys; masks are built when training starts."""
-        SparsityConfig(**keys)
+        if SparsityConfig(**keys).method == "channel":
+            raise ValueError(
+                "method=channel trains with 'ultra-sparse train', SparseYOLO.train or a Sparse*Trainer: the end of the "
+                "run removes the zeroed channels from last.pt and best.pt, which callbacks cannot do"
+            )
         self.keys = dict(keys)
         self.sparse: SparseTraining | None = None
 

@@ -10,6 +10,8 @@ Both :mod:`ultra_sparse.trainer` and :mod:`ultra_sparse.callbacks` use this modu
 
 Start rules:
 
+- ``method=channel`` runs hold channel masks instead (:class:`ultra_sparse.channel_training.ChannelTraining`, made by
+  :func:`training_state`) and start from a dense model;
 - a start is **sparse** when its checkpoint carries ``ultra_sparse`` metadata of a zeroing method, or at least
   ``SPARSE_START_ZEROS`` of its prunable weights are exact zeros (sparse checkpoints from other tools); a
   channel-pruned checkpoint (``method=channel`` metadata) is dense: its removed channels are gone, not masked;
@@ -40,6 +42,7 @@ __all__ = [
     "SparseTraining",
     "StartPlan",
     "decide_start",
+    "training_state",
     "pack_mask",
     "prunable_zero_fraction",
     "start_is_sparse",
@@ -50,10 +53,6 @@ __all__ = [
 ]
 
 SPARSE_START_ZEROS = 0.01  # a start model with this fraction of exact zeros (prunable weights) is treated as sparse
-CHANNEL_IN_TRAINING = (
-    "method=channel is not a training key: prune with 'ultra-sparse sparsify method=channel', then fine-tune the "
-    "pruned checkpoint with 'ultra-sparse train model=<pruned>.pt'"
-)
 
 
 class SparseTraining:
@@ -125,6 +124,10 @@ class SparseTraining:
         """Raise ValueError now if the final target cannot be reached with these rules (before any epoch runs)."""
         if self.schedule.final > self.sparsity(net):
             self._masks_at(self.schedule.final, self.config)
+
+    def progress(self, net: nn.Module) -> str:
+        """One line on where the run stands, for the log."""
+        return f"{self.sparsity(net):.2%} of prunable weights zero (target {self.schedule.target():.2%})"
 
     def prune(self, net: nn.Module, target: float | None = None) -> bool:
         """Grow the masks of ``net`` to ``target`` (default: the schedule's current target); zeros never decrease.
@@ -214,7 +217,9 @@ class StartPlan:
     fine_tune: bool
 
 
-def decide_start(net: nn.Module, keys: Mapping[str, Any], metadata: Mapping[str, Any] | None, epochs: int) -> StartPlan | None:
+def decide_start(
+    net: nn.Module, keys: Mapping[str, Any], metadata: Mapping[str, Any] | None, epochs: int, imgsz: int = 640
+) -> StartPlan | None:
     """Decide how a run starts, and refuse now what would fail later.
 
     Args:
@@ -222,12 +227,13 @@ def decide_start(net: nn.Module, keys: Mapping[str, Any], metadata: Mapping[str,
         keys (Mapping[str, Any]): The sparsity keys given (only these; defaults are not keys).
         metadata (Mapping | None): The start checkpoint's ``ultra_sparse`` entry.
         epochs (int): Length of the run.
+        imgsz (int): The run's image size (``method=channel`` counts GFLOPs at it).
 
     Returns:
         (StartPlan | None): The plan, or None for a dense start without sparsity keys (plain training).
 
     Raises:
-        ValueError: Bad keys, ``method=channel``, rules with nothing to prune, ``prune_end`` after the last epoch,
+        ValueError: Bad keys, ``method=channel`` from a sparse start, rules with nothing to prune, ``prune_end`` after the last epoch,
             an unreachable target, or NaN/Inf weights (naming the parameter).
 
     Examples:
@@ -247,14 +253,36 @@ def decide_start(net: nn.Module, keys: Mapping[str, Any], metadata: Mapping[str,
     if not keys and not sparse_start:
         return None
     check_finite(net, "model")
+    if config.method == "channel" and sparse_start:
+        raise ValueError(
+            f"method=channel training starts from a dense model; this one holds {zeros:.2%} zeros over its prunable "
+            "weights (a sparse checkpoint), which channel pruning would not keep: start from the dense checkpoint"
+        )
     fine_tune = sparse_start and config.sparsity is None
     if fine_tune:  # keep the start's zeros; an N:M pattern fixes its own sparsity, so nm takes no sparsity=
         config = config.replace(schedule="oneshot", **({} if config.method == "nm" else {"sparsity": zeros}))
-    SparseTraining(net, config, epochs, sparse_start).check_reachable(net)
+    training_state(net, config, epochs, sparse_start, imgsz).check_reachable(net)
     return StartPlan(config, sparse_start, fine_tune)
 
 
-def start_training(net: nn.Module, plan: StartPlan, epochs: int) -> SparseTraining:
+def training_state(
+    net: nn.Module, config: SparsityConfig, epochs: int, sparse_start: bool = False, imgsz: int = 640
+) -> SparseTraining:
+    """The mask state of a run: channel masks for ``method=channel``, element masks otherwise.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> type(training_state(YOLO("yolo11n.yaml").model, SparsityConfig(method="channel"), 3)).__name__
+        'ChannelTraining'
+    """
+    if config.method == "channel":
+        from .channel_training import ChannelTraining
+
+        return ChannelTraining(net, config, epochs, imgsz)
+    return SparseTraining(net, config, epochs, sparse_start)
+
+
+def start_training(net: nn.Module, plan: StartPlan, epochs: int, imgsz: int = 640) -> SparseTraining:
     """Bind a plan to the network being trained: first masks, one-shot pruning, and one log line.
 
     Examples:
@@ -264,16 +292,19 @@ def start_training(net: nn.Module, plan: StartPlan, epochs: int) -> SparseTraini
         >>> round(state.sparsity(net), 4)
         0.3
     """
-    state = SparseTraining(net, plan.config, epochs, plan.sparse_start)
+    state = training_state(net, plan.config, epochs, plan.sparse_start, imgsz)
     if state.config.schedule == "oneshot":
         state.prune(net)
     state.apply(net)
     c, s = state.config, state.schedule
-    ramp = f", epochs {c.prune_start}->{c.prune_end} every {c.prune_freq}" if c.schedule == "gradual" else ""
+    step = "batch by batch" if c.method == "channel" else f"every {c.prune_freq}"
+    ramp = f", epochs {c.prune_start}->{c.prune_end} {step}" if c.schedule == "gradual" else ""
+    unit = {"flops": " of GFLOPs", "sparsity": " of prunable parameters"}.get(getattr(state, "key", ""), "")
     what = (
         "fine-tune with the model's zeros as mask"
         if plan.fine_tune
-        else f"{c.schedule} to {s.final:.2%} ({state.assignment.ruleset.name} rules, {c.method}, {c.importance}, scope={c.scope}{ramp})"
+        else f"{c.schedule} to {s.final:.2%}{unit} ({state.assignment.ruleset.name} rules, {c.method}, {c.importance}, "
+        f"scope={c.scope}{ramp})"
     )
     LOGGER.info(f"{colorstr('sparsity:')} {what}; now {state.sparsity(net):.2%} of prunable weights are zero")
     return state
@@ -346,8 +377,6 @@ def start_is_sparse(net: nn.Module, rules: str | dict = "default") -> bool:
 
 def _check_training_config(config: SparsityConfig) -> None:
     """Refuse the settings that exist for one-shot ``sparsify`` only."""
-    if config.method == "channel":
-        raise ValueError(CHANNEL_IN_TRAINING)
     if config.importance == "taylor":
         raise ValueError("importance=taylor is not available in training; use l1, l2, l1l2 or lamp")
 

@@ -19,7 +19,7 @@ from .prune.unstructured import apply_masks
 from .report import family_widths, pattern_of, sparsity_report
 from .rules import Assignment, assign_families, check_prunable, load_rules, network_of
 
-__all__ = ["SparsifyResult", "model_imgsz", "sparsify"]
+__all__ = ["SparsifyResult", "model_imgsz", "remove_planned", "sparsify"]
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,32 @@ def _prune_channels(
     net: nn.Module, assignment: Assignment, config: SparsityConfig, batches: Iterable[dict] | None, imgsz: int | None
 ) -> SparsifyResult:
     """``method=channel``: plan, remove the channels in place, measure params and GFLOPs before and after."""
-    from ultralytics.utils.torch_utils import get_flops
-
-    from .prune.channel import apply_plan, plan_channels
+    from .prune.channel import plan_channels
 
     imgsz = imgsz or model_imgsz(net)
+    plan = plan_channels(net, assignment, config, imgsz, batches)
+    return remove_planned(net, assignment, config, plan, imgsz)
+
+
+def remove_planned(net: nn.Module, assignment: Assignment, config: SparsityConfig, plan: Any, imgsz: int) -> SparsifyResult:
+    """Remove the channels of ``plan`` from ``net`` in place; report params, GFLOPs and widths before and after.
+
+    Args:
+        net (nn.Module): The network the plan was made on (for a training run: with those channels zeroed).
+        assignment (Assignment): Families of its weights.
+        config (SparsityConfig): The ``method=channel`` keys the plan followed.
+        plan (ChannelPlan): What to remove (``ultra_sparse.prune.channel.plan_channels``).
+        imgsz (int): Image size GFLOPs are counted at.
+
+    Returns:
+        (SparsifyResult): No masks; the report with its ``channel`` section.
+    """
+    from ultralytics.utils.torch_utils import get_flops
+
+    from .prune.channel import apply_plan
+
     before = family_widths(assignment)
     params_before, gflops_before = sum(p.numel() for p in net.parameters()), get_flops(net, imgsz)
-    plan = plan_channels(net, assignment, config, imgsz, batches)
     apply_plan(net, plan)
     after_assignment = assign_families(net, assignment.ruleset)
     after = family_widths(after_assignment)

@@ -108,6 +108,17 @@ class SparsitySchedule:
             t = t - (t - self.start) % self.freq  # between pruning steps the last step's target holds
         return cubic_sparsity(t, self.initial, self.final, self.start, self.end)
 
+    def at(self, t: float) -> float:
+        """Target after ``t`` epochs, ``t`` fractional: the ramp followed batch by batch (``method=channel``).
+
+        Examples:
+            >>> SparsitySchedule(0.5, kind="gradual", start=0, end=2).at(1.5)
+            0.4921875
+        """
+        if self.kind == "oneshot":
+            return self.final
+        return cubic_sparsity(t, self.initial, self.final, self.start, self.end)
+
     def step(self) -> float:
         """Advance one epoch and return the new target."""
         self.last_epoch += 1

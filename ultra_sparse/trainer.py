@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from copy import deepcopy
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -41,6 +41,7 @@ from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 
+from .channel_training import ChannelTraining, remove_zeroed_channels
 from .checkpoint import METADATA_KEY, atomic_write_bytes, deflate_zip, load_checkpoint
 from .config import SPARSITY_KEYS, SparsityConfig
 from .masking import (
@@ -53,6 +54,7 @@ from .masking import (
     start_is_sparse,
     start_training,
     trained_network,
+    training_state,
     unpack_mask,
     unwrap,
 )
@@ -96,11 +98,12 @@ class _CapturedPath(type(Path())):
 
 
 @contextmanager
-def _atomic_strip() -> Iterator[None]:
+def _atomic_strip(transform: Callable[[bytes], bytes] | None = None) -> Iterator[None]:
     """Context: the trainer's ``strip_optimizer`` writes to a file beside its target, then replaces it atomically.
 
     The stripped checkpoint is DEFLATE-compressed on the way (plain ``torch.load`` reads it); exact zeros and pruned
-    models shrink. Ultralytics' own function does the stripping; only where its bytes land changes.
+    models shrink. Ultralytics' own function does the stripping; only where its bytes land changes. ``transform``
+    rewrites the stripped bytes first (a ``method=channel`` run removes its zeroed channels there).
     """
     import ultralytics.engine.trainer as engine
 
@@ -112,7 +115,8 @@ def _atomic_strip() -> Iterator[None]:
             staged = Path(staging) / target.name
             ckpt = strip(f, str(staged), updates=updates)
             if staged.exists():
-                payload = deflate_zip(staged.read_bytes())
+                stripped = staged.read_bytes()
+                payload = deflate_zip(transform(stripped) if transform else stripped)
                 atomic_write_bytes(target, payload)
                 LOGGER.info(f"{colorstr('ultra_sparse:')} {target} replaced in one step, {len(payload) / 1e6:.1f}MB compressed")
         return ckpt
@@ -192,7 +196,8 @@ class SparseTrainerMixin:
             state = ckpt.get(METADATA_KEY)
             if isinstance(state, dict) and "masks" in state:
                 net = trained_network((ckpt.get("ema") or ckpt["model"]).float())
-                SparseTraining(net, SparsityConfig(**state["config"]), 1 << 30, sparse_start=True).load_state_dict(state)
+                config = SparsityConfig(**state["config"])
+                training_state(net, config, 1 << 30, True, state.get("imgsz", 640)).load_state_dict(state)
                 return None, state
             return None, None
         _check_data(args.data, self.task)
@@ -208,7 +213,7 @@ class SparseTrainerMixin:
         self._check_task(net, args.task)
         if net is None:
             return None, None
-        return decide_start(trained_network(net), own, metadata, args.epochs), None
+        return decide_start(trained_network(net), own, metadata, args.epochs, _imgsz(args.imgsz)), None
 
     def _check_task(self, net: nn.Module | None, task: str | None) -> None:
         """Refuse a model (or a ``task=``) of another task with one line naming the trainer to use."""
@@ -297,6 +302,10 @@ class SparseTrainerMixin:
         """Run the event's callbacks, pruning first at epoch ends and starting sparsity after pretrain routine end."""
         if event == "on_train_epoch_end" and self.sparse is not None:
             self._prune_epoch_end()
+        if event == "on_train_epoch_start":
+            self._batches = 0
+        if event == "on_train_batch_end" and isinstance(self.sparse, ChannelTraining):
+            self._prune_batch_end()
         if event == "on_train_end" and self.sparse is not None and not self.sparse.reached(self._ema_net()):
             LOGGER.warning(
                 f"sparsity: the run ended at {self.sparse.sparsity(self._ema_net()):.2%}, below its target "
@@ -324,6 +333,18 @@ class SparseTrainerMixin:
                 param.mul_(mask)  # dense updates (Muon, weight decay on non-zero state) are undone here
         if self.ema:
             self.ema.update(self.model)
+
+    def validate(self):
+        """Validate as Ultralytics does; while the pruning ramp has not reached its target, no epoch becomes best.pt.
+
+        best.pt is the best model AT the requested sparsity: an earlier, denser epoch scores higher but is not what
+        was asked for (and, for ``method=channel``, could not be pruned to the target without changing its output).
+        """
+        best = self.best_fitness
+        metrics, fitness = super().validate()
+        if self.sparse is not None and not self.sparse.reached(self._ema_net()):
+            self.best_fitness = best
+        return metrics, fitness
 
     def get_validator(self):
         """The task's validator with the sparsity of the validated weights, counted with this run's rules."""
@@ -377,7 +398,8 @@ class SparseTrainerMixin:
         Ultralytics rewrites both files in place at the end of a run (``strip_optimizer``); a kill during that write
         would destroy the run's result.
         """
-        with _atomic_strip():
+        channel = isinstance(self.sparse, ChannelTraining)
+        with _atomic_strip(remove_zeroed_channels if channel else None):
             return super().final_eval()
 
     def _with_state(self, data: bytes) -> bytes:
@@ -411,11 +433,11 @@ class SparseTrainerMixin:
         net = self.net
         if self._resume_state is not None:
             state = self._resume_state
-            self.sparse = SparseTraining(net, SparsityConfig(**state["config"]), self.epochs, sparse_start=True)
+            self.sparse = training_state(net, SparsityConfig(**state["config"]), self.epochs, True, state.get("imgsz", 640))
             self.sparse.load_state_dict(state)
             self.sparse.schedule.last_epoch = self.start_epoch
         elif self._plan is not None:
-            self.sparse = start_training(net, self._plan, self.epochs)
+            self.sparse = start_training(net, self._plan, self.epochs, _imgsz(self.args.imgsz))
         else:
             return
         self._sync()
@@ -424,10 +446,14 @@ class SparseTrainerMixin:
         """Step the schedule; grow the masks of model and EMA if the target rose."""
         if self.sparse.prune(self.net, self.sparse.schedule.step()):
             self._sync()
-        LOGGER.info(
-            f"{colorstr('sparsity:')} {self.sparse.sparsity(self._ema_net()):.2%} of prunable weights zero "
-            f"(target {self.sparse.schedule.target():.2%})"
-        )
+        LOGGER.info(f"{colorstr('sparsity:')} {self.sparse.progress(self._ema_net())}")
+
+    def _prune_batch_end(self) -> None:
+        """``method=channel``: follow the ramp batch by batch (the schedule itself steps at epoch ends)."""
+        self._batches = getattr(self, "_batches", 0) + 1
+        t = self.epoch + self._batches / max(1, len(self.train_loader))
+        if self.sparse.prune(self.net, self.sparse.schedule.at(t)):
+            self._sync()
 
     def _sync(self) -> None:
         """Apply the masks to model and EMA, clear masked optimizer state, and rebind the per-step pairs."""
@@ -438,6 +464,11 @@ class SparseTrainerMixin:
     def _ema_net(self) -> nn.Module:
         """The EMA network (the student's EMA when distilling), or the model where there is no EMA."""
         return trained_network(self.ema.ema) if self.ema is not None else self.net
+
+
+def _imgsz(imgsz: Any) -> int:
+    """The run's ``imgsz`` as one side (the largest of a pair)."""
+    return int(max(imgsz)) if isinstance(imgsz, (list, tuple)) else int(imgsz)
 
 
 def _check_data(data: Any, task: str) -> None:

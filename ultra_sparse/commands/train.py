@@ -9,21 +9,25 @@ __all__ = ["HELP", "KEYS", "run"]
 HELP = (
     "usage: ultra-sparse train model=M data=D [sparsity=0.5] [schedule=gradual|oneshot] [rules=default]\n"
     "                          [importance=l1] [scope=global] [prune_start=N] [prune_end=N] [prune_freq=1]\n"
+    "                          [method=unstructured|channel|nm] [flops=0.5]\n"
     "                          [any Ultralytics train key: epochs, imgsz, batch, optimizer, resume, ...]\n\n"
     "Trains like 'yolo train' (detect, segment, pose, obb, classify: the checkpoint's task decides) and keeps\n"
     "pruned weights exactly zero in the model, the EMA and every checkpoint. It trains the checkpoint's own network\n"
     "(a channel-pruned model keeps its shapes). From a sparse checkpoint without sparsity= it fine-tunes with the\n"
-    "checkpoint's zeros as mask. distill_model=dense.pt adds a teacher (ultralytics 8.4.77+). Checkpoints load with\n"
-    "plain YOLO(path); results.csv gains a 'sparsity' column."
+    "checkpoint's zeros as mask. method=channel zeroes whole channels along the ramp and removes them when the run\n"
+    "ends: last.pt and best.pt are smaller networks. distill_model=dense.pt adds a teacher (ultralytics 8.4.77+).\n"
+    "Checkpoints load with plain YOLO(path); results.csv gains a 'sparsity' column."
 )
 
 
 KEYS = {  # documented here; every Ultralytics train key is taken too and checked by Ultralytics
     "model": "model YAML (from scratch), .pt checkpoint, or a sparse .pt to fine-tune with its mask (required)",
     "data": "dataset YAML (a folder for classify; required unless resuming)",
-    "method": "unstructured (default) or nm: N:M semi-structured zeros drawn once at the start (schedule=oneshot, "
-    "no sparsity=); channel pruning is done by 'sparsify method=channel', then the pruned checkpoint is "
-    "fine-tuned here",
+    "method": "unstructured (default); channel: whole channels zeroed along the ramp (batch by batch) and removed "
+    "from last.pt and best.pt when the run ends (see docs/channel.md); nm: N:M semi-structured zeros drawn once at "
+    "the start (schedule=oneshot, no sparsity=)",
+    "flops": "method=channel: fraction of GFLOPs to remove, in [0, 1) (or sparsity=: fraction of prunable "
+    "parameters)",
     "nm": "method=nm: the N:M pattern (default 2:4), see docs/nm.md",
     "sparsity": "final fraction of zeros over prunable weights, in [0, 1) (default: none; a sparse model keeps "
     "its own)",
@@ -31,8 +35,9 @@ KEYS = {  # documented here; every Ultralytics train key is taken too and checke
     "sparse model)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: the rules recorded in a "
     "sparse checkpoint, else default)",
-    "importance": "l1 (default), l2, l1l2, lamp",
-    "scope": "global (default: each family ranked across its layers) or layer (per-layer ratios)",
+    "importance": "l1 (default), l2, l1l2 (not for method=channel), lamp",
+    "scope": "global (default: each family ranked across its layers) or layer (per-layer ratios; the default for "
+    "method=channel)",
     "prune_start": "epochs completed before the gradual ramp starts (default 0)",
     "prune_end": "epochs completed when the ramp reaches sparsity= (default: two thirds of epochs)",
     "prune_freq": "epochs between pruning steps of the ramp (default 1)",

@@ -38,7 +38,7 @@ from ..config import SparsityConfig
 from ..rules import Assignment
 from .channel_trace import TWIN_CLASSES, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy
 
-__all__ = ["MAX_CHANNEL_RATIO", "ChannelPlan", "apply_plan", "plan_channels"]
+__all__ = ["MAX_CHANNEL_RATIO", "ChannelPlan", "apply_plan", "plan_channels", "remove_channels"]
 
 MAX_CHANNEL_RATIO = 0.9  # no group loses more than this fraction of its channels, whatever the scale factor
 
@@ -192,11 +192,20 @@ def apply_plan(net: nn.Module, plan: ChannelPlan) -> nn.Module:
 
     Parameters keep their ``requires_grad`` flags. Returns ``net``.
     """
+    return remove_channels(net, plan.remove)
+
+
+def remove_channels(net: nn.Module, remove: dict[tuple[str, str], list[int]]) -> nn.Module:
+    """Remove channels from ``net`` in place: ``(module name, "out" | "in")`` -> indices, as :class:`ChannelPlan` has them.
+
+    The removal must come from a plan of this network (or a union of its plans along one training run), so that every
+    coupled layer loses the same channels. Parameters keep their ``requires_grad`` flags. Returns ``net``.
+    """
     from torch_pruning.pruner import function
 
     modules = dict(net.named_modules())
     flags = {n: p.requires_grad for n, p in net.named_parameters()}
-    for (name, kind), idxs in plan.remove.items():
+    for (name, kind), idxs in remove.items():
         module = modules[name]
         pruner = _pruner_of(module, function)
         getattr(pruner, f"prune_{kind}_channels")(module, sorted(idxs))

@@ -1,0 +1,176 @@
+"""Channel pruning while training (``method=channel`` in ``ultra-sparse train``): masks that equal removal, a ramp
+that only grows, and a run whose last.pt and best.pt come out smaller, in stock classes."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ultralytics import YOLO
+
+from ultra_sparse import SparsityConfig
+from ultra_sparse.channel_training import ChannelTraining
+from ultra_sparse.checkpoint import METADATA_KEY
+from ultra_sparse.masking import decide_start
+from ultra_sparse.prune.channel import plan_channels, remove_channels
+from ultra_sparse.prune.channel_masks import channel_masks
+from ultra_sparse.prune.unstructured import apply_masks
+from ultra_sparse.rules import assign_families, load_rules
+
+COMMON = dict(imgsz=64, batch=8, workers=0, device="cpu", plots=False, verbose=False, seed=0, deterministic=True, amp=False)
+
+
+def _net(cfg: str = "yolov8n.yaml") -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = YOLO(cfg).model.eval()
+    for m in net.modules():  # non-trivial BatchNorm statistics, so that zeroing a channel is a visible change
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return net
+
+
+@pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolov9t.yaml", "yolo11n.yaml"])
+def test_masked_network_computes_what_the_pruned_network_computes(cfg):
+    net = _net(cfg)
+    plan = plan_channels(net, assign_families(net, load_rules()), SparsityConfig(method="channel", flops=0.4), 64)
+    masked = copy.deepcopy(net)
+    apply_masks(masked, channel_masks(masked, plan.remove))
+    pruned = remove_channels(copy.deepcopy(net), plan.remove)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        dense_out, masked_out, pruned_out = net(x)[0], masked(x)[0], pruned(x)[0]
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in net.parameters())
+    assert not torch.allclose(masked_out, dense_out, atol=1e-3)  # the masks change the network ...
+    torch.testing.assert_close(pruned_out, masked_out, atol=1e-4, rtol=1e-4)  # ... exactly as removal does
+
+
+def test_masks_of_an_empty_removal_change_nothing():
+    net = _net()
+    assert channel_masks(net, {}) == {}
+    with pytest.raises(ValueError, match="model.99"):
+        channel_masks(net, {("model.99.conv", "out"): [0]})
+
+
+def test_ramp_only_grows_and_reaches_the_target():
+    net = _net().train()
+    state = ChannelTraining(net, SparsityConfig(method="channel", flops=0.4), epochs=3, imgsz=64)
+    assert state.schedule.final == pytest.approx(0.4) and state.masks == {} and not state.reached(net)
+    seen = []
+    for t in (0.5, 1.0, 1.5, 2.0):
+        state.prune(net, state.schedule.at(t))
+        state.apply(net)
+        seen.append({k: set(v) for k, v in state.removal.items()})
+    for earlier, later in zip(seen, seen[1:]):
+        assert all(idx <= later.get(k, set()) for k, idx in earlier.items())  # zeroed channels stay zeroed
+    assert state.reached(net) and state.estimate["flops"] == pytest.approx(0.4, abs=0.03)
+    params = dict(net.named_parameters())
+    assert all(not params[n].detach()[~m].any() for n, m in state.masks.items())
+    assert not state.prune(net, 0.4)  # planned already: nothing new
+
+    restored = ChannelTraining(_net().train(), SparsityConfig(method="channel", flops=0.4), epochs=3, imgsz=64)
+    restored.load_state_dict(state.state_dict())
+    assert restored.removal == state.removal and restored.planned == state.planned
+    assert all(torch.equal(restored.masks[n], m) for n, m in state.masks.items())
+
+
+def test_channel_training_refuses_what_it_cannot_do(trained_checkpoint):
+    from ultra_sparse.callbacks import add_sparse_callbacks
+
+    net = _net()
+    with pytest.raises(ValueError, match="'ultra-sparse train'"):
+        add_sparse_callbacks(YOLO("yolov8n.yaml"), method="channel", flops=0.3)
+    with pytest.raises(ValueError, match="out of reach"):
+        decide_start(net, {"method": "channel", "flops": 0.95}, None, epochs=3, imgsz=64)
+    with pytest.raises(ValueError, match="taylor"):
+        decide_start(net, {"method": "channel", "importance": "taylor"}, None, epochs=3, imgsz=64)
+    sparse = copy.deepcopy(net)
+    with torch.no_grad():
+        for module in sparse.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight[module.weight.abs() < module.weight.abs().median()] = 0  # half of every weight
+    with pytest.raises(ValueError, match="starts from a dense model"):
+        decide_start(sparse, {"method": "channel", "flops": 0.3}, None, epochs=3, imgsz=64)
+
+
+@pytest.fixture(scope="module")
+def channel_run(trained_checkpoint, synthetic_data, tmp_path_factory):
+    """3 epochs from the trained yolo11n, 40% of GFLOPs removed on a ramp over epochs 0->2, a checkpoint every epoch."""
+    from ultra_sparse import SparseYOLO
+
+    project = tmp_path_factory.mktemp("channel_run")
+    start = project / "start.pt"
+    shutil.copy(trained_checkpoint, start)
+    model = SparseYOLO(str(start))
+    model.train(data=str(synthetic_data), project=str(project), name="run", epochs=3, optimizer="SGD", nbs=16,
+                method="channel", flops=0.4, save_period=1, **COMMON)
+    return start, project / "run", model
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_channel_run_ends_with_smaller_stock_checkpoints(channel_run):
+    start, run, _ = channel_run
+    dense = torch.load(start, map_location="cpu", weights_only=False)["model"]
+    dense_params = sum(p.numel() for p in dense.parameters())
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run / "weights" / name, map_location="cpu", weights_only=False)
+        section = ckpt[METADATA_KEY]["channel"]
+        assert ckpt[METADATA_KEY]["config"]["method"] == "channel"
+        assert sum(p.numel() for p in ckpt["model"].parameters()) == section["params"]["after"] < dense_params
+        assert section["gflops"]["after"] / section["gflops"]["before"] == pytest.approx(0.6, abs=0.04)
+        assert section["achieved"]["flops"] == pytest.approx(0.4, abs=0.04)
+    # the zeros were there while training: the epoch checkpoints hold the masked dense network and the state
+    mid = torch.load(run / "weights" / "epoch2.pt", map_location="cpu", weights_only=False)
+    state = mid[METADATA_KEY]
+    from ultra_sparse.trainer import unpack_mask
+
+    for net in [n for n in (mid.get("model"), mid.get("ema")) if n is not None]:
+        params = dict(net.named_parameters())
+        for name, packed in state["masks"].items():
+            assert not params[name].detach()[~unpack_mask(*packed)].any(), name
+    assert sum(p.numel() for p in mid["ema"].parameters()) == dense_params
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_channel_pruned_run_output_loads_and_exports_without_ultra_sparse(channel_run, tmp_path):
+    _, run, _ = channel_run
+    best = tmp_path / "best.pt"
+    shutil.copy(run / "weights" / "best.pt", best)
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('ultra_sparse', 'torch_pruning'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from ultralytics import YOLO\n"
+        f"model = YOLO(r'{best}')\n"
+        "model.predict(__import__('numpy').zeros((64, 64, 3), dtype='uint8'), imgsz=64, verbose=False)\n"
+        "print(model.export(format='onnx', imgsz=64))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert Path(out.stdout.strip().splitlines()[-1]).is_file()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_channel_run_csv_and_best_at_the_target(channel_run):
+    _, run, _ = channel_run
+    lines = (run / "results.csv").read_text().splitlines()
+    header = [h.strip() for h in lines[0].split(",")]
+    sparsity = [float(line.split(",")[header.index("metrics/sparsity")]) for line in lines[1:]]
+    assert sparsity[0] < sparsity[-1] and sparsity == sorted(sparsity)
+    last = torch.load(run / "weights" / "last.pt", map_location="cpu", weights_only=False)["model"]
+    best = torch.load(run / "weights" / "best.pt", map_location="cpu", weights_only=False)["model"]
+    shapes = lambda net: [tuple(p.shape) for p in net.parameters()]  # noqa: E731
+    assert shapes(best) == shapes(last)  # best.pt comes from an epoch at the target, not from the ramp

@@ -1,0 +1,218 @@
+"""Channel pruning while training (``method=channel`` in ``ultra-sparse train``): masks now, removal at the end.
+
+Pruning half of a small detector's GFLOPs in one step leaves it at mAP 0 and a short fine-tune does not bring it all
+back. A training run with ``method=channel`` instead removes channels a little at a time: the target follows the
+cubic ramp of the schedule batch by batch, each step plans the channels to remove on the current weights (channels
+already zeroed rank lowest, so each plan contains the last) and zeroes them as structured masks
+(:mod:`ultra_sparse.prune.channel_masks`), which the trainer keeps after every optimizer step, in the EMA too. When
+the run ends, the zeroed channels are removed for real: last.pt and best.pt are smaller dense networks of stock
+classes that compute exactly what the masked ones did.
+
+:class:`ChannelTraining` has the interface of :class:`ultra_sparse.masking.SparseTraining` that the trainer uses,
+so the trainer drives both kinds of run the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from typing import Any
+
+import torch
+import torch.nn as nn
+from ultralytics.utils import LOGGER, colorstr
+
+from .config import SparsityConfig
+from .masking import SparseTraining, _broadcast, pack_mask, unpack_mask
+from .prune.channel import plan_channels, remove_channels
+from .prune.channel_masks import channel_masks, merge_removals, pack_removal, unpack_removal
+from .rules import assign_families, check_prunable, load_rules, rules_as_dict
+from .schedule import SparsitySchedule, default_window
+
+__all__ = ["ChannelTraining", "remove_zeroed_channels"]
+
+
+class ChannelTraining(SparseTraining):
+    """Channel masks and schedule of one ``method=channel`` training run, bound to one network.
+
+    The schedule counts what the config targets: the fraction of GFLOPs removed (``flops=``) or of prunable
+    parameters (``sparsity=``, also when neither is given: then the family ratios as written set the final value).
+
+    Args:
+        net (nn.Module): The (unwrapped) network being trained, unpruned.
+        config (SparsityConfig): ``method="channel"`` keys of the run.
+        epochs (int): Length of the run, for the default ``prune_start`` / ``prune_end``.
+        imgsz (int): Image size GFLOPs are counted at (the run's ``imgsz``).
+
+    Attributes:
+        masks (dict[str, torch.Tensor]): Parameter name -> bool keep-mask of the zeroed channels.
+        removal (dict[tuple[str, str], list[int]]): The channels zeroed so far, as plans name them.
+        planned (float): The highest target planned so far.
+        estimate (dict[str, float]): ``sparsity`` and ``flops`` removed by the last plan (counted, not measured).
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> net = YOLO("yolo11n.yaml").model
+        >>> state = ChannelTraining(net, SparsityConfig(method="channel", flops=0.3, schedule="oneshot"), 3, 64)
+        >>> state.prune(net)
+        True
+        >>> state.apply(net)
+        >>> pruned = state.finish(net)  # the zeroed channels removed: a smaller network
+    """
+
+    def __init__(self, net: nn.Module, config: SparsityConfig, epochs: int, imgsz: int = 640):
+        """Bind to ``net`` with nothing zeroed yet and resolve the schedule."""
+        if config.method != "channel":
+            raise ValueError(f"ChannelTraining needs method=channel, got method={config.method!r}")
+        if config.importance == "taylor":
+            raise ValueError("importance=taylor is not available in training; use l1, l2 or lamp")
+        self.assignment = assign_families(net, load_rules(config.rules))
+        check_prunable(self.assignment, config.sparsity if config.flops is None else config.flops)
+        self.prunable = tuple(w.name for w in self.assignment.prunable)
+        self._shapes = {name: tuple(p.shape) for name, p in net.named_parameters()}
+        self.imgsz, self.config = imgsz, config
+        self.key = "flops" if config.flops is not None else "sparsity"
+        self.masks: dict[str, torch.Tensor] = {}
+        self.removal: dict[tuple[str, str], list[int]] = {}
+        self.planned, self.estimate = 0.0, {"sparsity": 0.0, "flops": 0.0}
+        self.plan_facts: dict[str, Any] = {}
+        final = getattr(config, self.key)
+        if final is None:  # the family ratios as written decide how much is removed
+            final = self._plan(net, None).estimate[self.key]
+        start, end = default_window(epochs)
+        start = start if config.prune_start is None else config.prune_start
+        end = max(start, end) if config.prune_end is None else config.prune_end
+        kind = config.schedule or "gradual"
+        if kind == "gradual" and end > epochs:
+            raise ValueError(f"prune_end={end} is after the last epoch (epochs={epochs}); the target would not be met")
+        self.config = config.replace(schedule=kind, prune_start=start, prune_end=end)
+        self.schedule = SparsitySchedule(min(final, 0.999), 0.0, kind, start, end, config.prune_freq)
+
+    def reached(self, net: nn.Module) -> bool:
+        """Whether the final target has been planned and zeroed (a channel plan hits it within one channel group)."""
+        return self.planned >= self.schedule.final
+
+    def check_reachable(self, net: nn.Module) -> None:
+        """Raise ValueError now if the final target cannot be planned with these rules (before any epoch runs)."""
+        self._plan(net, self.schedule.final)
+
+    def prune(self, net: nn.Module, target: float | None = None) -> bool:
+        """Plan ``target`` (default: the schedule's current one) on the current weights and zero the new channels.
+
+        Zeroed channels stay zeroed: the removal only grows.
+
+        Returns:
+            (bool): True if more channels were zeroed (apply the masks, and clear optimizer state, afterwards).
+        """
+        target = self.schedule.target() if target is None else min(target, self.schedule.final)
+        if target <= self.planned:
+            return False
+        self.apply(net)  # the plan must see the current zeros
+        plan = self._plan(net, target)
+        self.planned, self.estimate = target, plan.estimate
+        self.plan_facts = {k: getattr(plan, k) for k in ("scale", "family_ratios", "whole", "split_blocks", "bracket")}
+        removal = merge_removals(self.removal, plan.remove)
+        if removal == self.removal:
+            return False
+        self.removal = removal
+        self.masks = channel_masks(net, removal)
+        _broadcast(self.masks)
+        return True
+
+    def finish(self, net: nn.Module) -> nn.Module:
+        """Remove the zeroed channels from ``net`` (the model or its EMA, masked) in place; returns ``net``."""
+        return remove_channels(net, self.removal)
+
+    def progress(self, net: nn.Module) -> str:
+        """One line on where the run stands, for the log."""
+        return (
+            f"channels of {self.estimate['flops']:.2%} of GFLOPs and {self.estimate['sparsity']:.2%} of prunable "
+            f"parameters zeroed (target {self.key} {self.schedule.target():.2%}; removed for real when the run ends)"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-data state for a checkpoint: config, schedule, masks, the removal and what was planned."""
+        return {
+            "config": {**self.config.to_dict(), "rules": rules_as_dict(self.config.rules)},
+            "schedule": self.schedule.state_dict(),
+            "masks": {name: pack_mask(mask) for name, mask in self.masks.items()},
+            "removal": pack_removal(self.removal),
+            "planned": self.planned,
+            "estimate": dict(self.estimate),
+            "plan": self.plan_facts,
+            "imgsz": self.imgsz,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` wrote.
+
+        Raises:
+            ValueError: If the stored masks do not fit this network (names or shapes).
+        """
+        masks = {name: unpack_mask(*packed) for name, packed in state["masks"].items()}
+        misfit = [n for n, m in masks.items() if self._shapes.get(n) != tuple(m.shape)]
+        if misfit:
+            raise ValueError(f"the checkpoint's channel masks do not fit this model (first misfit: {misfit[0]})")
+        self.config = SparsityConfig(**state["config"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.removal = unpack_removal(state["removal"])
+        self.planned, self.estimate, self.imgsz = float(state["planned"]), dict(state["estimate"]), int(state["imgsz"])
+        self.plan_facts = dict(state["plan"])
+        device = self.assignment.prunable[0].weight.device
+        self.masks = {name: mask.to(device) for name, mask in masks.items()}
+
+    def _plan(self, net: nn.Module, target: float | None):
+        """A channel plan of ``net`` at ``target`` (``None``: the family ratios as written), made on a CPU copy."""
+        config = self.config if target is None else self.config.replace(**{self.key: target})
+        if target is None:
+            config = config.replace(sparsity=None, flops=None)
+        twin = copy.deepcopy(net).float().cpu()
+        return plan_channels(twin, assign_families(twin, self.assignment.ruleset), config, self.imgsz)
+
+
+def remove_zeroed_channels(data: bytes) -> bytes:
+    """A stripped checkpoint of a ``method=channel`` run with its zeroed channels removed for real.
+
+    The checkpoint's own recorded removal is used, so the smaller network computes what the masked one did. Its
+    ``ultra_sparse`` entry becomes what ``ultra-sparse sparsify method=channel`` writes (config, scale, totals and the
+    ``channel`` section: params and GFLOPs before and after), so later runs treat it as a dense, pruned model.
+    Checkpoints without a channel removal are returned unchanged.
+
+    Args:
+        data (bytes): The serialised checkpoint (Ultralytics' ``strip_optimizer`` output).
+
+    Returns:
+        (bytes): The serialised checkpoint with the smaller network.
+    """
+    from . import __version__
+    from .checkpoint import METADATA_KEY
+    from .oneshot import remove_planned
+    from .prune.channel import ChannelPlan
+
+    ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    state = ckpt.get(METADATA_KEY)
+    if not isinstance(state, dict) or "removal" not in state or ckpt.get("model") is None:
+        return data
+    config = SparsityConfig(**state["config"])
+    net = ckpt["model"]
+    dtype = next(net.parameters()).dtype
+    net.float()
+    plan = ChannelPlan(unpack_removal(state["removal"]), **state["plan"], estimate=state["estimate"])
+    result = remove_planned(net, assign_families(net, load_rules(config.rules)), config, plan, int(state["imgsz"]))
+    ckpt["model"] = net.to(dtype)
+    ckpt[METADATA_KEY] = {
+        "version": __version__,
+        "config": {**config.to_dict(), "rules": rules_as_dict(config.rules)},
+        "scale": result.scale,
+        "family_ratios": dict(state["plan"].get("family_ratios", {})),
+        "totals": result.report["totals"],
+        "channel": result.report["channel"],
+    }
+    p, g = result.report["channel"]["params"], result.report["channel"]["gflops"]
+    LOGGER.info(
+        f"{colorstr('ultra_sparse:')} zeroed channels removed: params {p['before']:,} -> {p['after']:,}, "
+        f"GFLOPs {g['before']:.4g} -> {g['after']:.4g} at imgsz {state['imgsz']}"
+    )
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    return buffer.getvalue()
