@@ -262,3 +262,31 @@ def test_the_end_of_run_files_are_stripped_compressed_and_keep_the_state(sparse3
             assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_DEFLATED}
         _kept_zeros(before, weights / name)
     assert sorted(p.name for p in weights.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_no_epoch_before_the_target_becomes_best():
+    """best.pt is the best model AT the target: a denser epoch of the ramp scores higher but must not be kept."""
+    from types import SimpleNamespace
+
+    import torch.nn as nn
+
+    from ultra_sparse.trainer import SparseTrainerMixin
+
+    class Stock:  # Ultralytics' validate: keep the highest fitness
+        def validate(self):
+            if self.best_fitness is None or self.best_fitness < self.score:
+                self.best_fitness = self.score
+            return {}, self.score
+
+    class Trainer(SparseTrainerMixin, Stock):
+        pass
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.model, trainer.ema, trainer.best_fitness = nn.Linear(1, 1), None, None
+    trainer.sparse = SimpleNamespace(reached=lambda net: False)
+    trainer.score = 0.9  # a ramp epoch, below the target
+    assert trainer.validate() == ({}, 0.9) and trainer.best_fitness is None
+    trainer.sparse = SimpleNamespace(reached=lambda net: True)
+    trainer.score = 0.5  # first epoch at the target
+    trainer.validate()
+    assert trainer.best_fitness == 0.5
