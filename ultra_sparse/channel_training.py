@@ -23,11 +23,10 @@ import torch.nn as nn
 from ultralytics.utils import LOGGER, colorstr
 
 from .config import SparsityConfig
-from .masking import SparseTraining, _broadcast, pack_mask, unpack_mask
-from .prune.channel import plan_channels, remove_channels
+from .masking import SparseTraining, _broadcast, _check_training_config, resolved_schedule, unpack_mask
+from .prune.channel import plan_channels
 from .prune.channel_masks import channel_masks, merge_removals, pack_removal, unpack_removal
-from .rules import assign_families, check_prunable, load_rules, rules_as_dict
-from .schedule import SparsitySchedule, default_window
+from .rules import assign_families, check_prunable, load_rules
 
 __all__ = ["ChannelTraining", "remove_zeroed_channels"]
 
@@ -57,15 +56,15 @@ class ChannelTraining(SparseTraining):
         >>> state.prune(net)
         True
         >>> state.apply(net)
-        >>> pruned = state.finish(net)  # the zeroed channels removed: a smaller network
+        >>> state.reached(net)
+        True
     """
 
     def __init__(self, net: nn.Module, config: SparsityConfig, epochs: int, imgsz: int = 640):
         """Bind to ``net`` with nothing zeroed yet and resolve the schedule."""
         if config.method != "channel":
             raise ValueError(f"ChannelTraining needs method=channel, got method={config.method!r}")
-        if config.importance == "taylor":
-            raise ValueError("importance=taylor is not available in training; use l1, l2 or lamp")
+        _check_training_config(config)
         self.assignment = assign_families(net, load_rules(config.rules))
         check_prunable(self.assignment, config.sparsity if config.flops is None else config.flops)
         self.prunable = tuple(w.name for w in self.assignment.prunable)
@@ -79,14 +78,7 @@ class ChannelTraining(SparseTraining):
         final = getattr(config, self.key)
         if final is None:  # the family ratios as written decide how much is removed
             final = self._plan(net, None).estimate[self.key]
-        start, end = default_window(epochs)
-        start = start if config.prune_start is None else config.prune_start
-        end = max(start, end) if config.prune_end is None else config.prune_end
-        kind = config.schedule or "gradual"
-        if kind == "gradual" and end > epochs:
-            raise ValueError(f"prune_end={end} is after the last epoch (epochs={epochs}); the target would not be met")
-        self.config = config.replace(schedule=kind, prune_start=start, prune_end=end)
-        self.schedule = SparsitySchedule(min(final, 0.999), 0.0, kind, start, end, config.prune_freq)
+        self.config, self.schedule = resolved_schedule(config, config.schedule or "gradual", epochs, min(final, 0.999))
 
     def reached(self, net: nn.Module) -> bool:
         """Whether the final target has been planned and zeroed (a channel plan hits it within one channel group)."""
@@ -119,10 +111,6 @@ class ChannelTraining(SparseTraining):
         _broadcast(self.masks)
         return True
 
-    def finish(self, net: nn.Module) -> nn.Module:
-        """Remove the zeroed channels from ``net`` (the model or its EMA, masked) in place; returns ``net``."""
-        return remove_channels(net, self.removal)
-
     def progress(self, net: nn.Module) -> str:
         """One line on where the run stands, for the log."""
         return (
@@ -133,9 +121,7 @@ class ChannelTraining(SparseTraining):
     def state_dict(self) -> dict[str, Any]:
         """Plain-data state for a checkpoint: config, schedule, masks, the removal and what was planned."""
         return {
-            "config": {**self.config.to_dict(), "rules": rules_as_dict(self.config.rules)},
-            "schedule": self.schedule.state_dict(),
-            "masks": {name: pack_mask(mask) for name, mask in self.masks.items()},
+            **super().state_dict(),
             "removal": pack_removal(self.removal),
             "planned": self.planned,
             "estimate": dict(self.estimate),
@@ -184,9 +170,8 @@ def remove_zeroed_channels(data: bytes) -> bytes:
     Returns:
         (bytes): The serialised checkpoint with the smaller network.
     """
-    from . import __version__
     from .checkpoint import METADATA_KEY
-    from .oneshot import remove_planned
+    from .oneshot import remove_planned, result_metadata
     from .prune.channel import ChannelPlan
 
     ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
@@ -200,14 +185,7 @@ def remove_zeroed_channels(data: bytes) -> bytes:
     plan = ChannelPlan(unpack_removal(state["removal"]), **state["plan"], estimate=state["estimate"])
     result = remove_planned(net, assign_families(net, load_rules(config.rules)), config, plan, int(state["imgsz"]))
     ckpt["model"] = net.to(dtype)
-    ckpt[METADATA_KEY] = {
-        "version": __version__,
-        "config": {**config.to_dict(), "rules": rules_as_dict(config.rules)},
-        "scale": result.scale,
-        "family_ratios": dict(state["plan"].get("family_ratios", {})),
-        "totals": result.report["totals"],
-        "channel": result.report["channel"],
-    }
+    ckpt[METADATA_KEY] = result_metadata(result, config)
     p, g = result.report["channel"]["params"], result.report["channel"]["gflops"]
     LOGGER.info(
         f"{colorstr('ultra_sparse:')} zeroed channels removed: params {p['before']:,} -> {p['after']:,}, "

@@ -45,6 +45,7 @@ __all__ = [
     "training_state",
     "pack_mask",
     "prunable_zero_fraction",
+    "resolved_schedule",
     "start_is_sparse",
     "start_training",
     "trained_network",
@@ -99,14 +100,8 @@ class SparseTraining:
         final = config.sparsity
         if final is None:  # the rule ratios as written decide the final sparsity
             final = _zero_fraction(self._masks_at(None, config).values())
-        start, end = default_window(epochs)
         kind = config.schedule or ("oneshot" if sparse_start else "gradual")
-        start = start if config.prune_start is None else config.prune_start
-        end = max(start, end) if config.prune_end is None else config.prune_end
-        if kind == "gradual" and end > epochs:
-            raise ValueError(f"prune_end={end} is after the last epoch (epochs={epochs}); the target would not be met")
-        self.config = config.replace(schedule=kind, prune_start=start, prune_end=end)
-        self.schedule = SparsitySchedule(final, min(initial, final), kind, start, end, config.prune_freq)
+        self.config, self.schedule = resolved_schedule(config, kind, epochs, final, initial)
 
     def sparsity(self, net: nn.Module) -> float:
         """Fraction of exact zeros over the prunable weights of ``net`` (the model or its EMA, matched by name)."""
@@ -199,6 +194,28 @@ class SparseTraining:
     def _masks_at(self, target: float | None, config: SparsityConfig) -> dict[str, torch.Tensor]:
         """Element masks of the prunable weights at ``target`` (``None``: the rule ratios as written)."""
         return element_masks(self.assignment, get_criterion(config.importance), target, config).masks
+
+
+def resolved_schedule(
+    config: SparsityConfig, kind: str, epochs: int, final: float, initial: float = 0.0
+) -> tuple[SparsityConfig, SparsitySchedule]:
+    """The config with ``schedule``, ``prune_start`` and ``prune_end`` resolved for a run of ``epochs``, and its schedule.
+
+    Raises:
+        ValueError: If a gradual ramp would end after the last epoch.
+
+    Examples:
+        >>> config, schedule = resolved_schedule(SparsityConfig(sparsity=0.5), "gradual", 6, 0.5)
+        >>> config.prune_end, schedule.at(4)
+        (4, 0.5)
+    """
+    start, end = default_window(epochs)
+    start = start if config.prune_start is None else config.prune_start
+    end = max(start, end) if config.prune_end is None else config.prune_end
+    if kind == "gradual" and end > epochs:
+        raise ValueError(f"prune_end={end} is after the last epoch (epochs={epochs}); the target would not be met")
+    schedule = SparsitySchedule(final, min(initial, final), kind, start, end, config.prune_freq)
+    return config.replace(schedule=kind, prune_start=start, prune_end=end), schedule
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from .prune.unstructured import apply_masks
 from .report import family_widths, pattern_of, sparsity_report
 from .rules import Assignment, assign_families, check_prunable, load_rules, network_of
 
-__all__ = ["SparsifyResult", "model_imgsz", "remove_planned", "sparsify"]
+__all__ = ["SparsifyResult", "model_imgsz", "remove_planned", "result_metadata", "sparsify"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,26 @@ def remove_planned(net: nn.Module, assignment: Assignment, config: SparsityConfi
     report = sparsity_report(net, after_assignment, None, config.to_dict())
     report["channel"] = section
     return SparsifyResult({}, report, plan.scale)
+
+
+def result_metadata(result: SparsifyResult, config: SparsityConfig, source: str | None = None) -> dict[str, Any]:
+    """What a pruned checkpoint stores under ``ultra_sparse``: plain data, usable wherever the file goes.
+
+    Version, the source path (when given), the config with its rules as a dict, the scale factor, the ratio asked of
+    each family, the totals of the report and, for ``method=channel``, its channel section.
+    """
+    from . import __version__
+    from .rules import rules_as_dict
+
+    return {
+        "version": __version__,
+        **({"source": source} if source is not None else {}),
+        "config": {**config.to_dict(), "rules": rules_as_dict(config.rules)},
+        "scale": result.scale,
+        "family_ratios": {f["family"]: f["ratio_asked"] for f in result.report["families"]},
+        "totals": result.report["totals"],
+        **({"channel": result.report["channel"]} if "channel" in result.report else {}),
+    }
 
 
 def model_imgsz(net: nn.Module, default: int = 640) -> int:

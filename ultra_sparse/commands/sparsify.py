@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..bench import parse_device
 from ..calibration import calibration_batches, loss_ready
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig
-from ..oneshot import sparsify
+from ..oneshot import result_metadata, sparsify
 from ..report import format_file_size, log_report, report_documents
-from ..rules import load_rules, rules_as_dict
+from ..rules import load_rules
 from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, run_dir, write_new_files
 
 __all__ = ["FLAGS", "HELP", "KEYS", "run"]
@@ -107,15 +106,7 @@ def run(args: dict[str, Any]) -> None:
         result = sparsify(model, config, batches=batches, imgsz=given_imgsz)
     model.cpu()
 
-    metadata = {
-        "version": __version__,
-        "source": str(model_path),
-        "config": {**config.to_dict(), "rules": rules_as_dict(config.rules)},  # usable wherever the file goes
-        "scale": result.scale,
-        "family_ratios": {f["family"]: f["ratio_asked"] for f in result.report["families"]},
-        "totals": result.report["totals"],
-        **({"channel": result.report["channel"]} if "channel" in result.report else {}),
-    }
+    metadata = result_metadata(result, config, source=str(model_path))
     payload = checkpoint_bytes(model, ckpt, metadata, compress=compress)
     report = {**result.report, "file": checkpoint_file_size(payload)}
     claimed = None
