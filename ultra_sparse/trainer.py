@@ -11,10 +11,12 @@ decision live in :mod:`ultra_sparse.masking` (shared with the callbacks). The mi
 - ``optimizer_step``: masks gradients, runs the usual step without its EMA update, re-zeroes the masked weights, then
   updates the EMA, so the model, the EMA and every checkpoint hold exact zeros whatever the optimizer.
 - ``run_callbacks``: starts sparsity right after ``on_pretrain_routine_end`` and prunes right before
-  ``on_train_epoch_end``, on the model and the EMA, so validation measures the sparse model; warns at the end of a run
-  that stopped below its target.
+  ``on_train_epoch_end``, on the model and the EMA, so validation measures the sparse model (``method=channel`` also
+  follows the ramp at every ``on_train_batch_end``); warns at the end of a run that stopped below its target.
+- ``validate``: no epoch becomes best.pt before the ramp reaches its target.
 - ``save_model``: writes last.pt, best.pt and epochN.pt once each, atomically, with the ``ultra_sparse`` state.
-- ``final_eval``: Ultralytics' end-of-run strip of last.pt and best.pt is written atomically too, and compressed.
+- ``final_eval``: Ultralytics' end-of-run strip of last.pt and best.pt is written atomically too, and compressed; a
+  ``method=channel`` run removes its zeroed channels there (:mod:`ultra_sparse.channel_training`).
 - ``save_metrics`` / ``get_validator``: the ``metrics/sparsity`` column and the task's sparse validator.
 
 With knowledge distillation (``distill_model=``, Ultralytics 8.4.77+) the masks belong to the student.
