@@ -46,6 +46,9 @@ class SparsityConfig:
         calib_batches (int): Calibration batches used by ``importance=taylor``.
         round_to (int): ``method=channel`` only: channel counts of layers with at least 16 channels stay multiples of
             this (8 by default; 1 turns rounding off).
+        reconstruct (bool | None): ``method=channel`` only: refit the layers that lost input channels to the dense
+            model's outputs on calibration images (least squares; needs them: ``data=``). ``None`` reconstructs
+            whenever calibration images are given.
         nm (str): ``method=nm`` only: the pattern ``"N:M"``, N kept in every group of M consecutive input-channel
             weights (default ``"2:4"``); it zeroes 1 - N/M of every eligible weight, family ratios do not apply.
 
@@ -70,6 +73,7 @@ class SparsityConfig:
     prune_freq: int = 1
     calib_batches: int = 8
     round_to: int = 8
+    reconstruct: bool | None = None
     nm: str = "2:4"
 
     def __post_init__(self):
@@ -101,6 +105,10 @@ class SparsityConfig:
         for key, minimum in minimums.items():
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, _integer(key, getattr(self, key), minimum))
+        if self.reconstruct is not None and not isinstance(self.reconstruct, bool):
+            raise TypeError(f"reconstruct={echo(self.reconstruct)} must be True or False")
+        if self.reconstruct and self.method != "channel":
+            raise ValueError(f"reconstruct=True needs method=channel (method={self.method!r} keeps every channel)")
         object.__setattr__(self, "nm", _nm_pattern(self.nm))
         if self.method == "nm":
             _check_nm(self)

@@ -396,6 +396,11 @@ def _check_training_config(config: SparsityConfig) -> None:
     """Refuse the settings that exist for one-shot ``sparsify`` only."""
     if config.importance == "taylor":
         raise ValueError("importance=taylor is not available in training; use l1, l2, l1l2 or lamp")
+    if config.reconstruct:
+        raise ValueError(
+            "reconstruct=True is a sparsify key: a training run repairs the layers by training (to start from a "
+            "refitted model: 'ultra-sparse sparsify method=channel data=D', then train the pruned checkpoint)"
+        )
 
 
 def _zero_fraction(tensors: Iterable[torch.Tensor]) -> float:

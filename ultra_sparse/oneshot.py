@@ -53,8 +53,9 @@ def sparsify(
     Args:
         model (nn.Module): An Ultralytics network or ``YOLO`` object.
         config (SparsityConfig, optional): Settings; built from ``kwargs`` when omitted.
-        batches (Iterable[dict], optional): Calibration batches, required by ``importance=taylor``
-            (see :func:`ultra_sparse.calibration.calibration_batches`).
+        batches (Iterable[dict], optional): Calibration batches, required by ``importance=taylor`` and
+            ``reconstruct=True`` (see :func:`ultra_sparse.calibration.calibration_batches`); with ``method=channel``
+            they also refit the layers that lost inputs unless ``reconstruct=False``.
         imgsz (int, optional): ``method=channel``: image size GFLOPs are counted at (default: the model's training
             ``imgsz``, else 640).
         **kwargs (Any): SparsityConfig fields, when ``config`` is omitted.
@@ -104,12 +105,27 @@ def sparsify(
 def _prune_channels(
     net: nn.Module, assignment: Assignment, config: SparsityConfig, batches: Iterable[dict] | None, imgsz: int | None
 ) -> SparsifyResult:
-    """``method=channel``: plan, remove the channels in place, measure params and GFLOPs before and after."""
-    from .prune.channel import plan_channels
+    """``method=channel``: plan, remove the channels in place (refitting the layers that lost inputs when calibration
+    batches are given), measure params and GFLOPs before and after."""
+    import copy
 
+    from .prune.channel import plan_channels
+    from .prune.reconstruct import reconstruct_layers
+
+    reconstruct = config.reconstruct if config.reconstruct is not None else batches is not None
+    if reconstruct and batches is None:
+        raise ValueError("reconstruct=True needs calibration images: pass data= (a dataset YAML)")
+    batches = list(batches) if batches is not None else None
     imgsz = imgsz or model_imgsz(net)
     plan = plan_channels(net, assignment, config, imgsz, batches)
-    return remove_planned(net, assignment, config, plan, imgsz)
+    dense = copy.deepcopy(net) if reconstruct else None
+    result = remove_planned(net, assignment, config.replace(reconstruct=reconstruct), plan, imgsz)
+    if dense is not None:
+        images = torch.cat([b["img"] for b in batches])
+        if not len(images):
+            raise ValueError("reconstruct=True needs at least one calibration image, got none")
+        result.report["channel"]["reconstruction"] = reconstruct_layers(dense, net, plan.remove, images).to_dict()
+    return result
 
 
 def remove_planned(net: nn.Module, assignment: Assignment, config: SparsityConfig, plan: Any, imgsz: int) -> SparsifyResult:
@@ -154,6 +170,7 @@ def remove_planned(net: nn.Module, assignment: Assignment, config: SparsityConfi
         ],
         "split_blocks": plan.split_blocks,
         "whole": plan.whole,
+        "reconstruction": None,
     }
     report = sparsity_report(net, after_assignment, None, config.to_dict())
     report["channel"] = section

@@ -13,7 +13,10 @@ from .checkpoint import atomic_write_bytes
 from .prune.nm import nm_eligibility, nm_violations, pattern_fraction
 from .rules import Assignment, RuleSet, WeightInfo, assign_families, load_rules, network_of
 
-__all__ = ["family_widths", "format_file_size", "format_report_md", "log_report", "pattern_of", "report_documents", "sparsity_report", "write_report"]
+__all__ = [
+    "family_widths", "format_file_size", "format_report_md", "log_report", "pattern_of", "reconstruction_line",
+    "report_documents", "sparsity_report", "write_report",
+]
 
 
 def sparsity_report(
@@ -277,6 +280,8 @@ def _channel_lines(section: Mapping[str, Any]) -> list[str]:
         f"GFLOPs {g['before']:.3f} -> {g['after']:.3f} ({_pct(got['flops'])} removed), "
         f"{_pct(got['sparsity'])} of prunable weights removed.",
         "",
+        reconstruction_line(section),
+        "",
         "| family | channels before | channels after | params before | params after | channel ratio asked |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -290,6 +295,22 @@ def _channel_lines(section: Mapping[str, Any]) -> list[str]:
         lines += ["", "Kept whole (every channel of their own stays):", "", "| block | class | reason |",
                   "|---|---|---|", *[f"| `{w['name']}` | {w['class']} | {w['reason']} |" for w in section["whole"]]]
     return lines
+
+
+def reconstruction_line(section: Mapping[str, Any]) -> str:
+    """One sentence on the least-squares refit of a ``method=channel`` result (the report's ``reconstruction``).
+
+    Examples:
+        >>> reconstruction_line({"reconstruction": None})
+        'Layers not refitted (no calibration images; data= refits the layers that lost inputs).'
+    """
+    r = section.get("reconstruction")
+    if not r:
+        return "Layers not refitted (no calibration images; data= refits the layers that lost inputs)."
+    return (
+        f"Refitted {r['layers']} layers that lost inputs to the dense model's outputs on {r['images']} calibration "
+        f"images (least squares): mean relative output error {r['error_before']:.3f} -> {r['error_after']:.3f}."
+    )
 
 
 def _nm_cell(nm: Mapping[str, Any] | None) -> str:

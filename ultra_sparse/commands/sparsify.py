@@ -9,8 +9,8 @@ from ..bench import parse_device
 from ..calibration import calibration_batches, loss_ready
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig
-from ..oneshot import result_metadata, sparsify
-from ..report import format_file_size, log_report, report_documents
+from ..oneshot import model_imgsz, result_metadata, sparsify
+from ..report import format_file_size, log_report, reconstruction_line, report_documents
 from ..rules import load_rules
 from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, run_dir, write_new_files
 
@@ -19,6 +19,7 @@ __all__ = ["FLAGS", "HELP", "KEYS", "run"]
 HELP = (
     "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10 | flops=0.5] [rules=default] [importance=l1]\n"
     "                             [scope=global|layer] [method=unstructured|channel|nm] [nm=2:4] [round_to=8] [data=D]\n"
+    "                             [reconstruct=True]\n"
     "                             [name=..] [out=PATH] [compress=True]\n\n"
     "Zeroes weights of a trained checkpoint family by family (method=nm: N of every M consecutive input-channel\n"
     "weights kept), or removes whole channels (method=channel: smaller, faster dense layers), and writes a NEW\n"
@@ -42,12 +43,16 @@ KEYS = {
     "scope": "global: each family loses its ratio as a whole, ranked across its layers (default for unstructured "
     "and nm; far more accurate at high sparsity); layer: each layer loses its family's ratio (the reference scheme's "
     "per-layer way; default for method=channel, where a global ranking empties some layers)",
-    "data": "dataset YAML whose train split calibrates importance=taylor",
-    "imgsz": "image size of the calibration batches (default 640); method=channel counts GFLOPs at it (default: the "
-    "model's training imgsz)",
+    "data": "dataset YAML whose train split calibrates importance=taylor and, for method=channel, refits the layers "
+    "that lost input channels (reconstruct)",
+    "reconstruct": "method=channel: refit every conv that lost input channels to the dense model's outputs on the "
+    "calibration images (least squares; default True when data= is given, which it needs)",
+    "imgsz": "image size of the calibration batches; method=channel counts GFLOPs at it (default: the model's "
+    "training imgsz, else 640)",
     "batch": "calibration batch size (default 8)",
-    "calib_batches": "number of calibration batches for taylor (default 8)",
-    "device": "device for taylor calibration: cpu (default), a CUDA index such as 0, or cuda:N",
+    "calib_batches": "number of calibration batches for taylor and reconstruct (default 8; reconstruct runs them "
+    "as one batch, so memory grows with calib_batches x batch)",
+    "device": "device for calibration (taylor, reconstruct): cpu (default), a CUDA index such as 0, or cuda:N",
     "compress": "write the checkpoint with DEFLATE-compressed zip entries: much smaller for sparse weights, still "
     "loads with plain YOLO(path) (default True)",
     **OUTPUT_KEYS,
@@ -74,7 +79,7 @@ def run(args: dict[str, Any]) -> None:
     project, name = args.pop("project", None), args.pop("name", None)
     data, device = args.pop("data", None), parse_device(args.pop("device", "cpu"))
     given_imgsz = positive_int("imgsz", args.pop("imgsz")) if "imgsz" in args else None
-    imgsz, batch = given_imgsz or 640, positive_int("batch", args.pop("batch", 8))
+    batch = positive_int("batch", args.pop("batch", 8))
     compress = args.pop("compress", True)
     if not isinstance(compress, bool):
         raise TypeError(f"compress={compress!r} must be True or False")
@@ -82,9 +87,14 @@ def run(args: dict[str, Any]) -> None:
     load_rules(config.rules)  # fail on a bad rules file before any work
     if config.importance == "taylor" and not data:
         raise ValueError("importance=taylor needs data= (a dataset YAML whose train split calibrates it)")
+    if config.method == "channel" and config.reconstruct is None:
+        config = config.replace(reconstruct=bool(data))
+    if config.reconstruct and not data:
+        raise ValueError("reconstruct=True needs data= (a dataset YAML whose train split gives the calibration images)")
     model_path = Path(model_path)
     model, ckpt = load_checkpoint(model_path)
     check_finite(model, f"model={model_path}")
+    imgsz = given_imgsz or model_imgsz(model)
     weights_name = f"{model_path.stem}-{_suffix(config)}.pt"
     if out is not None:
         out = Path(out)
@@ -98,7 +108,7 @@ def run(args: dict[str, Any]) -> None:
         check_new_file(path, "out" if out is not None else "project")
 
     batches = None
-    if config.importance == "taylor":
+    if config.importance == "taylor" or config.reconstruct:
         model.to(device)
         stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
         batches = calibration_batches(data, imgsz, batch, config.calib_batches, stride, device)
@@ -148,6 +158,7 @@ def _log_channel(section: dict[str, Any], weights: Path, json_path: Path, md_pat
     LOGGER.info(
         f"\nultra-sparse: channels removed: params {p['before']:,} -> {p['after']:,}, GFLOPs {g['before']:.4g} -> "
         f"{g['after']:.4g} ({ratio:.2f}x) at imgsz {section['imgsz']}; {len(section['whole'])} blocks kept whole\n"
+        f"  {reconstruction_line(section)}\n"
         f"  checkpoint {weights}, {format_file_size(checkpoint_file_size(weights))} (fine-tune it with 'ultra-sparse train', "
         f"not 'yolo train')\n"
         f"  reports    {json_path}, {md_path}"
