@@ -10,7 +10,7 @@ from ..calibration import calibration_batches, loss_ready
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig
 from ..oneshot import model_imgsz, result_metadata, sparsify
-from ..report import format_file_size, log_report, reconstruction_line, report_documents
+from ..report import format_file_size, log_report, report_documents
 from ..rules import load_rules
 from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, run_dir, write_new_files
 
@@ -158,7 +158,6 @@ def _log_channel(section: dict[str, Any], weights: Path, json_path: Path, md_pat
     LOGGER.info(
         f"\nultra-sparse: channels removed: params {p['before']:,} -> {p['after']:,}, GFLOPs {g['before']:.4g} -> "
         f"{g['after']:.4g} ({ratio:.2f}x) at imgsz {section['imgsz']}; {len(section['whole'])} blocks kept whole\n"
-        f"  {reconstruction_line(section)}\n"
         f"  checkpoint {weights}, {format_file_size(checkpoint_file_size(weights))} (fine-tune it with 'ultra-sparse train', "
         f"not 'yolo train')\n"
         f"  reports    {json_path}, {md_path}"
