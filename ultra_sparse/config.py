@@ -144,6 +144,23 @@ class SparsityConfig:
         """Return the settings as a plain dict (what checkpoints and reports store)."""
         return asdict(self)
 
+    def calibrated(self, given: bool) -> SparsityConfig:
+        """This config with ``reconstruct`` decided for ``method=channel``: ``None`` becomes whether calibration images
+        are ``given``.
+
+        Raises:
+            ValueError: If ``reconstruct=True`` and no calibration images are given.
+
+        Examples:
+            >>> SparsityConfig(method="channel").calibrated(True).reconstruct
+            True
+        """
+        if self.reconstruct and not given:
+            raise ValueError("reconstruct=True needs calibration images: pass data= (a dataset YAML)")
+        if self.method != "channel" or self.reconstruct is not None:
+            return self
+        return self.replace(reconstruct=given)
+
     def replace(self, **changes: Any) -> SparsityConfig:
         """Return a copy with some fields changed, validated again."""
         return SparsityConfig(**{**self.to_dict(), **changes})

@@ -112,18 +112,14 @@ def _prune_channels(
     from .prune.channel import plan_channels
     from .prune.reconstruct import reconstruct_layers
 
-    reconstruct = config.reconstruct if config.reconstruct is not None else batches is not None
-    if reconstruct and batches is None:
-        raise ValueError("reconstruct=True needs calibration images: pass data= (a dataset YAML)")
     batches = list(batches) if batches is not None else None
+    config = config.calibrated(bool(batches))
     imgsz = imgsz or model_imgsz(net)
     plan = plan_channels(net, assignment, config, imgsz, batches)
-    dense = copy.deepcopy(net) if reconstruct else None
-    result = remove_planned(net, assignment, config.replace(reconstruct=reconstruct), plan, imgsz)
+    dense = copy.deepcopy(net) if config.reconstruct else None
+    result = remove_planned(net, assignment, config, plan, imgsz)
     if dense is not None:
         images = torch.cat([b["img"] for b in batches])
-        if not len(images):
-            raise ValueError("reconstruct=True needs at least one calibration image, got none")
         result.report["channel"]["reconstruction"] = reconstruct_layers(dense, net, plan.remove, images).to_dict()
     return result
 

@@ -87,10 +87,7 @@ def run(args: dict[str, Any]) -> None:
     load_rules(config.rules)  # fail on a bad rules file before any work
     if config.importance == "taylor" and not data:
         raise ValueError("importance=taylor needs data= (a dataset YAML whose train split calibrates it)")
-    if config.method == "channel" and config.reconstruct is None:
-        config = config.replace(reconstruct=bool(data))
-    if config.reconstruct and not data:
-        raise ValueError("reconstruct=True needs data= (a dataset YAML whose train split gives the calibration images)")
+    config = config.calibrated(bool(data))
     model_path = Path(model_path)
     model, ckpt = load_checkpoint(model_path)
     check_finite(model, f"model={model_path}")

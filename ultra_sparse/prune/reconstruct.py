@@ -23,7 +23,7 @@ Only the shapes' values change: the pruned network keeps its layers and classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -58,7 +58,7 @@ class Reconstruction:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (what reports store)."""
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 class _Targets:
@@ -105,15 +105,13 @@ class _Refit:
     def __init__(self, targets: _Targets, damping: float):
         self.targets, self.damping = targets, damping
         self.errors: list[tuple[float, float]] = []
-        self.done: set[str] = set()
 
     def hook(self, name: str):
         """The pre-hook of layer ``name``."""
 
         def refit(conv: nn.Conv2d, inputs: tuple) -> None:
-            if name in self.done or name not in self.targets.values:
-                return
-            self.done.add(name)
+            if name not in self.targets.values:
+                return  # fitted on its first call already (its target is used up), or never run in the dense pass
             a = _patches(inputs[0], conv, self.targets.positions[name]).double()
             y = self.targets.values.pop(name)
             w0 = conv.weight.detach().reshape(conv.out_channels, -1).double()
@@ -180,7 +178,8 @@ def reconstruct_layers(
     modes = dense.training, pruned.training
     hooks = [dense_modules[n].register_forward_hook(targets.hook(n)) for n in names]
     try:
-        dense.eval(), pruned.eval()
+        dense.eval()
+        pruned.eval()
         with torch.no_grad():
             dense(images)
             for h in hooks:
@@ -190,7 +189,8 @@ def reconstruct_layers(
     finally:
         for h in hooks:
             h.remove()
-        dense.train(modes[0]), pruned.train(modes[1])
+        dense.train(modes[0])
+        pruned.train(modes[1])
     before = [b for b, _ in refit.errors]
     after = [a for _, a in refit.errors]
     return Reconstruction(
