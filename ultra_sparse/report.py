@@ -148,6 +148,10 @@ def format_report_md(
     if report.get("config"):
         settings = {k: v.get("name", "<dict>") if isinstance(v, dict) else v for k, v in report["config"].items()}
         lines += ["Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items() if v is not None), ""]
+    if report.get("channel"):  # what was done first; the zero counts below are of the smaller network
+        lines += [*_channel_lines(report["channel"]), "",
+                  "Zeros in the smaller network (removing channels leaves none; the ratios asked are channel ratios, above):",
+                  ""]
     lines += [
         "| scope | params | zeros | nonzero | sparsity |",
         "|---|---:|---:|---:|---:|",
@@ -163,8 +167,6 @@ def format_report_md(
         lines.append(
             f"| {name} | {f['layers']} | {f['params']:,} | {f['zeros']:,} | {_pct(f['ratio_asked'])} | {_pct(f['ratio_achieved'])} |"
         )
-    if report.get("channel"):
-        lines += ["", *_channel_lines(report["channel"])]
     nm = report.get("nm")
     if layers:
         lines += ["", *_layer_table(report["layers"], nm["pattern"] if nm else None)]
