@@ -21,12 +21,14 @@ from ultra_sparse.oneshot import sparsify
 from ultra_sparse.rules import assign_families, load_rules
 from ultra_sparse.scan import (
     MIN_RATIO,
+    PruneCopy,
     RestoreWeights,
     check_budget,
     choose_ratios,
     base_ratios,
     context_ladder,
     default_ladder,
+    flops_sizes,
     layout_rules,
     loss_curve,
     plan_groups,
@@ -35,6 +37,7 @@ from ultra_sparse.scan import (
     refine,
     scan,
     sensitivity_scores,
+    weight_flops,
 )
 
 CLI = [sys.executable, "-c", "from ultra_sparse.cli import entrypoint; entrypoint()"]
@@ -274,6 +277,29 @@ def test_plan_groups_covers_every_prunable_weight_once(yolo11n):
     assert sorted(len(g.layers) for g in groups if g.family == "conv") == [1] * len(sizes)
 
 
+def test_weight_flops_counts_output_positions_and_groups_follow_them(yolo11n):
+    """Each weight costs its elements times its output positions (a stride-2 conv at 64 px: 32x32), and planned by
+    those costs the groups even out compute: the shallow layers, cheap in weights, get groups of their own."""
+    assignment = assign_families(yolo11n, load_rules("default"))
+    macs = weight_flops(yolo11n, assignment, 64)
+    assert set(macs) == {w.name for w in assignment.prunable}
+    by_name = {w.name: w for w in assignment.prunable}
+    assert macs["model.0.conv.weight"] == by_name["model.0.conv.weight"].weight.numel() * 32 * 32
+    assert macs["model.1.conv.weight"] == by_name["model.1.conv.weight"].weight.numel() * 16 * 16
+    assert weight_flops(yolo11n, assignment, 128)["model.1.conv.weight"] == 4 * macs["model.1.conv.weight"]
+    by_weights, by_flops = plan_groups(assignment, 6), plan_groups(assignment, 6, macs)
+    assert sum(g.params for g in by_flops) == sum(g.params for g in by_weights)  # params stay weight counts
+
+    def spread(groups):  # the largest group's share of the conv family's compute
+        costs = [sum(macs[w.name] for w in assignment.prunable if w.family == "conv" and w.layer in g.layers)
+                 for g in groups if g.family == "conv"]
+        return max(costs) / sum(costs)
+
+    assert spread(by_flops) < spread(by_weights)
+    first = lambda groups: next(g for g in groups if g.family == "conv").layers
+    assert len(first(by_flops)) < len(first(by_weights))
+
+
 def test_layout_rules_assign_each_weight_to_its_group(yolo11n):
     rules = load_rules("default")
     base = assign_families(yolo11n, rules)
@@ -429,6 +455,67 @@ def test_refinement_never_writes_below_the_base(sparse_model):
     assert all(written[g] == pytest.approx(base[g], abs=1e-6) for g in base)
 
 
+def test_flops_sizes_are_least_squares_rates_scaled_to_the_joint_removal():
+    removed = {"a": [(0.2, 30.0), (0.4, 70.0), (0.8, 170.0)], "b": [(0.5, 10.0)]}
+    tops = {"a": 0.8, "b": 0.5}
+    rate_a = (0.2 * 30 + 0.4 * 70 + 0.8 * 170) / (0.2**2 + 0.4**2 + 0.8**2)
+    sizes = flops_sizes(removed, tops, joint=200.0)
+    scale = 200.0 / (rate_a * 0.8 + 20.0 * 0.5)
+    assert sizes == pytest.approx({"a": rate_a * scale, "b": 20.0 * scale}, rel=1e-12)
+    assert sum(sizes[g] * tops[g] for g in tops) == pytest.approx(200.0, rel=1e-12)  # exact where it was measured
+    with pytest.raises(ValueError, match="'b' removes no FLOPs"):
+        flops_sizes({"a": [(0.5, 10.0)], "b": [(0.5, 0.0)]}, {"a": 0.5, "b": 0.5}, joint=10.0)
+
+
+class ChannelFakeValidator:
+    """Scores a channel-pruned copy by the parameters each group lost: loss = sum of s_g * lost fraction_g."""
+
+    def __init__(self, model, rules, groups, sensitivity):
+        self.scanned, self.sensitivity, self.calls = load_rules(layout_rules(rules, groups, {})), sensitivity, []
+        self.dense = self.sizes(model)
+
+    def sizes(self, network):
+        counts = {}
+        for w in assign_families(network, self.scanned).weights:
+            counts[w.family] = counts.get(w.family, 0) + w.weight.numel()
+        return {g: counts[g] for g in self.sensitivity}
+
+    def __call__(self, network):
+        lost = {g: 1 - n / self.dense[g] for g, n in self.sizes(network).items()}
+        self.calls.append(lost)
+        loss = sum(self.sensitivity[g] * f for g, f in lost.items())
+        return {"mAP50": 0.8 - loss, "mAP50-95": 0.5 - loss}
+
+
+def test_flops_scan_prices_groups_per_flop_and_its_choice_reaches_the_flops_target(sparse_model):
+    """method=channel flops=F: each ladder point records the FLOPs it removed, the groups' sizes are FLOPs per
+    ratio, and the choice, pruned as sparsify flops=F prunes it, removes F of the GFLOPs; the insensitive group
+    is pruned the most."""
+    rules = load_rules("default")
+    groups = plan_groups(assign_families(sparse_model, rules), 3)
+    before = {k: v.clone() for k, v in sparse_model.state_dict().items()}
+    config = SparsityConfig(method="channel", flops=0.3)
+    pruner = PruneCopy(sparse_model, config)
+    sensitive, cheap, other = (g.name for g in groups)
+    evaluate = ChannelFakeValidator(sparse_model, rules, groups, {sensitive: 0.5, cheap: 0.0, other: 0.2})
+    ladders = {g.name: (0.3, 0.6, 0.9) for g in groups}
+    result = scan(pruner, evaluate, rules, groups, ladders, 0.3)
+    assert result["size_unit"] == "FLOPs" and len(evaluate.calls) == result["validations"] == 2 + 3 * 3
+    for group in result["groups"]:
+        removed = [p["flops_removed"] for p in group["points"]]
+        assert 0 < removed[0] < removed[1] < removed[2] < pruner.flops
+    joint = sum(g["size"] * 0.9 for g in result["groups"])
+    written = {g["name"]: g["written_ratio"] for g in result["groups"]}
+    assert written[cheap] > written[sensitive]
+    pruned = copy.deepcopy(sparse_model)
+    section = sparsify(pruned, rules=result["rules"], method="channel", flops=0.3).report["channel"]
+    assert section["bracket"]["below"] <= 0.3 <= section["bracket"]["above"]
+    assert evaluate(pruned) == pytest.approx(result["written"], abs=1e-9)  # the written rules measure as recorded
+    assert joint <= pruner.flops
+    after = sparse_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the dense model is never changed
+
+
 @pytest.mark.integration
 def test_evaluator_reuses_one_dataloader_and_never_changes_the_model(sparse_model, synthetic_data, tmp_path):
     from ultra_sparse.scan import Evaluator
@@ -528,6 +615,11 @@ def run_inline(monkeypatch, capsys, *args: str) -> tuple[int, str]:
         (["sparsity=0.5", "data=MISSING"], "not found"),
         (["sparsity=0.5", "model=MISSING"], "not found"),
         (["sparsity=0.5", "device=cuda:7"], "no such CUDA device"),
+        (["flops=0.5"], "flops=0.5 needs method=channel"),
+        (["method=channel"], "(or flops=, the fraction of GFLOPs removed)"),
+        (["method=channel", "flops=0.5", "sparsity=0.5"], "not both"),
+        (["method=channel", "flops=0.5", "context=target"], "context=target counts zeros"),
+        (["method=channel", "flops=0.6", "ladder=[0.05,0.1]", "reconstruct=False", "groups=2"], "flops=0.6 is out of reach"),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(monkeypatch, capsys, tmp_path, trained_checkpoint, synthetic_data, args, message):
@@ -560,3 +652,42 @@ def test_channel_scan_writes_rules_that_channel_sparsify_takes(tmp_path, trained
     section = sparsify(net, method="channel", rules=str(run / "rules.yaml"), sparsity=0.3, imgsz=64).report["channel"]
     assert section["bracket"]["groups"] <= 1
     assert section["bracket"]["below"] <= 0.3 <= section["bracket"]["above"]
+
+
+@pytest.mark.integration
+def test_flops_channel_scan_refits_every_point_and_writes_rules_for_sparsify_flops(tmp_path, trained_checkpoint, synthetic_data):
+    """method=channel flops=F: context=dense by default, each pruned copy refitted on the train split's images
+    (data= is given), the groups priced per FLOP; the rules file says flops= and sparsify flops=F takes it."""
+    out = subprocess.run(
+        [*CLI, "scan", f"model={trained_checkpoint}", f"data={synthetic_data}", "method=channel", "flops=0.3",
+         "calib_batches=1", "imgsz=64", "batch=8", "groups=3", "budget=12", f"project={tmp_path}", "name=scan"],
+        cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "scan"
+    result = json.loads((run / "sensitivity.json").read_text())
+    assert result["context"] == "dense" and result["flops"] == 0.3 and result["sparsity"] is None
+    assert result["reconstruct"] is True and result["calib_batches"] == 1 and result["size_unit"] == "FLOPs"
+    assert "refitted on 8 calibration images" in result["description"]
+    assert all(p["flops_removed"] > 0 for g in result["groups"] for p in g["points"])
+    assert (run / "rules.yaml").read_text().startswith("# Written by ultra-sparse scan. The ratios reach flops=0.3")
+    rows = list(csv.DictReader((run / "sensitivity.csv").open()))
+    assert rows[-1 - len(result["refinement"])]["group"] == "choice"
+    assert rows[-1 - len(result["refinement"])]["ratio"] == "0.3"
+    assert f"rules={run / 'rules.yaml'} flops=0.3 method=channel data={synthetic_data}" in out.stdout + out.stderr
+    net, _ = load_checkpoint(trained_checkpoint)
+    section = sparsify(net, method="channel", rules=str(run / "rules.yaml"), flops=0.3).report["channel"]
+    assert section["bracket"]["below"] <= 0.3 <= section["bracket"]["above"]
+
+
+def test_prune_copy_refits_each_copy_when_given_calibration_batches(sparse_model, synthetic_data):
+    from ultra_sparse.calibration import calibration_batches
+
+    batches = list(calibration_batches(str(synthetic_data), imgsz=64, batch=8, n_batches=1))
+    rules = layout_rules(load_rules("default"), [], {})
+    config = SparsityConfig(method="channel", reconstruct=True)
+    refitted = PruneCopy(sparse_model, config, batches).prune(rules, 0.3)
+    plain = PruneCopy(sparse_model, config.replace(reconstruct=False)).prune(rules, 0.3)
+    a, b = refitted.state_dict(), plain.state_dict()
+    assert list(a) == list(b) and all(a[k].shape == b[k].shape for k in a)  # the same plan
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith("conv.weight"))  # other values: refitted

@@ -168,7 +168,8 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     written (the best measured allocation; the legend gives each group's written ratio).
 
     Args:
-        result (Mapping[str, Any]): A :func:`ultra_sparse.scan.scan` result with ``sparsity`` added.
+        result (Mapping[str, Any]): A :func:`ultra_sparse.scan.scan` result with ``sparsity`` (and ``flops`` for a
+            GFLOPs target, ``method``) added.
         path (str | Path): PNG file to create, atomically (its folder is created).
 
     Returns:
@@ -177,10 +178,16 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     Examples:
         >>> plot_sensitivity(result, "runs/sparse/scan/sensitivity.png")  # doctest: +SKIP
     """
+    from .scan import target_of
+
     plt = _pyplot()
+    key, target = target_of(result)
+    at = f"{target:.0%}" + (" of GFLOPs" if key == "flops" else "")
     dense, base = result["dense"]["mAP50"], result.get("base")
     reference = base["mAP50"] if base else dense
-    total = sum(g["params"] for g in result["groups"])
+    by_flops = result.get("size_unit") == "FLOPs"  # share of what the groups remove per ratio, else of weights
+    share = {g["name"]: g["size"] if by_flops else g["params"] for g in result["groups"]}
+    total, of = sum(share.values()), "GFLOPs" if by_flops else "weights"
     colors = plt.get_cmap("tab20" if len(result["groups"]) > 10 else "tab10")
     fig, ax = plt.subplots(figsize=(12, 6), tight_layout=True)
     written = result.get("written", result["measured"])["mAP50"]
@@ -190,7 +197,7 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
         points = sorted(start + [(p["ratio"], p["mAP50"]) for p in group["points"]])
         values += [y for _, y in points]
         color = colors(i % colors.N)
-        label = f"{group['name']} ({group['params'] / total:.0%} of weights): {group['written_ratio']:.0%}"
+        label = f"{group['name']} ({share[group['name']] / total:.0%} of {of}): {group['written_ratio']:.0%}"
         ax.plot([100 * x for x, _ in points], [y for _, y in points], "o-", color=color, markersize=4, linewidth=1.5,
                 label=label)
         ax.plot(100 * group["chosen_ratio"], reference - group["predicted_loss"], "*", color=color, markersize=15,
@@ -198,20 +205,21 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense: {dense:.3f}")
     if base:
         ax.axhline(reference, color="gray", linestyle="-.", linewidth=1.2,
-                   label=f"base (input rules at {result['sparsity']:.0%}): {reference:.3f}")
+                   label=f"base (input rules at {at}): {reference:.3f}")
     ax.axhline(values[2], color="tab:red", linestyle=":", linewidth=1.5,
-               label=f"chosen ratios at {result['sparsity']:.0%}: {values[2]:.3f} "
+               label=f"chosen ratios at {at}: {values[2]:.3f} "
                      f"(predicted {result['predicted']['mAP50']:.3f})")
     ax.axhline(written, color="black", linestyle="-", linewidth=2.0,
                label=f"written rules ({result.get('written_from', 'choice')}, measured): {written:.3f}")
     context = "the others at the base allocation" if base else "every other group dense"
-    ax.set_xlabel(f"weights of the group pruned (%), {context}")
+    unit = "channels" if result.get("method") == "channel" else "weights"
+    ax.set_xlabel(f"{unit} of the group pruned (%), {context}")
     ax.set_ylabel("mAP50")
     ax.set_xlim(0, 100)
     ax.set_ylim(max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.05))
     ax.grid(alpha=0.3)
     ax.set_title("Sensitivity scan: one group moved at a time\n(stars: the choice from these curves; legend: share of "
-                 "weights, ratio written)")
+                 f"{of}, ratio written)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _save(fig, path)
 

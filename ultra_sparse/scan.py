@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
 import torch.nn as nn
 import yaml
 
@@ -51,14 +52,17 @@ __all__ = [
     "protect_move",
     "refine",
     "sensitivity_scores",
+    "target_of",
     "context_ladder",
     "default_ladder",
+    "flops_sizes",
     "layout_rules",
     "loss_curve",
     "make_pruner",
     "plan_groups",
     "predicted_loss",
     "scan",
+    "weight_flops",
     "write_scan",
 ]
 
@@ -87,16 +91,21 @@ class LayerGroup:
     params: int
 
 
-def plan_groups(assignment: Assignment, max_groups: int) -> list[LayerGroup]:
+def plan_groups(
+    assignment: Assignment, max_groups: int, cost: Mapping[str, float] | None = None
+) -> list[LayerGroup]:
     """Split the prunable weights into at most ``max_groups`` groups (at least one per family).
 
-    Every family with prunable weights is one group; while groups are left, the family with the most weights per group
-    gets one more. A family split into ``k`` groups is cut into ``k`` runs of consecutive layers with sizes as even as
-    possible (least sum of squared sizes), so a large layer stands alone and small neighbours share a group.
+    Every family with prunable weights is one group; while groups are left, the family with the most cost per group
+    gets one more. A family split into ``k`` groups is cut into ``k`` runs of consecutive layers with costs as even as
+    possible (least sum of squared costs), so a costly layer stands alone and cheap neighbours share a group. The
+    cost of a weight is its number of elements, or ``cost[name]`` (for example its FLOPs, :func:`weight_flops`, for
+    a scan to a GFLOPs target: then the groups follow the compute, not the parameters).
 
     Args:
         assignment (Assignment): Weights and families, from :func:`ultra_sparse.rules.assign_families`.
         max_groups (int): Most groups wanted.
+        cost (Mapping[str, float], optional): Weight name -> cost of that weight; elements where it is left out.
 
     Returns:
         (list[LayerGroup]): Groups in rule order, layers ascending within a family.
@@ -108,10 +117,12 @@ def plan_groups(assignment: Assignment, max_groups: int) -> list[LayerGroup]:
         >>> len(groups), groups[0].name
         (6, 'attention')
     """
-    sizes: dict[str, dict[int | None, int]] = {}
+    sizes: dict[str, dict[int | None, float]] = {}
+    params: dict[tuple[str, int | None], int] = {}
     for w in assignment.prunable:
         layers = sizes.setdefault(w.family, {})
-        layers[w.layer] = layers.get(w.layer, 0) + w.weight.numel()
+        layers[w.layer] = layers.get(w.layer, 0) + (cost or {}).get(w.name, w.weight.numel())
+        params[(w.family, w.layer)] = params.get((w.family, w.layer), 0) + w.weight.numel()
     order = [r.family for r in assignment.ruleset.rules if r.family in sizes]
     splittable = {f: 1 if None in sizes[f] else len(sizes[f]) for f in order}  # layers a family can be cut into
     counts = dict.fromkeys(order, 1)
@@ -124,14 +135,61 @@ def plan_groups(assignment: Assignment, max_groups: int) -> list[LayerGroup]:
     groups = []
     for family in order:
         if counts[family] == 1:
-            groups.append(LayerGroup(family, family, None, sum(sizes[family].values())))
+            groups.append(LayerGroup(family, family, None, sum(params[(family, i)] for i in sizes[family])))
             continue
         layers = sorted(sizes[family])
         for part in _even_runs([sizes[family][i] for i in layers], counts[family]):
             members = tuple(layers[i] for i in part)
             span = f"{members[0]}" if len(members) == 1 else f"{members[0]}-{members[-1]}"
-            groups.append(LayerGroup(f"{family}:{span}", family, members, sum(sizes[family][i] for i in members)))
+            groups.append(LayerGroup(f"{family}:{span}", family, members, sum(params[(family, i)] for i in members)))
     return groups
+
+
+def weight_flops(network: nn.Module, assignment: Assignment, imgsz: int) -> dict[str, float]:
+    """Multiply-accumulates of every prunable weight on one ``imgsz`` image: its elements times its output positions.
+
+    One forward pass of a zero image with hooks on the modules that own the weights (a module run twice counts
+    twice). Channel pruning removes compute in proportion to these numbers, which differ from the weight counts by
+    the feature map size: a stride-8 layer costs 16 times what a stride-32 layer with the same weights costs.
+
+    Args:
+        network (nn.Module): The network (run once, in eval mode, then put back in the mode it was in).
+        assignment (Assignment): Its weights and families, from :func:`ultra_sparse.rules.assign_families`.
+        imgsz (int): Square image size.
+
+    Returns:
+        (dict[str, float]): Weight name -> multiply-accumulates, for every prunable weight.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> from ultra_sparse.rules import assign_families, load_rules
+        >>> network = YOLO("yolo11n.yaml").model
+        >>> macs = weight_flops(network, assign_families(network, load_rules("default")), 64)
+        >>> macs["model.0.conv.weight"] == 16 * 3 * 9 * 32 * 32  # 16 filters of 3x3x3 at 32x32 positions
+        True
+    """
+    positions: dict[str, int] = {}
+
+    def count(name: str) -> Callable:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            channels = output.shape[1] if output.dim() > 2 else output.shape[-1]
+            positions[name] = positions.get(name, 0) + output.numel() // channels
+
+        return hook
+
+    handles = [w.module.register_forward_hook(count(w.name)) for w in assignment.prunable]
+    parameter = next(network.parameters())
+    channels = getattr(network, "yaml", {}).get("channels", 3)
+    mode = network.training
+    try:
+        network.eval()
+        with torch.no_grad():
+            network(torch.zeros(1, channels, imgsz, imgsz, dtype=parameter.dtype, device=parameter.device))
+    finally:
+        network.train(mode)
+        for handle in handles:
+            handle.remove()
+    return {w.name: float(w.weight.numel() * positions.get(w.name, 0)) for w in assignment.prunable}
 
 
 def default_ladder(sparsity: float) -> tuple[float, ...]:
@@ -176,6 +234,42 @@ def predicted_loss(curve: Sequence[tuple[float, float]], ratio: float) -> float:
     """
     xs, ys = zip(*curve)
     return round(float(np.interp(ratio, xs, ys)), 12)
+
+
+def flops_sizes(
+    removed: Mapping[str, Sequence[tuple[float, float]]], tops: Mapping[str, float], joint: float
+) -> dict[str, float]:
+    """FLOPs each group removes per unit of ratio, for :func:`choose_ratios` when the target is a share of GFLOPs.
+
+    A group's rate is the least-squares slope through the origin of its measured ``(ratio, FLOPs removed)`` points
+    (the group pruned alone). Pruning a layer's inputs and outputs together removes more than the two apart, so the
+    rates are then scaled by one factor: with every group at its ``tops`` ratio, the linear model removes ``joint``,
+    the FLOPs measured with all of them pruned at once.
+
+    Args:
+        removed (Mapping[str, Sequence[tuple[float, float]]]): Group -> ``(ratio, FLOPs removed)`` points.
+        tops (Mapping[str, float]): Group -> ratio at which ``joint`` was measured.
+        joint (float): FLOPs removed with every group at its ``tops`` ratio.
+
+    Returns:
+        (dict[str, float]): Group -> FLOPs per unit of ratio (positive), in the order of ``removed``.
+
+    Raises:
+        ValueError: If a group removes no FLOPs at any measured ratio.
+
+    Examples:
+        >>> flops_sizes({"a": [(0.5, 50.0)], "b": [(0.5, 25.0)]}, {"a": 0.5, "b": 0.5}, joint=90.0)
+        {'a': 120.0, 'b': 60.0}
+    """
+    rates = {}
+    for group, points in removed.items():
+        ratios = np.array([r for r, _ in points], dtype=np.float64)
+        flops = np.array([f for _, f in points], dtype=np.float64)
+        rates[group] = float(ratios @ flops / (ratios @ ratios))
+        if not rates[group] > 0:
+            raise ValueError(f"group {group!r} removes no FLOPs when pruned; it cannot take part in a flops= target")
+    scale = joint / sum(rates[g] * tops[g] for g in rates)
+    return {g: rate * scale for g, rate in rates.items()}
 
 
 def choose_ratios(
@@ -465,19 +559,35 @@ class RestoreWeights:
 class PruneCopy:
     """Structural pruning for a scan: prune a fresh copy of the dense model; restoring drops the copy.
 
+    The target of a call is ``flops=`` when ``config`` has one (the fraction of GFLOPs removed), else ``sparsity=``.
+    With ``batches`` and ``config.reconstruct``, every copy is refitted to the dense outputs after its channels are
+    removed, as ``sparsify method=channel data=...`` does, so each point measures the model that command would give.
+
+    Attributes:
+        target (str): ``flops`` or ``sparsity``: the key a target given to :meth:`prune` is passed as.
+        flops_removed (float | None): FLOPs (not GFLOPs) the last :meth:`prune` removed.
+        flops (float | None): FLOPs of the dense network, known after the first :meth:`prune`.
+
     Args:
         network (nn.Module): The dense network (never changed).
-        config (SparsityConfig): Settings of the method; ``rules`` and ``sparsity`` come per call.
+        config (SparsityConfig): Settings of the method; ``rules`` and the target come per call.
+        batches (Sequence[dict], optional): Calibration batches for the refit (and for ``importance=taylor``).
     """
 
-    def __init__(self, network: nn.Module, config: SparsityConfig) -> None:
+    def __init__(self, network: nn.Module, config: SparsityConfig, batches: Sequence[dict] | None = None) -> None:
         """Keep the dense network; copies are made per point."""
-        self.network, self.config, self.pruned = network, config, None
+        self.network, self.config, self.batches, self.pruned = network, config, batches, None
+        self.target = "flops" if config.flops is not None else "sparsity"
+        self.flops_removed: float | None = None
+        self.flops: float | None = None
 
-    def prune(self, rules: dict[str, Any], sparsity: float | None = None) -> nn.Module:
-        """Prune a deep copy of the dense network by ``rules`` and return the copy."""
+    def prune(self, rules: dict[str, Any], target: float | None = None) -> nn.Module:
+        """Prune a deep copy of the dense network by ``rules`` (ratios as written, or scaled to ``target``)."""
         self.pruned = copy.deepcopy(self.network)
-        sparsify(self.pruned, self.config.replace(rules=rules, sparsity=sparsity))
+        config = self.config.replace(rules=rules, **{"sparsity": None, "flops": None, self.target: target})
+        gflops = sparsify(self.pruned, config, batches=self.batches).report["channel"]["gflops"]
+        self.flops = gflops["before"] * 1e9
+        self.flops_removed = (gflops["before"] - gflops["after"]) * 1e9
         return self.pruned
 
     def restore(self) -> None:
@@ -491,10 +601,12 @@ def check_method(method: str) -> None:
         raise ValueError(f"method={method!r} cannot be scanned; use unstructured or channel")
 
 
-def make_pruner(network: nn.Module, config: SparsityConfig) -> RestoreWeights | PruneCopy:
-    """The pruner of ``config.method``: in place with saved weights (unstructured) or on copies (channel)."""
+def make_pruner(
+    network: nn.Module, config: SparsityConfig, batches: Sequence[dict] | None = None
+) -> RestoreWeights | PruneCopy:
+    """The pruner of ``config.method``: in place with saved weights (unstructured) or on refitted copies (channel)."""
     check_method(config.method)
-    return RestoreWeights(network, config) if config.method == "unstructured" else PruneCopy(network, config)
+    return RestoreWeights(network, config) if config.method == "unstructured" else PruneCopy(network, config, batches)
 
 
 class Evaluator:
@@ -624,21 +736,26 @@ def scan(
         ruleset (RuleSet): The input rules.
         groups (Sequence[LayerGroup]): From :func:`plan_groups`.
         ladders (Mapping[str, Sequence[float]]): Group name -> ratios to test, increasing.
-        sparsity (float): Overall target over prunable weights.
+        sparsity (float): Overall target: the fraction of prunable weights removed, or of GFLOPs when the pruner's
+            ``target`` is ``flops`` (a :class:`PruneCopy` of a config with ``flops=``). Then the groups' sizes are the
+            FLOPs they remove per unit of ratio (:func:`flops_sizes`, from the FLOPs of every ladder point and of all
+            groups at their highest ratios, one more pruning without a validation).
         base (Mapping[str, float], optional): Group name -> base ratio; None measures with the others dense.
         progress (Callable[[str], None], optional): Called after each validation with what was validated.
         budget (int, optional): Most validations in all; None or the curves' own count means no refinement.
         margin (float): mAP50 a refinement candidate must gain over the best so far to be kept.
 
     Returns:
-        (dict): ``dense`` and ``base`` metrics; ``groups`` (name, family, layers, params, ``base_ratio``, measured
-        ``points``, ``chosen_ratio``, ``predicted_loss``, ``score``, ``written_ratio``); ``rules`` (the rules dict
+        (dict): ``dense`` and ``base`` metrics; ``groups`` (name, family, layers, params, ``size`` in
+        ``size_unit`` (``weights`` or ``FLOPs``), ``base_ratio``, measured ``points`` (with ``flops_removed`` for a
+        flops target), ``chosen_ratio``, ``predicted_loss``, ``score``, ``written_ratio``); ``rules`` (the rules dict
         written); ``predicted`` and ``measured`` mAP50 of the choice; ``refinement`` (one record per candidate);
         ``written_from`` (``base``, ``choice`` or ``refined``) and ``written`` (the written allocation's metrics);
         ``kept_base``; ``validations`` and ``seconds_per_validation``.
 
     Raises:
-        ValueError: If ``budget`` is below the validations the curves and the choice need.
+        ValueError: If ``budget`` is below the validations the curves and the choice need, or a ``flops`` target is
+            beyond what the ladders' highest ratios remove (checked right after the dense validation).
     """
     budget = check_budget(budget, ladders, base is not None)
     step = progress or (lambda _: None)
@@ -656,6 +773,15 @@ def scan(
         return metrics
 
     dense = validate("dense", None)
+    by_flops = getattr(pruner, "target", "sparsity") == "flops"
+    if by_flops:  # what the ladders' highest ratios remove together: the most the choice can reach
+        tops = {g.name: max(ladders[g.name]) for g in groups}
+        pruner.prune(layout_rules(ruleset, groups, tops))
+        pruner.restore()
+        joint, total_flops = pruner.flops_removed, pruner.flops
+        if sparsity * total_flops > joint:
+            raise ValueError(f"flops={sparsity} is out of reach: the ladder's highest ratios remove "
+                             f"{joint / total_flops:.1%} of GFLOPs together; test higher ratios (ladder=)")
     others, reference, base_metrics = dict(base or {}), dense, None
     if base is not None:
         base_metrics = reference = validate("base allocation", others)
@@ -663,7 +789,8 @@ def scan(
     for group in groups:
         for ratio in ladders[group.name]:
             metrics = validate(f"{group.name} at {ratio:.0%}", {**others, group.name: ratio})
-            measured.setdefault(group.name, []).append({"ratio": float(ratio), **metrics})
+            flops = {"flops_removed": pruner.flops_removed} if by_flops else {}
+            measured.setdefault(group.name, []).append({"ratio": float(ratio), **metrics, **flops})
     points, curves = {}, {}
     for g in groups:
         ladder_points = [(p["ratio"], p["mAP50"]) for p in measured.get(g.name, [])]
@@ -673,8 +800,13 @@ def scan(
         else:
             points[g.name] = [*ladder_points, (others[g.name], reference["mAP50"])]
             curves[g.name] = loss_curve(points[g.name], reference["mAP50"], origin=False)
-    sizes = {g.name: g.params for g in groups}
-    chosen = {g: round(r, 6) for g, r in choose_ratios(curves, sizes, sparsity, anchors=others).items()}
+    sizes: dict[str, float] = {g.name: g.params for g in groups}
+    share = sparsity
+    if by_flops:
+        removed = {g: [(p["ratio"], p["flops_removed"]) for p in measured[g]] for g in measured}
+        sizes = flops_sizes(removed, tops, joint)
+        share = sparsity * total_flops / sum(sizes.values())
+    chosen = {g: round(r, 6) for g, r in choose_ratios(curves, sizes, share, anchors=others).items()}
     check = validate("chosen ratios", chosen, sparsity)
     losses = {g.name: predicted_loss(curves[g.name], chosen[g.name]) for g in groups}
     start, start_metrics, source = chosen, check, "choice"
@@ -697,7 +829,8 @@ def scan(
         "groups": [
             {
                 "name": g.name, "family": g.family, "layers": None if g.layers is None else list(g.layers),
-                "params": g.params, "base_ratio": others.get(g.name), "points": measured.get(g.name, []),
+                "params": g.params, "size": sizes[g.name], "base_ratio": others.get(g.name),
+                "points": measured.get(g.name, []),
                 "chosen_ratio": chosen[g.name], "predicted_loss": losses[g.name], "score": scores[g.name],
                 "written_ratio": written[g.name],
             }
@@ -707,6 +840,7 @@ def scan(
         "predicted": {"mAP50": reference["mAP50"] - sum(losses.values())},
         "measured": check,
         "refinement": trail,
+        "size_unit": "FLOPs" if by_flops else "weights",
         "refined_from": source,
         "written_from": written_from,
         "written": written_metrics,
@@ -721,7 +855,7 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
     """Write a scan's outputs into ``folder``: ``rules.yaml``, ``sensitivity.csv``, ``sensitivity.json``, ``.png``.
 
     Args:
-        result (Mapping[str, Any]): A :func:`scan` result with ``sparsity`` and ``description`` added (the
+        result (Mapping[str, Any]): A :func:`scan` result with ``sparsity`` (or ``flops``) and ``description`` added (the
             description becomes the rules file's).
         folder (str | Path): Run folder (created).
 
@@ -733,9 +867,10 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
     folder = Path(folder)
     content = {"description": result["description"], "rules": result["rules"]["rules"]}
     load_rules(content)  # the file must load as it is written
+    key, target = target_of(result)
     header = (
-        f"# Written by ultra-sparse scan. The ratios reach sparsity={result['sparsity']} as written; sparsify/train\n"
-        "# with sparsity=S scale them all by one factor. Families split by layer keep their classes and add layers:.\n"
+        f"# Written by ultra-sparse scan. The ratios reach {key}={target} as written; sparsify/train\n"
+        f"# with {key}=S scale them all by one factor. Families split by layer keep their classes and add layers:.\n"
     )
     rows = io.StringIO()
     writer = csv.writer(rows, lineterminator="\n")
@@ -743,17 +878,17 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
     total, base = sum(g["params"] for g in result["groups"]), result.get("base")
     writer.writerow(["dense", "", "", total, 0.0, "dense", result["dense"]["mAP50"], result["dense"]["mAP50-95"]])
     if base:
-        writer.writerow(["base", "", "", total, result["sparsity"], "base", base["mAP50"], base["mAP50-95"]])
+        writer.writerow(["base", "", "", total, target, "base", base["mAP50"], base["mAP50-95"]])
     for group in result["groups"]:
         layers = "" if group["layers"] is None else " ".join(map(str, group["layers"]))
         for point in group["points"]:
             writer.writerow([group["name"], group["family"], layers, group["params"], point["ratio"],
                              "base" if base else "dense", point["mAP50"], point["mAP50-95"]])
-    writer.writerow(["choice", "", "", total, result["sparsity"], "all", result["measured"]["mAP50"],
+    writer.writerow(["choice", "", "", total, target, "all", result["measured"]["mAP50"],
                      result["measured"]["mAP50-95"]])
     for step in result["refinement"]:
         name = f"refine: {step['donor']} x{step['fraction']:g}{' (kept)' if step['accepted'] else ''}"
-        writer.writerow([name, "", "", total, result["sparsity"], "all", step["mAP50"], step["mAP50-95"]])
+        writer.writerow([name, "", "", total, target, "all", step["mAP50"], step["mAP50-95"]])
     paths = {name: folder / file for name, file in
              (("rules", "rules.yaml"), ("csv", "sensitivity.csv"), ("json", "sensitivity.json"), ("plot", "sensitivity.png"))}
     atomic_write_bytes(paths["rules"], (header + yaml.safe_dump(content, sort_keys=False, width=120, default_flow_style=None)).encode())
@@ -761,6 +896,16 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
     atomic_write_bytes(paths["json"], json.dumps(result, indent=2).encode())
     plot_sensitivity(result, paths["plot"])
     return paths
+
+
+def target_of(result: Mapping[str, Any]) -> tuple[str, float]:
+    """The overall target a scan result was made for: ``("flops", F)`` or ``("sparsity", S)``.
+
+    Examples:
+        >>> target_of({"sparsity": None, "flops": 0.5}), target_of({"sparsity": 0.7})
+        (('flops', 0.5), ('sparsity', 0.7))
+    """
+    return ("flops", result["flops"]) if result.get("flops") is not None else ("sparsity", result["sparsity"])
 
 
 def _even_runs(sizes: Sequence[int], parts: int) -> list[list[int]]:

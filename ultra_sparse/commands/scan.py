@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import __version__
 from ..bench import parse_device
+from ..calibration import calibration_batches
 from ..compare import check_inputs
 from ..config import SparsityConfig
 from ..rules import assign_families, load_rules
@@ -24,6 +25,7 @@ from ..scan import (
     make_pruner,
     plan_groups,
     scan,
+    weight_flops,
     write_scan,
 )
 from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, run_dir
@@ -33,7 +35,8 @@ __all__ = ["HELP", "KEYS", "run"]
 HELP = (
     "usage: ultra-sparse scan model=best.pt data=D sparsity=0.7 [budget=48] [context=target|dense] [groups=12]\n"
     "                         [rules=default] [method=unstructured] [ladder=[0.42,0.7,0.85]] [margin=0.005]\n"
-    "                         [imgsz=640] [batch=16] [device=cpu]\n\n"
+    "                         [imgsz=640] [batch=16] [device=cpu]\n"
+    "       ultra-sparse scan model=best.pt data=D method=channel flops=0.5 [reconstruct=True] [calib_batches=8] ...\n\n"
     "Sensitivity scan. Splits the prunable weights into groups (each family of the rules, large ones split into runs\n"
     "of layers), moves one group at a time to other ratios and validates every point with Ultralytics' validator;\n"
     "chooses one ratio per group that reaches sparsity= with the least predicted mAP50 loss and validates that\n"
@@ -44,22 +47,30 @@ HELP = (
     "sensitivity.csv, sensitivity.json and sensitivity.png.\n"
     "context=target (default): the others stay at the base allocation (the input rules at sparsity=), each group is\n"
     "tested at half its base zeros and halfway to 95%; the written rules never validate below the base allocation.\n"
-    "context=dense: the others stay dense, each group is tested at the ladder ratios."
+    "context=dense: the others stay dense, each group is tested at the ladder ratios.\n"
+    "method=channel (context=dense only, its default): channels are removed; sparsity= is the fraction of prunable\n"
+    "parameters removed, or flops= the fraction of GFLOPs (then each group's cost is its mAP50 loss per FLOP\n"
+    "removed); every point is refitted on calibration images from data='s train split, as sparsify data= does."
 )
 KEYS = {
     "model": "trained Ultralytics checkpoint (.pt) to scan (required; never changed)",
     "data": "dataset YAML whose val split is validated, by path (required)",
-    "sparsity": "overall fraction of zeros over prunable weights the chosen ratios reach, in (0, 1) (required)",
-    "context": "target (default): measure each group with the others at the base allocation; dense: with the "
-    "others dense",
+    "sparsity": "overall fraction of zeros over prunable weights the chosen ratios reach, in (0, 1) (required, "
+    "or flops= with method=channel)",
+    "flops": "method=channel: fraction of GFLOPs the chosen ratios remove, in (0, 1), instead of sparsity=",
+    "reconstruct": "method=channel: refit each pruned copy to the dense outputs before it is validated (default "
+    "True; False measures the channels removed and nothing else)",
+    "calib_batches": "method=channel: calibration batches of 8 train images for the refit (default 8)",
+    "context": "target (default for method=unstructured): measure each group with the others at the base "
+    "allocation; dense (method=channel's only one): with the others dense",
     "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "
-    "(default 12 for context=target, 9 for context=dense)",
+    "of even size, in weights (in FLOPs for flops=) (default 12 for context=target, 9 for context=dense)",
     "budget": f"most validations in all (default {DEFAULT_BUDGET}, about 12 min at imgsz=640 on 2 CPU cores for 150 "
     "val images); at least dense + base + the curves + the choice; the rest refines the choice",
     "margin": f"mAP50 a refinement candidate must gain over the best allocation so far to be kept (default "
     f"{DEFAULT_MARGIN})",
-    "ladder": "context=dense only: ratios each group is tested at, increasing, in (0, 0.95], the last >= sparsity "
-    "(default: 0.6 x sparsity, sparsity, halfway to 1)",
+    "ladder": "context=dense only: ratios each group is tested at, increasing, in (0, 0.95], the last >= "
+    "sparsity= (default: 0.6 x target, target, halfway to 1 for the sparsity= or flops= target)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML whose families are scanned "
     "(default: default)",
     "method": "unstructured (default) or channel",
@@ -77,42 +88,53 @@ def run(args: dict[str, Any]) -> None:
     args = dict(args)
     project, name = args.pop("project", None), args.pop("name", None)
     model, data = args.pop("model", None), args.pop("data", None)
-    context = args.pop("context", "target")
-    if context not in ("target", "dense"):
+    context = args.pop("context", None)
+    if context not in (None, "target", "dense"):
         raise ValueError(f"context={context!r} is not one of target, dense")
     imgsz, batch = args.pop("imgsz", 640), args.pop("batch", 16)
-    groups = args.pop("groups", 12 if context == "target" else 9)
     budget, margin = args.pop("budget", DEFAULT_BUDGET), args.pop("margin", DEFAULT_MARGIN)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
         raise ValueError(f"margin={margin!r} must be a number in [0, 1)")
     device = parse_device(args.pop("device", "cpu"))
-    if args.get("sparsity") is None:
-        raise ValueError("sparsity= is required: the overall fraction of zeros the scanned rules reach, e.g. 0.7")
     ladder = args.pop("ladder", None)
-    if ladder is not None and context == "target":
-        raise ValueError("ladder= needs context=dense (context=target tests each group around its base ratio)")
     config, _ = SparsityConfig.from_args(args)
-    if config.sparsity == 0:
-        raise ValueError("sparsity=0 needs no scan; give a fraction in (0, 1)")
     check_method(config.method)
+    target_key = "flops" if config.flops is not None else "sparsity"
+    target = getattr(config, target_key)
+    if target is None:
+        raise ValueError("sparsity= is required: the overall fraction of zeros the scanned rules reach, e.g. 0.7"
+                         + (" (or flops=, the fraction of GFLOPs removed)" if config.method == "channel" else ""))
+    if target == 0:
+        raise ValueError(f"{target_key}=0 needs no scan; give a fraction in (0, 1)")
+    context = context or ("target" if config.method == "unstructured" else "dense")
     if context == "target" and config.method != "unstructured":
         raise ValueError("context=target counts zeros per group: use it with method=unstructured, or context=dense")
+    if ladder is not None and context == "target":
+        raise ValueError("ladder= needs context=dense (context=target tests each group around its base ratio)")
+    groups = args.pop("groups", 12 if context == "target" else 9)
     for key, value in (("imgsz", imgsz), ("batch", batch), ("groups", groups), ("budget", budget)):
         positive_int(key, value)
     if context == "dense":
-        ladder = _check_ladder(default_ladder(config.sparsity) if ladder is None else ladder, config.sparsity)
+        ladder = _check_ladder(default_ladder(target) if ladder is None else ladder, config.sparsity)
     ruleset = load_rules(config.rules)
     if data is None:
         raise ValueError("data= is required (a dataset YAML)")
+    config = config.calibrated(True)
     (network, ckpt), = check_inputs({"model": model}, data).values()
-    plan = plan_groups(assign_families(network, ruleset), groups)
+    assignment = assign_families(network, ruleset)
+    cost = weight_flops(network, assignment, imgsz) if target_key == "flops" else None  # groups follow the compute
+    plan = plan_groups(assignment, groups, cost)
     if not plan:
         raise ValueError(f"rules={config.rules!r} leave no prunable weight in model={model}")
     check_new_file(run_dir(project, name, "scan"), "project")
 
     network.to(device)
-    pruner = make_pruner(network, config)
-    base = base_ratios(pruner, ruleset, plan, config.sparsity) if context == "target" else None
+    batches = None
+    if config.reconstruct:
+        stride = max(int(network.stride.max()), 32) if hasattr(network, "stride") else 32
+        batches = list(calibration_batches(data, imgsz, 8, config.calib_batches, stride, device))
+    pruner = make_pruner(network, config, batches)
+    base = base_ratios(pruner, ruleset, plan, target) if context == "target" else None
     ladders = {g.name: context_ladder(base[g.name]) if base else ladder for g in plan}
     curves = check_budget(None, ladders, base is not None)
     check_budget(budget, ladders, base is not None)
@@ -132,7 +154,7 @@ def run(args: dict[str, Any]) -> None:
             bar.update(1)
 
         try:
-            result = scan(pruner, evaluate, ruleset, plan, ladders, config.sparsity, base, advance, budget, margin)
+            result = scan(pruner, evaluate, ruleset, plan, ladders, target, base, advance, budget, margin)
         finally:
             bar.total = bar.n
             bar.close()
@@ -141,37 +163,45 @@ def run(args: dict[str, Any]) -> None:
                 "method": config.method, "rules_in": ruleset.name, "context": context, "groups_max": groups,
                 "margin": margin,
                 "ladder": None if ladder is None else list(ladder)}
+    refit = f", refitted on {len(batches) * 8} calibration images" if batches else ""
     result = {
-        "version": __version__, **settings, "sparsity": config.sparsity, "importance": config.importance,
-        "scope": config.scope, "wall_s": round(wall, 1), **result,
+        "version": __version__, **settings, "sparsity": config.sparsity, "flops": config.flops,
+        "reconstruct": config.reconstruct, "calib_batches": config.calib_batches if batches else None,
+        "importance": config.importance, "scope": config.scope, "wall_s": round(wall, 1), **result,
         "description": f"scanned by ultra-sparse {__version__} on {model} with {data} at imgsz={imgsz} for "
-        f"sparsity={config.sparsity} (method={config.method}, importance={config.importance}, scope={config.scope})",
+        f"{target_key}={target} (method={config.method}, importance={config.importance}, scope={config.scope}{refit})",
     }
     paths = write_scan(result, claim_run_dir(project, name, "scan"))
     base_line = f"base allocation {result['base']['mAP50']:.4f}; " if result["base"] else ""
+    unit = " of its channels" if config.method == "channel" else ""
     kept, tried = sum(t["accepted"] for t in result["refinement"]), len(result["refinement"])
     LOGGER.info(
         f"\nultra-sparse scan: {result['validations']} validations in {wall / 60:.1f} min "
         f"({result['seconds_per_validation']:.1f} s each); dense mAP50 {result['dense']['mAP50']:.4f}; {base_line}"
-        f"chosen ratios at {config.sparsity:.0%}: predicted {result['predicted']['mAP50']:.4f}, "
+        f"chosen ratios at {target_key}={target}: predicted {result['predicted']['mAP50']:.4f}, "
         f"measured {result['measured']['mAP50']:.4f}; refined from the {result['refined_from']}: {kept} of {tried} "
         "moves kept\n"
         f"  written ({result['written_from']}): mAP50 {result['written']['mAP50']:.4f}, "
         f"mAP50-95 {result['written']['mAP50-95']:.4f}\n"
-        + "\n".join(f"  {g['name']:>16s} {g['params']:>10,d} weights -> {g['written_ratio']:.2%}" for g in result["groups"])
+        + "\n".join(f"  {g['name']:>16s} {g['params']:>10,d} weights -> {g['written_ratio']:.2%}{unit}"
+                    for g in result["groups"])
         + f"\n  rules  {paths['rules']}\n  curves {paths['csv']}, {paths['json']}, {paths['plot']}\n"
-        f"  next:  ultra-sparse sparsify model={model} rules={paths['rules']} sparsity={config.sparsity}"
-        + (" method=channel" if config.method == "channel" else "")
+        f"  next:  ultra-sparse sparsify model={model} rules={paths['rules']} {target_key}={target}"
+        + (" method=channel" if config.method == "channel" else "") + (f" data={data}" if batches else "")
     )
 
 
-def _check_ladder(ladder: Any, sparsity: float) -> tuple[float, ...]:
-    """Return the ladder as increasing floats in (0, MAX_LADDER_RATIO], the last at least ``sparsity``."""
+def _check_ladder(ladder: Any, sparsity: float | None) -> tuple[float, ...]:
+    """Return the ladder as increasing floats in (0, MAX_LADDER_RATIO], the last at least ``sparsity`` when given.
+
+    A flops= target has no such bound (a channel ratio removes more than its share of GFLOPs); the scan checks what
+    the highest ratios remove before it measures the curves.
+    """
     values = list(ladder) if isinstance(ladder, (list, tuple)) else [ladder]
     if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
         raise ValueError(f"ladder={ladder!r} must be a list of ratios, e.g. ladder=[0.4,0.7,0.85]")
     if any(not 0 < v <= MAX_LADDER_RATIO for v in values) or sorted(set(values)) != values:
         raise ValueError(f"ladder={ladder!r} must increase strictly, each ratio in (0, {MAX_LADDER_RATIO}]")
-    if values[-1] < sparsity:
+    if sparsity is not None and values[-1] < sparsity:
         raise ValueError(f"ladder={ladder!r} must reach sparsity={sparsity}: its last ratio is below it")
     return tuple(float(v) for v in values)
