@@ -660,7 +660,8 @@ def test_flops_channel_scan_refits_every_point_and_writes_rules_for_sparsify_flo
     (data= is given), the groups priced per FLOP; the rules file says flops= and sparsify flops=F takes it."""
     out = subprocess.run(
         [*CLI, "scan", f"model={trained_checkpoint}", f"data={synthetic_data}", "method=channel", "flops=0.3",
-         "calib_batches=1", "imgsz=64", "batch=8", "groups=3", "budget=12", f"project={tmp_path}", "name=scan"],
+         "calib_batches=1", "round_to=16", "imgsz=64", "batch=8", "groups=3", "budget=12", f"project={tmp_path}",
+         "name=scan"],
         cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
     )
     assert out.returncode == 0, out.stderr
@@ -674,9 +675,10 @@ def test_flops_channel_scan_refits_every_point_and_writes_rules_for_sparsify_flo
     rows = list(csv.DictReader((run / "sensitivity.csv").open()))
     assert rows[-1 - len(result["refinement"])]["group"] == "choice"
     assert rows[-1 - len(result["refinement"])]["ratio"] == "0.3"
-    assert f"rules={run / 'rules.yaml'} flops=0.3 method=channel data={synthetic_data}" in out.stdout + out.stderr
+    assert result["round_to"] == 16
+    assert f"rules={run / 'rules.yaml'} flops=0.3 method=channel round_to=16 data={synthetic_data}" in out.stdout + out.stderr
     net, _ = load_checkpoint(trained_checkpoint)
-    section = sparsify(net, method="channel", rules=str(run / "rules.yaml"), flops=0.3).report["channel"]
+    section = sparsify(net, method="channel", rules=str(run / "rules.yaml"), flops=0.3, round_to=16).report["channel"]
     assert section["bracket"]["below"] <= 0.3 <= section["bracket"]["above"]
 
 

@@ -61,6 +61,8 @@ KEYS = {
     "reconstruct": "method=channel: refit each pruned copy to the dense outputs before it is validated (default "
     "True; False measures the channels removed and nothing else)",
     "calib_batches": "method=channel: calibration batches of 8 train images for the refit (default 8)",
+    "round_to": "method=channel: channel counts stay multiples of this where a layer has >= 16 channels (default "
+    "8); scan with the value sparsify will use, it changes which plans are possible",
     "context": "target (default for method=unstructured): measure each group with the others at the base "
     "allocation; dense (method=channel's only one): with the others dense",
     "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "
@@ -167,6 +169,7 @@ def run(args: dict[str, Any]) -> None:
     result = {
         "version": __version__, **settings, "sparsity": config.sparsity, "flops": config.flops,
         "reconstruct": config.reconstruct, "calib_batches": config.calib_batches if batches else None,
+        "round_to": config.round_to if config.method == "channel" else None,
         "importance": config.importance, "scope": config.scope, "wall_s": round(wall, 1), **result,
         "description": f"scanned by ultra-sparse {__version__} on {model} with {data} at imgsz={imgsz} for "
         f"{target_key}={target} (method={config.method}, importance={config.importance}, scope={config.scope}{refit})",
@@ -187,7 +190,8 @@ def run(args: dict[str, Any]) -> None:
                     for g in result["groups"])
         + f"\n  rules  {paths['rules']}\n  curves {paths['csv']}, {paths['json']}, {paths['plot']}\n"
         f"  next:  ultra-sparse sparsify model={model} rules={paths['rules']} {target_key}={target}"
-        + (" method=channel" if config.method == "channel" else "") + (f" data={data}" if batches else "")
+        + (f" method=channel round_to={config.round_to}" if config.method == "channel" else "")
+        + (f" data={data}" if batches else "")
     )
 
 
