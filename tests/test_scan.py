@@ -467,6 +467,16 @@ def test_flops_sizes_are_least_squares_rates_scaled_to_the_joint_removal():
         flops_sizes({"a": [(0.5, 10.0)], "b": [(0.5, 0.0)]}, {"a": 0.5, "b": 0.5}, joint=10.0)
 
 
+def test_capped_groups_are_those_written_at_their_highest_tested_ratio():
+    from ultra_sparse.scan import capped_groups
+
+    points = [{"ratio": 0.3}, {"ratio": 0.6}, {"ratio": 0.9}]
+    result = {"groups": [{"name": "top", "written_ratio": 0.9, "points": points},
+                         {"name": "mid", "written_ratio": 0.6, "points": points},
+                         {"name": "near", "written_ratio": 0.8999999999, "points": points}]}
+    assert capped_groups(result) == ["top", "near"]
+
+
 class ChannelFakeValidator:
     """Scores a channel-pruned copy by the parameters each group lost: loss = sum of s_g * lost fraction_g."""
 

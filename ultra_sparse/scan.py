@@ -46,6 +46,7 @@ __all__ = [
     "RestoreWeights",
     "PruneCopy",
     "base_ratios",
+    "capped_groups",
     "check_budget",
     "check_method",
     "choose_ratios",
@@ -896,6 +897,18 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
     atomic_write_bytes(paths["json"], json.dumps(result, indent=2).encode())
     plot_sensitivity(result, paths["plot"])
     return paths
+
+
+def capped_groups(result: Mapping[str, Any]) -> list[str]:
+    """Groups of a scan result written at the highest ratio they were tested at: the choice had no room above them.
+
+    Examples:
+        >>> capped_groups({"groups": [{"name": "a", "written_ratio": 0.75, "points": [{"ratio": 0.3}, {"ratio": 0.75}]},
+        ...                           {"name": "b", "written_ratio": 0.5, "points": [{"ratio": 0.3}, {"ratio": 0.75}]}]})
+        ['a']
+    """
+    return [g["name"] for g in result["groups"]
+            if g["points"] and g["written_ratio"] >= max(p["ratio"] for p in g["points"]) - 1e-9]
 
 
 def target_of(result: Mapping[str, Any]) -> tuple[str, float]:

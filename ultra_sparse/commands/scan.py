@@ -18,6 +18,7 @@ from ..scan import (
     MAX_LADDER_RATIO,
     Evaluator,
     base_ratios,
+    capped_groups,
     check_budget,
     check_method,
     context_ladder,
@@ -36,7 +37,7 @@ HELP = (
     "usage: ultra-sparse scan model=best.pt data=D sparsity=0.7 [budget=48] [context=target|dense] [groups=12]\n"
     "                         [rules=default] [method=unstructured] [ladder=[0.42,0.7,0.85]] [margin=0.005]\n"
     "                         [imgsz=640] [batch=16] [device=cpu]\n"
-    "       ultra-sparse scan model=best.pt data=D method=channel flops=0.5 [reconstruct=True] [calib_batches=8] ...\n\n"
+    "       ultra-sparse scan model=best.pt data=D method=channel flops=0.5 [round_to=8] [calib_batches=8] ...\n\n"
     "Sensitivity scan. Splits the prunable weights into groups (each family of the rules, large ones split into runs\n"
     "of layers), moves one group at a time to other ratios and validates every point with Ultralytics' validator;\n"
     "chooses one ratio per group that reaches sparsity= with the least predicted mAP50 loss and validates that\n"
@@ -68,7 +69,8 @@ KEYS = {
     "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "
     "of even size, in weights (in FLOPs for flops=) (default 12 for context=target, 9 for context=dense)",
     "budget": f"most validations in all (default {DEFAULT_BUDGET}, about 12 min at imgsz=640 on 2 CPU cores for 150 "
-    "val images); at least dense + base + the curves + the choice; the rest refines the choice",
+    "val images, twice that for method=channel with its refit); at least dense + base + the curves + the choice; "
+    "the rest refines the choice",
     "margin": f"mAP50 a refinement candidate must gain over the best allocation so far to be kept (default "
     f"{DEFAULT_MARGIN})",
     "ladder": "context=dense only: ratios each group is tested at, increasing, in (0, 0.95], the last >= "
@@ -193,6 +195,13 @@ def run(args: dict[str, Any]) -> None:
         + (f" method=channel round_to={config.round_to}" if config.method == "channel" else "")
         + (f" data={data}" if batches else "")
     )
+    capped = capped_groups(result)
+    if ladder is not None and len(capped) > len(result["groups"]) // 2:
+        LOGGER.warning(
+            f"ultra-sparse scan: {len(capped)} of {len(result['groups'])} groups are written at the highest ratio "
+            f"tested ({ladder[-1]:.0%}): the target is near what the ladder reaches and the choice had little room; "
+            f"scan again with higher ratios, e.g. ladder=[{ladder[0]:g},{(ladder[0] + 0.9) / 2:.2g},0.9]"
+        )
 
 
 def _check_ladder(ladder: Any, sparsity: float | None) -> tuple[float, ...]:
