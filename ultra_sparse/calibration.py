@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -40,7 +41,8 @@ def calibration_batches(
     info = check_det_dataset(data)
     cfg = get_cfg(overrides={"imgsz": imgsz, "batch": batch, "data": data, "workers": 0})
     dataset = build_yolo_dataset(cfg, info["train"], batch, info, mode="val", stride=stride)
-    loader = build_dataloader(dataset, batch, workers=0, shuffle=False, pin_memory=False)
+    pinning = {"pin_memory": False} if "pin_memory" in inspect.signature(build_dataloader).parameters else {}  # 8.4 only
+    loader = build_dataloader(dataset, batch, workers=0, shuffle=False, **pinning)
     for index, item in enumerate(TQDM(loader, total=min(n_batches, len(loader)), desc="calibration batches")):
         if index >= n_batches:
             break
