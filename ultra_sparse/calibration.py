@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-__all__ = ["calibration_batches", "loss_ready"]
+__all__ = ["calibration_batches", "loss_ready", "model_stride"]
 
 
 def calibration_batches(
@@ -49,6 +49,16 @@ def calibration_batches(
         item = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in item.items()}
         item["img"] = item["img"].float() / 255
         yield item
+
+
+def model_stride(net: nn.Module) -> int:
+    """The letterbox multiple for ``net``: its largest stride, at least 32 (32 for a network without ``stride``).
+
+    Examples:
+        >>> model_stride(nn.Sequential(nn.Conv2d(3, 8, 3)))
+        32
+    """
+    return max(int(net.stride.max()), 32) if hasattr(net, "stride") else 32
 
 
 @contextmanager

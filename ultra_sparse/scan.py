@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import torch
 import torch.nn as nn
 import yaml
 
 from .checkpoint import atomic_write_bytes
 from .config import SparsityConfig
 from .oneshot import sparsify
+from .prune.channel import output_positions
 from .rules import Assignment, Rule, RuleSet, assign_families, load_rules
 
 __all__ = [
@@ -149,9 +149,10 @@ def plan_groups(
 def weight_flops(network: nn.Module, assignment: Assignment, imgsz: int) -> dict[str, float]:
     """Multiply-accumulates of every prunable weight on one ``imgsz`` image: its elements times its output positions.
 
-    One forward pass of a zero image with hooks on the modules that own the weights (a module run twice counts
-    twice). Channel pruning removes compute in proportion to these numbers, which differ from the weight counts by
-    the feature map size: a stride-8 layer costs 16 times what a stride-32 layer with the same weights costs.
+    The positions come from one forward pass of a zero image in eval mode (:func:`ultra_sparse.prune.channel.
+    output_positions`, the count the channel planner uses). Channel pruning removes compute in proportion to these
+    numbers, which differ from the weight counts by the feature map size: a stride-8 layer costs 16 times what a
+    stride-32 layer with the same weights costs.
 
     Args:
         network (nn.Module): The network (run once, in eval mode, then put back in the mode it was in).
@@ -169,28 +170,13 @@ def weight_flops(network: nn.Module, assignment: Assignment, imgsz: int) -> dict
         >>> macs["model.0.conv.weight"] == 16 * 3 * 9 * 32 * 32  # 16 filters of 3x3x3 at 32x32 positions
         True
     """
-    positions: dict[str, int] = {}
-
-    def count(name: str) -> Callable:
-        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            channels = output.shape[1] if output.dim() > 2 else output.shape[-1]
-            positions[name] = positions.get(name, 0) + output.numel() // channels
-
-        return hook
-
-    handles = [w.module.register_forward_hook(count(w.name)) for w in assignment.prunable]
-    parameter = next(network.parameters())
-    channels = getattr(network, "yaml", {}).get("channels", 3)
     mode = network.training
     try:
         network.eval()
-        with torch.no_grad():
-            network(torch.zeros(1, channels, imgsz, imgsz, dtype=parameter.dtype, device=parameter.device))
+        positions = output_positions(network, imgsz, [w.module for w in assignment.prunable])
     finally:
         network.train(mode)
-        for handle in handles:
-            handle.remove()
-    return {w.name: float(w.weight.numel() * positions.get(w.name, 0)) for w in assignment.prunable}
+    return {w.name: float(w.weight.numel() * positions.get(w.module, 0)) for w in assignment.prunable}
 
 
 def default_ladder(sparsity: float) -> tuple[float, ...]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import __version__
 from ..bench import parse_device
-from ..calibration import calibration_batches
+from ..calibration import calibration_batches, model_stride
 from ..compare import check_inputs
 from ..config import SparsityConfig
 from ..rules import assign_families, load_rules
@@ -135,8 +135,7 @@ def run(args: dict[str, Any]) -> None:
     network.to(device)
     batches = None
     if config.reconstruct:
-        stride = max(int(network.stride.max()), 32) if hasattr(network, "stride") else 32
-        batches = list(calibration_batches(data, imgsz, 8, config.calib_batches, stride, device))
+        batches = list(calibration_batches(data, imgsz, 8, config.calib_batches, model_stride(network), device))
     pruner = make_pruner(network, config, batches)
     base = base_ratios(pruner, ruleset, plan, target) if context == "target" else None
     ladders = {g.name: context_ladder(base[g.name]) if base else ladder for g in plan}
@@ -167,7 +166,7 @@ def run(args: dict[str, Any]) -> None:
                 "method": config.method, "rules_in": ruleset.name, "context": context, "groups_max": groups,
                 "margin": margin,
                 "ladder": None if ladder is None else list(ladder)}
-    refit = f", refitted on {len(batches) * 8} calibration images" if batches else ""
+    refit = f", refitted on {sum(len(b['img']) for b in batches)} calibration images" if batches else ""
     result = {
         "version": __version__, **settings, "sparsity": config.sparsity, "flops": config.flops,
         "reconstruct": config.reconstruct, "calib_batches": config.calib_batches if batches else None,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import parse_device
-from ..calibration import calibration_batches, loss_ready
+from ..calibration import calibration_batches, loss_ready, model_stride
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig
 from ..oneshot import model_imgsz, result_metadata, sparsify
@@ -107,8 +107,7 @@ def run(args: dict[str, Any]) -> None:
     batches = None
     if config.importance == "taylor" or config.reconstruct:
         model.to(device)
-        stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
-        batches = calibration_batches(data, imgsz, batch, config.calib_batches, stride, device)
+        batches = calibration_batches(data, imgsz, batch, config.calib_batches, model_stride(model), device)
     with loss_ready(model):
         result = sparsify(model, config, batches=batches, imgsz=given_imgsz)
     model.cpu()

@@ -34,11 +34,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..calibration import model_stride
 from ..config import SparsityConfig
 from ..rules import Assignment
 from .channel_trace import TWIN_CLASSES, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy
 
-__all__ = ["MAX_CHANNEL_RATIO", "ChannelPlan", "apply_plan", "plan_channels", "remove_channels"]
+__all__ = ["MAX_CHANNEL_RATIO", "ChannelPlan", "apply_plan", "output_positions", "plan_channels", "remove_channels"]
 
 MAX_CHANNEL_RATIO = 0.9  # no group loses more than this fraction of its channels, whatever the scale factor
 
@@ -138,7 +139,7 @@ def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
     unpruned = {r.family for r in assignment.ruleset.rules if not r.protect and r.ratio == 0}
     head = {id(w.module) for w in assignment.weights if w.protected and w.family not in unpruned}
     whole, twins, input_split = classify_blocks(net, head)
-    stride = max(int(net.stride.max()), 32) if hasattr(net, "stride") else 32
+    stride = model_stride(net)
     traced = tracing_copy(net, list(whole), twins, input_split, stride)
     modules = dict(traced.net.named_modules())
     with _traceable(traced.net):
@@ -457,6 +458,30 @@ def _one_group_at_a_time(
     return current, above
 
 
+def output_positions(net: nn.Module, imgsz: int, modules: Iterable[nn.Module]) -> dict[nn.Module, int]:
+    """Output positions of each of ``modules`` (one channel's map of one image) in a forward pass at ``imgsz``.
+
+    The image side is rounded up to the model's stride, as Ultralytics' ``get_flops`` does; a module that does not
+    run is left out, and one that runs twice keeps its last call's size.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1))
+        >>> output_positions(net, 64, [net[0]])[net[0]]
+        1024
+    """
+    sizes: dict[nn.Module, int] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, o[0, 0].numel())) for m in modules]
+    stride = model_stride(net)
+    side = max(stride, math.ceil(imgsz / stride) * stride)
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, side, side, dtype=next(net.parameters()).dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sizes
+
+
 class _Costs:
     """Parameters and GFLOPs of a network after a removal, counted from channel counts as thop counts them."""
 
@@ -469,16 +494,7 @@ class _Costs:
 
         self.layers: dict[str, dict[str, Any]] = {}
         modules = {m: n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))}
-        sizes = {}
-        hooks = [m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, o[0, 0].numel())) for m in modules]
-        stride = max(int(net.stride.max()), 32) if hasattr(net, "stride") else 32
-        side = max(stride, math.ceil(imgsz / stride) * stride)
-        try:
-            with torch.no_grad():
-                net(torch.zeros(1, 3, side, side, dtype=next(net.parameters()).dtype))
-        finally:
-            for h in hooks:
-                h.remove()
+        sizes = output_positions(net, imgsz, modules)
         for m, name in modules.items():
             if m not in sizes:
                 continue
