@@ -528,6 +528,8 @@ class RestoreWeights:
         config (SparsityConfig): ``importance`` and ``scope`` of the pruning; ``rules`` and ``sparsity`` come per call.
     """
 
+    target = "sparsity"  # the key a target given to :meth:`prune` is passed as
+
     def __init__(self, network: nn.Module, config: SparsityConfig) -> None:
         """Save a copy of every state tensor of ``network``."""
         self.network, self.config = network, config
@@ -760,7 +762,7 @@ def scan(
         return metrics
 
     dense = validate("dense", None)
-    by_flops = getattr(pruner, "target", "sparsity") == "flops"
+    by_flops = pruner.target == "flops"
     if by_flops:  # what the ladders' highest ratios remove together: the most the choice can reach
         tops = {g.name: max(ladders[g.name]) for g in groups}
         pruner.prune(layout_rules(ruleset, groups, tops))
