@@ -175,6 +175,17 @@ def test_dwconv_outside_the_head_is_its_own_family():
     assert f == {"0.conv.weight": "dwconv", "1.0.conv.weight": "conv"}
 
 
+def test_a_catch_all_that_matches_nothing_is_not_reported_unmatched():
+    # a scanned rules file covers every conv by layer, so its catch-all 'default' rule matches no weight: not a warning
+    net = nn.Sequential(Conv(), nn.Identity())
+    rules = {"rules": [{"family": "convs", "ratio": 0.2, "classes": ["Conv"]},
+                       {"family": "dwconv", "ratio": 0.1, "classes": ["DWConv"]},
+                       {"family": "default", "ratio": 0.1, "classes": ["*"]}]}
+    a = assign_families(net, load_rules(rules))
+    assert {w.family for w in a.weights} == {"convs"}
+    assert a.unmatched_rules == ["dwconv"]
+
+
 def test_presets_ship_with_reference_ratios():
     assert {"default", "tokenc3_lsnet"} <= set(preset_names())
     assert load_rules("tokenc3_lsnet").ratios == {

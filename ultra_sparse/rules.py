@@ -155,9 +155,13 @@ class Assignment:
 
     @property
     def unmatched_rules(self) -> list[str]:
-        """Families whose rule matched no weight of the model (the family may simply be absent)."""
+        """Families whose rule matched no weight of the model (the family may simply be absent).
+
+        A catch-all rule (``classes: ['*']``) that matched nothing is left out: it means the other rules cover every
+        weight, as in a scanned rules file.
+        """
         used = {w.family for w in self.weights}
-        return [r.family for r in self.ruleset.rules if r.family not in used]
+        return [r.family for r in self.ruleset.rules if r.family not in used and "*" not in r.classes]
 
 
 def preset_names() -> list[str]:
