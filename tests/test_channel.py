@@ -183,6 +183,23 @@ def test_target_hit_within_one_channel_group(yolov8n, key, target, scope):
     assert plan.estimate[key] == min(bracket["below"], bracket["above"], key=lambda v: abs(v - target))
 
 
+def test_round_to_16_halves_its_step_on_layers_narrower_than_32(yolov8n):
+    net, _ = yolov8n
+    rules = {"rules": [{"family": "head", "ratio": 0.0, "classes": ["Detect"], "protect": True},
+                       {"family": "conv", "ratio": 0.5, "classes": ["*"]}]}
+    plan = plan_channels(net, assign_families(net, load_rules(rules)),
+                         SparsityConfig(method="channel", round_to=16), 64)  # no target: every layer at 50%
+    pruned = apply_plan(copy.deepcopy(net), plan)
+    dense = dict(net.named_modules())
+    narrow_pruned = 0
+    for name, layer in pruned.named_modules():
+        if isinstance(layer, nn.Conv2d) and (name, "out") in plan.remove:
+            width = dense[name].out_channels
+            assert layer.out_channels % (16 if width >= 32 else 8) == 0, (name, width, layer.out_channels)
+            narrow_pruned += 16 <= width < 32
+    assert narrow_pruned  # with a step of 16 everywhere a 16..31-channel layer could only keep 16 or stay whole
+
+
 def test_round_to_1_leaves_widths_unrounded(yolov8n):
     net, assignment = yolov8n
     plan = plan_channels(net, assignment, SparsityConfig(method="channel", sparsity=0.4, round_to=1), 64)

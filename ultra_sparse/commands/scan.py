@@ -62,8 +62,9 @@ KEYS = {
     "reconstruct": "method=channel: refit each pruned copy to the dense outputs before it is validated (default "
     "True; False measures the channels removed and nothing else)",
     "calib_batches": "method=channel: calibration batches of 8 train images for the refit (default 8)",
-    "round_to": "method=channel: channel counts stay multiples of this where a layer has >= 16 channels (default "
-    "8); scan with the value sparsify will use, it changes which plans are possible",
+    "round_to": "method=channel: channel counts stay multiples of this where a layer has >= 16 channels, of half of "
+    "it (not below 8) where a layer is narrower than twice it (default 8); scan with the value sparsify will use, it "
+    "changes which plans are possible",
     "context": "target (default for method=unstructured): measure each group with the others at the base "
     "allocation; dense (method=channel's only one): with the others dense",
     "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "

@@ -388,9 +388,11 @@ class _Counter:
 
 
 def _rounded_keep(keep: int, slots: int, parts: int, round_to: int) -> int:
-    """Channels a group keeps per part, rounded so that the layer's width stays a multiple of ``round_to``.
+    """Channels a group keeps per part, rounded so that the layer's width stays a multiple of its rounding step.
 
-    Layers narrower than 16 channels are not rounded; at least one channel (or one rounding step) is kept.
+    The step is ``round_to`` where the layer is at least twice as wide, else halved until it is (not below 8): at
+    ``round_to=16`` a 24-channel layer keeps 8 or 16, not only 16. Layers narrower than 16 channels are not rounded; at
+    least one channel (or one step) is kept.
 
     Examples:
         >>> _rounded_keep(21, 32, 1, 8)
@@ -399,10 +401,16 @@ def _rounded_keep(keep: int, slots: int, parts: int, round_to: int) -> int:
         12
         >>> _rounded_keep(5, 6, 1, 8)
         5
+        >>> _rounded_keep(40, 64, 1, 16), _rounded_keep(10, 24, 1, 16)
+        (48, 8)
     """
-    if slots * parts < 16 or round_to <= 1:
+    width = slots * parts
+    if width < 16 or round_to <= 1:
         return max(keep, 1)
-    step = round_to // math.gcd(round_to, parts)
+    step = round_to
+    while step >= 16 and 2 * step > width:
+        step //= 2
+    step //= math.gcd(step, parts)
     rounded = max(step, int(math.floor(keep / step + 0.5)) * step)
     return min(rounded, slots)
 
