@@ -19,6 +19,7 @@ from ..messages import echo
 
 __all__ = [
     "OUTPUT_KEYS",
+    "ROUND_TO_HELP",
     "RUNS_TASK",
     "check_new_file",
     "claim_run_dir",
@@ -34,6 +35,10 @@ OUTPUT_KEYS = {
     "ultralytics 8.4 a relative project goes under runs_dir/sparse/)",
     "name": "run folder inside project; numbered as Ultralytics numbers runs if it exists",
 }
+ROUND_TO_HELP = (
+    "method=channel: channel counts stay multiples of this where a layer has >= 16 channels, of half of it (not "
+    "below 8) where a layer is narrower than twice it (default 8; 16 suits AVX-512 CPUs, see docs/channel.md)"
+)
 _MAX_CLAIMS = 1000
 
 

@@ -29,7 +29,7 @@ from ..scan import (
     weight_flops,
     write_scan,
 )
-from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, run_dir
+from .common import OUTPUT_KEYS, ROUND_TO_HELP, check_new_file, claim_run_dir, positive_int, run_dir
 
 __all__ = ["HELP", "KEYS", "run"]
 
@@ -62,9 +62,7 @@ KEYS = {
     "reconstruct": "method=channel: refit each pruned copy to the dense outputs before it is validated (default "
     "True; False measures the channels removed and nothing else)",
     "calib_batches": "method=channel: calibration batches of 8 train images for the refit (default 8)",
-    "round_to": "method=channel: channel counts stay multiples of this where a layer has >= 16 channels, of half of "
-    "it (not below 8) where a layer is narrower than twice it (default 8); scan with the value sparsify will use, it "
-    "changes which plans are possible",
+    "round_to": f"{ROUND_TO_HELP}; scan with the value sparsify will use, it changes which plans are possible",
     "context": "target (default for method=unstructured): measure each group with the others at the base "
     "allocation; dense (method=channel's only one): with the others dense",
     "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "

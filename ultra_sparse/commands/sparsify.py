@@ -12,7 +12,15 @@ from ..config import SparsityConfig
 from ..oneshot import model_imgsz, result_metadata, sparsify
 from ..report import format_file_size, log_report, report_documents
 from ..rules import load_rules
-from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, positive_int, run_dir, write_new_files
+from .common import (
+    OUTPUT_KEYS,
+    ROUND_TO_HELP,
+    check_new_file,
+    claim_run_dir,
+    positive_int,
+    run_dir,
+    write_new_files,
+)
 
 __all__ = ["FLAGS", "HELP", "KEYS", "run"]
 
@@ -33,8 +41,7 @@ KEYS = {
     "and size; sparsity= is the fraction of prunable params removed, flops= of GFLOPs) or nm (N:M semi-structured "
     "zeros for sparse tensor cores; the pattern fixes the zeros, so sparsity= is not taken)",
     "flops": "method=channel: fraction of GFLOPs to remove (Ultralytics' get_flops at the model's imgsz), in [0, 1)",
-    "round_to": "method=channel: channel counts stay multiples of this where a layer has >= 16 channels, of half of it "
-    "(not below 8) where a layer is narrower than twice it (default 8; 16 suits AVX-512 CPUs)",
+    "round_to": ROUND_TO_HELP,
     "nm": "method=nm: N:M pattern, N kept in every group of M consecutive input channels (default 2:4); layers "
     "whose input channels per group are not a multiple of M stay dense and are listed in the report",
     "sparsity": "overall fraction of zeros over prunable weights, in [0, 1); all family ratios are scaled by one "

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from .common import ROUND_TO_HELP
+
 __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse train model=M data=D [sparsity=0.5] [schedule=gradual|oneshot] [rules=default]\n"
     "                          [importance=l1] [scope=global] [prune_start=N] [prune_end=N] [prune_freq=1]\n"
-    "                          [method=unstructured|channel|nm] [flops=0.5]\n"
+    "                          [method=unstructured|channel|nm] [flops=0.5] [round_to=8]\n"
     "                          [any Ultralytics train key: epochs, imgsz, batch, optimizer, resume, ...]\n\n"
     "Trains like 'yolo train' (detect, segment, pose, obb, classify: the checkpoint's task decides) and keeps\n"
     "pruned weights exactly zero in the model, the EMA and every checkpoint. It trains the checkpoint's own network\n"
@@ -28,6 +30,7 @@ KEYS = {  # documented here; every Ultralytics train key is taken too and checke
     "the start (schedule=oneshot, no sparsity=)",
     "flops": "method=channel: fraction of GFLOPs to remove, in [0, 1) (or sparsity=: fraction of prunable "
     "parameters)",
+    "round_to": ROUND_TO_HELP,
     "nm": "method=nm: the N:M pattern (default 2:4), see docs/nm.md",
     "sparsity": "final fraction of zeros over prunable weights, in [0, 1) (default: none; a sparse model keeps "
     "its own)",
