@@ -325,9 +325,10 @@ class FakeValidator:
     """Scores a network by the zeros each group gained over the dense model: loss = sum of s_g * new zero fraction_g,
     plus ``extra(fractions)`` (an interaction, for example one that one-group moves cannot see)."""
 
-    def __init__(self, model, rules, groups, sensitivity, extra=lambda fractions: 0.0):
+    def __init__(self, model, rules, groups, sensitivity, extra=lambda fractions: 0.0, sensitivity95=None):
         scanned = assign_families(model, load_rules(layout_rules(rules, groups, {})))
         self.model, self.groups, self.sensitivity, self.extra = model, groups, sensitivity, extra
+        self.sensitivity95 = sensitivity95 or sensitivity  # mAP50-95 may weigh the groups otherwise
         self.members = {g.name: [w for w in scanned.weights if w.family == g.name] for g in groups}
         self.dense = self.zeros()
         self.calls = []
@@ -340,7 +341,30 @@ class FakeValidator:
         fractions = {g.name: (z - self.dense[g.name]) / g.params for g, z in zip(self.groups, self.zeros().values())}
         self.calls.append(fractions)
         loss = sum(self.sensitivity[g] * f for g, f in fractions.items()) + self.extra(fractions)
-        return {"mAP50": 0.8 - loss, "mAP50-95": 0.5 - loss}
+        loss95 = sum(self.sensitivity95[g] * f for g, f in fractions.items()) + self.extra(fractions)
+        return {"mAP50": 0.8 - loss, "mAP50-95": 0.5 - loss95}
+
+
+def test_scan_chooses_by_the_metric_it_is_given(sparse_model):
+    """mAP50 and mAP50-95 disagree on which group is sensitive: each metric= prunes the other group more."""
+    rules = load_rules("default")
+    groups = plan_groups(assign_families(sparse_model, rules), 3)
+    first, second, third = (g.name for g in groups)
+    written = {}
+    for metric in ("mAP50", "mAP50-95"):
+        evaluate = FakeValidator(sparse_model, rules, groups, {first: 0.5, second: 0.0, third: 0.2},
+                                 sensitivity95={first: 0.0, second: 0.5, third: 0.2})
+        result = scan(RestoreWeights(sparse_model, SparsityConfig()), evaluate, rules, groups,
+                      {g.name: (0.3, 0.6) for g in groups}, 0.5, metric=metric)
+        assert result["metric"] == metric and set(result["predicted"]) == {metric}
+        assert result["measured"][metric] == pytest.approx(result["predicted"][metric], abs=1e-5)
+        assert all({"mAP50", "mAP50-95"} <= set(p) for g in result["groups"] for p in g["points"])  # both recorded
+        written[metric] = {g["name"]: g["written_ratio"] for g in result["groups"]}
+    assert written["mAP50"][second] > written["mAP50"][first]
+    assert written["mAP50-95"][first] > written["mAP50-95"][second]
+    with pytest.raises(ValueError, match="metric='fitness' is not one of mAP50, mAP50-95"):
+        scan(RestoreWeights(sparse_model, SparsityConfig()), evaluate, rules, groups,
+             {g.name: (0.3, 0.6) for g in groups}, 0.5, metric="fitness")
 
 
 def test_scan_prunes_one_group_at_a_time_restores_and_lands_where_predicted(sparse_model):
@@ -620,6 +644,7 @@ def run_inline(monkeypatch, capsys, *args: str) -> tuple[int, str]:
         (["sparsity=0.5", "budget=0"], "budget=0 must be a positive integer"),
         (["sparsity=0.5", "budget=4"], "budget=4 is below the"),
         (["sparsity=0.5", "margin=-0.1"], "margin=-0.1 must be a number"),
+        (["sparsity=0.5", "metric=map75"], "metric='map75' is not one of mAP50, mAP50-95"),
         (["sparsity=0.5", "imgsz=big"], "imgsz='big'"),
         (["sparsity=0.5", "rules=nope"], "neither a preset"),
         (["sparsity=0.5", "data=MISSING"], "not found"),
@@ -667,11 +692,12 @@ def test_channel_scan_writes_rules_that_channel_sparsify_takes(tmp_path, trained
 @pytest.mark.integration
 def test_flops_channel_scan_refits_every_point_and_writes_rules_for_sparsify_flops(tmp_path, trained_checkpoint, synthetic_data):
     """method=channel flops=F: context=dense by default, each pruned copy refitted on the train split's images
-    (data= is given), the groups priced per FLOP; the rules file says flops= and sparsify flops=F takes it."""
+    (data= is given), the groups priced per FLOP and by metric=; the rules file says flops= and sparsify flops=F
+    takes it."""
     out = subprocess.run(
         [*CLI, "scan", f"model={trained_checkpoint}", f"data={synthetic_data}", "method=channel", "flops=0.3",
          "calib_batches=1", "round_to=16", "imgsz=64", "batch=8", "groups=3", "budget=12", f"project={tmp_path}",
-         "name=scan"],
+         "name=scan", "metric=map50-95"],
         cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
     )
     assert out.returncode == 0, out.stderr
@@ -680,6 +706,8 @@ def test_flops_channel_scan_refits_every_point_and_writes_rules_for_sparsify_flo
     assert result["context"] == "dense" and result["flops"] == 0.3 and result["sparsity"] is None
     assert result["reconstruct"] is True and result["calib_batches"] == 1 and result["size_unit"] == "FLOPs"
     assert "refitted on 8 calibration images" in result["description"]
+    assert result["metric"] == "mAP50-95" and "flops=0.3 by mAP50-95" in result["description"]
+    assert f"dense mAP50-95 {result['dense']['mAP50-95']:.4f}" in out.stdout + out.stderr
     assert all(p["flops_removed"] > 0 for g in result["groups"] for p in g["points"])
     assert (run / "rules.yaml").read_text().startswith("# Written by ultra-sparse scan. The ratios reach flops=0.3")
     rows = list(csv.DictReader((run / "sensitivity.csv").open()))

@@ -3,7 +3,7 @@
 Colours say good or bad at a glance: green where the sparse model is better (smaller, faster, more accurate), red where
 it is worse, grey where nothing changed or the speed ratio is within its spread. The speed panel and the title use the
 benchmark's own outcome, so the picture never says more than the verdict. ``plot_sensitivity`` draws a scan's
-curves (mAP50 against the ratio of each layer group, the chosen ratios marked).
+curves (mAP50, or the metric it chose by, against the ratio of each layer group, the chosen ratios marked).
 """
 
 from __future__ import annotations
@@ -159,12 +159,12 @@ def _families(ax, result: Mapping[str, Any]) -> None:
 
 
 def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
-    """Draw a scan's curves: mAP50 against the ratio of one group, the chosen ratios marked.
+    """Draw a scan's curves: its metric (mAP50 unless ``metric`` says otherwise) against one group's ratio.
 
     Each group is one line through its measured points: from the dense model (ratio 0) when the others were dense,
     or through its base ratio when the others were kept at the base allocation. A star marks the ratio chosen for
-    it, at the mAP50 its curve predicts there. Dashed: the dense mAP50; dash-dotted: the base allocation's; dotted:
-    the mAP50 measured with all chosen ratios applied at once; solid black: the mAP50 measured for the ratios
+    it, at the value its curve predicts there. Dashed: the dense model's; dash-dotted: the base allocation's; dotted:
+    the value measured with all chosen ratios applied at once; solid black: the value measured for the ratios
     written (the best measured allocation; the legend gives each group's written ratio).
 
     Args:
@@ -183,18 +183,19 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     plt = _pyplot()
     key, target = target_of(result)
     at = f"{target:.0%}" + (" of GFLOPs" if key == "flops" else "")
-    dense, base = result["dense"]["mAP50"], result.get("base")
-    reference = base["mAP50"] if base else dense
+    metric = result.get("metric", "mAP50")
+    dense, base = result["dense"][metric], result.get("base")
+    reference = base[metric] if base else dense
     by_flops = result.get("size_unit") == "FLOPs"  # share of what the groups remove per ratio, else of weights
     share = {g["name"]: g["size"] if by_flops else g["params"] for g in result["groups"]}
     total, of = sum(share.values()), "GFLOPs" if by_flops else "weights"
     colors = plt.get_cmap("tab20" if len(result["groups"]) > 10 else "tab10")
     fig, ax = plt.subplots(figsize=(12, 6), tight_layout=True)
-    written = result.get("written", result["measured"])["mAP50"]
-    values = [dense, reference, result["measured"]["mAP50"], written]
+    written = result.get("written", result["measured"])[metric]
+    values = [dense, reference, result["measured"][metric], written]
     for i, group in enumerate(result["groups"]):
         start = [(group["base_ratio"], reference)] if base else [(0.0, dense)]
-        points = sorted(start + [(p["ratio"], p["mAP50"]) for p in group["points"]])
+        points = sorted(start + [(p["ratio"], p[metric]) for p in group["points"]])
         values += [y for _, y in points]
         color = colors(i % colors.N)
         label = f"{group['name']} ({share[group['name']] / total:.0%} of {of}): {group['written_ratio']:.0%}"
@@ -208,13 +209,13 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
                    label=f"base (input rules at {at}): {reference:.3f}")
     ax.axhline(values[2], color="tab:red", linestyle=":", linewidth=1.5,
                label=f"chosen ratios at {at}: {values[2]:.3f} "
-                     f"(predicted {result['predicted']['mAP50']:.3f})")
+                     f"(predicted {result['predicted'][metric]:.3f})")
     ax.axhline(written, color="black", linestyle="-", linewidth=2.0,
                label=f"written rules ({result.get('written_from', 'choice')}, measured): {written:.3f}")
     context = "the others at the base allocation" if base else "every other group dense"
     unit = "channels" if result.get("method") == "channel" else "weights"
     ax.set_xlabel(f"{unit} of the group pruned (%), {context}")
-    ax.set_ylabel("mAP50")
+    ax.set_ylabel(metric)
     ax.set_xlim(0, 100)
     ax.set_ylim(max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.05))
     ax.grid(alpha=0.3)

@@ -40,6 +40,7 @@ from .rules import Assignment, Rule, RuleSet, assign_families, load_rules
 
 __all__ = [
     "MAX_LADDER_RATIO",
+    "METRICS",
     "MIN_RATIO",
     "Evaluator",
     "LayerGroup",
@@ -70,7 +71,8 @@ __all__ = [
 MAX_LADDER_RATIO = 0.95  # highest ratio a ladder may test (sparsify caps every family at 99%)
 MIN_RATIO = 0.01  # every scanned group keeps at least this ratio: a ratio of 0 would protect it and change the target
 DEFAULT_BUDGET = 48  # validations of a scan: about 12 minutes at imgsz=640 on 2 CPU cores for a 150-image val split
-DEFAULT_MARGIN = 0.005  # mAP50 a refinement step must gain over the best allocation measured so far to be kept
+DEFAULT_MARGIN = 0.005  # metric a refinement step must gain over the best allocation measured so far to be kept
+METRICS = ("mAP50", "mAP50-95")  # what a scan can minimise the loss of (the Evaluator measures both)
 REFINE_STEPS = (1.0, 0.5, 0.25)  # fractions of the way from a donor's ratio to its floor, one pass each
 
 
@@ -426,13 +428,14 @@ def refine(
     budget: int,
     margin: float = DEFAULT_MARGIN,
     steps: Sequence[float] = REFINE_STEPS,
+    metric: str = "mAP50",
 ) -> tuple[dict[str, float], dict[str, float], list[dict[str, Any]]]:
     """Move zeros from the most sensitive groups to the least sensitive ones, keeping only moves that measure better.
 
-    Each pass goes through the groups that lose mAP50 when pruned (score above 0), most sensitive first. A candidate
+    Each pass goes through the groups that lose ``metric`` when pruned (score above 0), most sensitive first. A candidate
     lowers the donor a fraction of the way to its floor and gives the freed zeros to the groups less sensitive than
     it, least sensitive first, each up to its cap (:func:`protect_move`), so the total zeros never change. The
-    candidate is measured as a whole (all groups pruned together) and kept only if its mAP50 beats the best
+    candidate is measured as a whole (all groups pruned together) and kept only if its ``metric`` beats the best
     allocation so far by more than ``margin``. Passes use the fractions of ``steps`` in turn (a full move, then
     smaller ones); the loop stops when ``budget`` measurements are spent or no candidate is left. A candidate that
     moves no weight is skipped without a measurement.
@@ -441,13 +444,14 @@ def refine(
         measure (Callable): Ratios -> ``{"mAP50": ..., ...}``, with every group pruned at once.
         start (Mapping[str, float]): Group -> ratio of the allocation to start from (already measured).
         start_metrics (Mapping[str, float]): Its metrics.
-        scores (Mapping[str, float]): Group -> mAP50 lost per pruned weight (:func:`sensitivity_scores`).
+        scores (Mapping[str, float]): Group -> ``metric`` lost per pruned weight (:func:`sensitivity_scores`).
         sizes (Mapping[str, int]): Group -> number of prunable weights.
         floors (Mapping[str, float]): Group -> lowest ratio a donor goes down to.
         caps (Mapping[str, float]): Group -> highest ratio a receiver goes up to.
         budget (int): Most measurements.
-        margin (float): mAP50 a candidate must gain over the best so far to be kept.
+        margin (float): ``metric`` a candidate must gain over the best so far to be kept.
         steps (Sequence[float]): Fraction of the way to the floor a donor moves, one pass per fraction.
+        metric (str): The key of the metrics that decides (one of :data:`METRICS`).
 
     Returns:
         (tuple): The best ratios, their metrics, and one record per measured candidate (``donor``, ``fraction``,
@@ -474,7 +478,7 @@ def refine(
             if moved < 1:
                 continue
             metrics = dict(measure(candidate))
-            accepted = metrics["mAP50"] > best_metrics["mAP50"] + margin
+            accepted = metrics[metric] > best_metrics[metric] + margin
             trail.append({"donor": donor, "fraction": fraction, "moved": moved, "ratios": candidate, **metrics,
                           "accepted": accepted})
             if accepted:
@@ -702,6 +706,7 @@ def scan(
     progress: Callable[[str], None] | None = None,
     budget: int | None = None,
     margin: float = DEFAULT_MARGIN,
+    metric: str = "mAP50",
 ) -> dict[str, Any]:
     """Measure every group at its ladder ratios, choose ratios for ``sparsity``, then refine the choice by measuring it.
 
@@ -732,13 +737,16 @@ def scan(
         base (Mapping[str, float], optional): Group name -> base ratio; None measures with the others dense.
         progress (Callable[[str], None], optional): Called after each validation with what was validated.
         budget (int, optional): Most validations in all; None or the curves' own count means no refinement.
-        margin (float): mAP50 a refinement candidate must gain over the best so far to be kept.
+        margin (float): ``metric`` a refinement candidate must gain over the best so far to be kept.
+        metric (str): What the curves, the choice and the refinement minimise the loss of: ``mAP50`` (default) or
+            ``mAP50-95`` (:data:`METRICS`); both are measured and recorded at every point.
 
     Returns:
         (dict): ``dense`` and ``base`` metrics; ``groups`` (name, family, layers, params, ``size`` in
         ``size_unit`` (``weights`` or ``FLOPs``), ``base_ratio``, measured ``points`` (with ``flops_removed`` for a
         flops target), ``chosen_ratio``, ``predicted_loss``, ``score``, ``written_ratio``); ``rules`` (the rules dict
-        written); ``predicted`` and ``measured`` mAP50 of the choice; ``refinement`` (one record per candidate);
+        written); ``metric``; ``predicted`` (of ``metric``) and ``measured`` metrics of the choice; ``refinement``
+        (one record per candidate);
         ``written_from`` (``base``, ``choice`` or ``refined``) and ``written`` (the written allocation's metrics);
         ``kept_base``; ``validations`` and ``seconds_per_validation``.
 
@@ -746,6 +754,8 @@ def scan(
         ValueError: If ``budget`` is below the validations the curves and the choice need, or a ``flops`` target is
             beyond what the ladders' highest ratios remove (checked right after the dense validation).
     """
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r} is not one of {', '.join(METRICS)}")
     budget = check_budget(budget, ladders, base is not None)
     step = progress or (lambda _: None)
     clock, count = time.perf_counter(), 0
@@ -782,13 +792,13 @@ def scan(
             measured.setdefault(group.name, []).append({"ratio": float(ratio), **metrics, **flops})
     points, curves = {}, {}
     for g in groups:
-        ladder_points = [(p["ratio"], p["mAP50"]) for p in measured.get(g.name, [])]
+        ladder_points = [(p["ratio"], p[metric]) for p in measured.get(g.name, [])]
         if base is None:
-            curves[g.name] = loss_curve(ladder_points, dense["mAP50"])
-            points[g.name] = [(0.0, dense["mAP50"]), *ladder_points]
+            curves[g.name] = loss_curve(ladder_points, dense[metric])
+            points[g.name] = [(0.0, dense[metric]), *ladder_points]
         else:
-            points[g.name] = [*ladder_points, (others[g.name], reference["mAP50"])]
-            curves[g.name] = loss_curve(points[g.name], reference["mAP50"], origin=False)
+            points[g.name] = [*ladder_points, (others[g.name], reference[metric])]
+            curves[g.name] = loss_curve(points[g.name], reference[metric], origin=False)
     sizes: dict[str, float] = {g.name: g.params for g in groups}
     share = sparsity
     if by_flops:
@@ -799,7 +809,7 @@ def scan(
     check = validate("chosen ratios", chosen, sparsity)
     losses = {g.name: predicted_loss(curves[g.name], chosen[g.name]) for g in groups}
     start, start_metrics, source = chosen, check, "choice"
-    if base_metrics is not None and base_metrics["mAP50"] >= check["mAP50"]:
+    if base_metrics is not None and base_metrics[metric] >= check[metric]:
         start, start_metrics, source = {g: round(r, 6) for g, r in others.items()}, base_metrics, "base"
     scores = sensitivity_scores(points, sizes)
     floors = {g: max(MIN_RATIO, min(r for r, _ in points[g])) for g in points}
@@ -809,7 +819,7 @@ def scan(
         return validate("refining", {g: round(r, 6) for g, r in ratios.items()}, sparsity)
 
     best, written_metrics, trail = refine(measure, start, start_metrics, scores, sizes, floors, caps,
-                                          budget - count, margin)
+                                          budget - count, margin, metric=metric)
     written_from = "refined" if any(t["accepted"] for t in trail) else source
     written = {g: round(r, 6) for g, r in best.items()}
     return {
@@ -826,7 +836,8 @@ def scan(
             for g in groups
         ],
         "rules": layout_rules(ruleset, groups, written),
-        "predicted": {"mAP50": reference["mAP50"] - sum(losses.values())},
+        "metric": metric,
+        "predicted": {metric: reference[metric] - sum(losses.values())},
         "measured": check,
         "refinement": trail,
         "size_unit": "FLOPs" if by_flops else "weights",

@@ -16,6 +16,7 @@ from ..scan import (
     DEFAULT_BUDGET,
     DEFAULT_MARGIN,
     MAX_LADDER_RATIO,
+    METRICS,
     Evaluator,
     base_ratios,
     capped_groups,
@@ -36,21 +37,21 @@ __all__ = ["HELP", "KEYS", "run"]
 HELP = (
     "usage: ultra-sparse scan model=best.pt data=D sparsity=0.7 [budget=48] [context=target|dense] [groups=12]\n"
     "                         [rules=default] [method=unstructured] [ladder=[0.42,0.7,0.85]] [margin=0.005]\n"
-    "                         [imgsz=640] [batch=16] [device=cpu]\n"
+    "                         [metric=mAP50] [imgsz=640] [batch=16] [device=cpu]\n"
     "       ultra-sparse scan model=best.pt data=D method=channel flops=0.5 [round_to=8] [calib_batches=8] ...\n\n"
     "Sensitivity scan. Splits the prunable weights into groups (each family of the rules, large ones split into runs\n"
     "of layers), moves one group at a time to other ratios and validates every point with Ultralytics' validator;\n"
-    "chooses one ratio per group that reaches sparsity= with the least predicted mAP50 loss and validates that\n"
-    "choice with all groups pruned together; then, with the validations left in budget=, refines the better of the\n"
-    "base allocation and the choice: zeros move from the groups that lose the most per weight to those that lose\n"
-    "the least, each candidate validated as a whole and kept only if it gains more than margin= mAP50. Writes the\n"
-    "best MEASURED allocation as rules.yaml (use it as sparsify/train rules=PATH sparsity=S), and\n"
-    "sensitivity.csv, sensitivity.json and sensitivity.png.\n"
+    "chooses one ratio per group that reaches sparsity= with the least predicted loss of metric= (mAP50 by default,\n"
+    "or mAP50-95; both are measured at every point) and validates that choice with all groups pruned together;\n"
+    "then, with the validations left in budget=, refines the better of the base allocation and the choice: zeros\n"
+    "move from the groups that lose the most per weight to those that lose the least, each candidate validated as\n"
+    "a whole and kept only if it gains more than margin=. Writes the best MEASURED allocation as rules.yaml (use it\n"
+    "as sparsify/train rules=PATH sparsity=S), and sensitivity.csv, sensitivity.json and sensitivity.png.\n"
     "context=target (default): the others stay at the base allocation (the input rules at sparsity=), each group is\n"
     "tested at half its base zeros and halfway to 95%; the written rules never validate below the base allocation.\n"
     "context=dense: the others stay dense, each group is tested at the ladder ratios.\n"
     "method=channel (context=dense only, its default): channels are removed; sparsity= is the fraction of prunable\n"
-    "parameters removed, or flops= the fraction of GFLOPs (then each group's cost is its mAP50 loss per FLOP\n"
+    "parameters removed, or flops= the fraction of GFLOPs (then each group's cost is its metric loss per FLOP\n"
     "removed); every point is refitted on calibration images from data='s train split, as sparsify data= does."
 )
 KEYS = {
@@ -70,7 +71,9 @@ KEYS = {
     "budget": f"most validations in all (default {DEFAULT_BUDGET}, about 12 min at imgsz=640 on 2 CPU cores for 150 "
     "val images, twice that for method=channel with its refit); at least dense + base + the curves + the choice; "
     "the rest refines the choice",
-    "margin": f"mAP50 a refinement candidate must gain over the best allocation so far to be kept (default "
+    "metric": "what the choice and the refinement keep: mAP50 (default) or mAP50-95 (box precision); both are "
+    "measured and written at every point",
+    "margin": f"metric= a refinement candidate must gain over the best allocation so far to be kept (default "
     f"{DEFAULT_MARGIN})",
     "ladder": "context=dense only: ratios each group is tested at, increasing, in (0, 0.95], the last >= "
     "sparsity= (default: 0.6 x target, target, halfway to 1 for the sparsity= or flops= target)",
@@ -98,6 +101,7 @@ def run(args: dict[str, Any]) -> None:
     budget, margin = args.pop("budget", DEFAULT_BUDGET), args.pop("margin", DEFAULT_MARGIN)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
         raise ValueError(f"margin={margin!r} must be a number in [0, 1)")
+    metric = _check_metric(args.pop("metric", "mAP50"))
     device = parse_device(args.pop("device", "cpu"))
     ladder = args.pop("ladder", None)
     config, _ = SparsityConfig.from_args(args)
@@ -156,7 +160,7 @@ def run(args: dict[str, Any]) -> None:
             bar.update(1)
 
         try:
-            result = scan(pruner, evaluate, ruleset, plan, ladders, target, base, advance, budget, margin)
+            result = scan(pruner, evaluate, ruleset, plan, ladders, target, base, advance, budget, margin, metric)
         finally:
             bar.total = bar.n
             bar.close()
@@ -172,17 +176,18 @@ def run(args: dict[str, Any]) -> None:
         "round_to": config.round_to if config.method == "channel" else None,
         "importance": config.importance, "scope": config.scope, "wall_s": round(wall, 1), **result,
         "description": f"scanned by ultra-sparse {__version__} on {model} with {data} at imgsz={imgsz} for "
-        f"{target_key}={target} (method={config.method}, importance={config.importance}, scope={config.scope}{refit})",
+        f"{target_key}={target} by {metric} (method={config.method}, importance={config.importance}, "
+        f"scope={config.scope}{refit})",
     }
     paths = write_scan(result, claim_run_dir(project, name, "scan"))
-    base_line = f"base allocation {result['base']['mAP50']:.4f}; " if result["base"] else ""
+    base_line = f"base allocation {result['base'][metric]:.4f}; " if result["base"] else ""
     unit = " of its channels" if config.method == "channel" else ""
     kept, tried = sum(t["accepted"] for t in result["refinement"]), len(result["refinement"])
     LOGGER.info(
         f"\nultra-sparse scan: {result['validations']} validations in {wall / 60:.1f} min "
-        f"({result['seconds_per_validation']:.1f} s each); dense mAP50 {result['dense']['mAP50']:.4f}; {base_line}"
-        f"chosen ratios at {target_key}={target}: predicted {result['predicted']['mAP50']:.4f}, "
-        f"measured {result['measured']['mAP50']:.4f}; refined from the {result['refined_from']}: {kept} of {tried} "
+        f"({result['seconds_per_validation']:.1f} s each); dense {metric} {result['dense'][metric]:.4f}; {base_line}"
+        f"chosen ratios at {target_key}={target}: predicted {result['predicted'][metric]:.4f}, "
+        f"measured {result['measured'][metric]:.4f}; refined from the {result['refined_from']}: {kept} of {tried} "
         "moves kept\n"
         f"  written ({result['written_from']}): mAP50 {result['written']['mAP50']:.4f}, "
         f"mAP50-95 {result['written']['mAP50-95']:.4f}\n"
@@ -200,6 +205,14 @@ def run(args: dict[str, Any]) -> None:
             f"tested ({ladder[-1]:.0%}): the target is near what the ladder reaches and the choice had little room; "
             f"scan again with higher ratios, e.g. ladder=[{ladder[0]:g},{(ladder[0] + 0.9) / 2:.2g},0.9]"
         )
+
+
+def _check_metric(metric: Any) -> str:
+    """Return the scan metric named by ``metric`` (any case: ``map50-95`` is ``mAP50-95``)."""
+    names = {m.lower(): m for m in METRICS}
+    if not isinstance(metric, str) or metric.lower() not in names:
+        raise ValueError(f"metric={metric!r} is not one of {', '.join(METRICS)}")
+    return names[metric.lower()]
 
 
 def _check_ladder(ladder: Any, sparsity: float | None) -> tuple[float, ...]:
