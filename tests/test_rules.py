@@ -180,10 +180,11 @@ def test_a_catch_all_that_matches_nothing_is_not_reported_unmatched():
     net = nn.Sequential(Conv(), nn.Identity())
     rules = {"rules": [{"family": "convs", "ratio": 0.2, "classes": ["Conv"]},
                        {"family": "dwconv", "ratio": 0.1, "classes": ["DWConv"]},
+                       {"family": "late", "ratio": 0.1, "classes": ["*"], "layers": [99]},
                        {"family": "default", "ratio": 0.1, "classes": ["*"]}]}
     a = assign_families(net, load_rules(rules))
     assert {w.family for w in a.weights} == {"convs"}
-    assert a.unmatched_rules == ["dwconv"]
+    assert a.unmatched_rules == ["dwconv", "late"]  # a catch-all limited to layers the model lacks is reported
 
 
 def test_presets_ship_with_reference_ratios():

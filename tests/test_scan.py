@@ -323,12 +323,13 @@ def sparse_model(trained_checkpoint):
 
 class FakeValidator:
     """Scores a network by the zeros each group gained over the dense model: loss = sum of s_g * new zero fraction_g,
-    plus ``extra(fractions)`` (an interaction, for example one that one-group moves cannot see)."""
+    plus ``extra(fractions)`` (an interaction, for example one that one-group moves cannot see); mAP50-95 uses
+    ``sensitivity95`` for s_g where given."""
 
     def __init__(self, model, rules, groups, sensitivity, extra=lambda fractions: 0.0, sensitivity95=None):
         scanned = assign_families(model, load_rules(layout_rules(rules, groups, {})))
         self.model, self.groups, self.sensitivity, self.extra = model, groups, sensitivity, extra
-        self.sensitivity95 = sensitivity95 or sensitivity  # mAP50-95 may weigh the groups otherwise
+        self.sensitivity95 = sensitivity if sensitivity95 is None else sensitivity95
         self.members = {g.name: [w for w in scanned.weights if w.family == g.name] for g in groups}
         self.dense = self.zeros()
         self.calls = []
@@ -345,8 +346,14 @@ class FakeValidator:
         return {"mAP50": 0.8 - loss, "mAP50-95": 0.5 - loss95}
 
 
-def test_scan_chooses_by_the_metric_it_is_given(sparse_model):
-    """mAP50 and mAP50-95 disagree on which group is sensitive: each metric= prunes the other group more."""
+def test_scan_chooses_by_the_metric_it_is_given(sparse_model, monkeypatch):
+    """mAP50 and mAP50-95 disagree on which group is sensitive: each metric= prunes the other group more, and the
+    refinement is handed the same metric."""
+    import ultra_sparse.scan as scan_module
+
+    handed = []
+    real_refine = scan_module.refine
+    monkeypatch.setattr(scan_module, "refine", lambda *a, **k: handed.append(k.get("metric")) or real_refine(*a, **k))
     rules = load_rules("default")
     groups = plan_groups(assign_families(sparse_model, rules), 3)
     first, second, third = (g.name for g in groups)
@@ -358,6 +365,7 @@ def test_scan_chooses_by_the_metric_it_is_given(sparse_model):
                       {g.name: (0.3, 0.6) for g in groups}, 0.5, metric=metric)
         assert result["metric"] == metric and set(result["predicted"]) == {metric}
         assert result["measured"][metric] == pytest.approx(result["predicted"][metric], abs=1e-5)
+        assert handed[-1] == metric
         assert all({"mAP50", "mAP50-95"} <= set(p) for g in result["groups"] for p in g["points"])  # both recorded
         written[metric] = {g["name"]: g["written_ratio"] for g in result["groups"]}
     assert written["mAP50"][second] > written["mAP50"][first]
@@ -365,6 +373,20 @@ def test_scan_chooses_by_the_metric_it_is_given(sparse_model):
     with pytest.raises(ValueError, match="metric='fitness' is not one of mAP50, mAP50-95"):
         scan(RestoreWeights(sparse_model, SparsityConfig()), evaluate, rules, groups,
              {g.name: (0.3, 0.6) for g in groups}, 0.5, metric="fitness")
+
+
+def test_refine_keeps_a_move_only_if_its_metric_gains():
+    """Moving zeros from group a to group b raises mAP50 and lowers mAP50-95: each metric decides for itself."""
+    measure = lambda ratios: {"mAP50": 0.8 - 0.2 * ratios["a"], "mAP50-95": 0.5 - 0.2 * ratios["b"]}  # noqa: E731
+    start = {"a": 0.5, "b": 0.5}
+    scores, sizes, floors, caps = {"a": 2e-3, "b": 0.0}, {"a": 100, "b": 100}, {"a": 0.1, "b": 0.1}, {"a": 0.9, "b": 0.9}
+    best, _, trail = refine(measure, start, measure(start), scores, sizes, floors, caps, budget=3)
+    assert best == {"a": 0.1, "b": 0.9} and trail[0]["accepted"]
+    best, metrics, trail = refine(measure, start, measure(start), scores, sizes, floors, caps, budget=3,
+                                  metric="mAP50-95")
+    assert best == start and metrics == measure(start) and not any(t["accepted"] for t in trail)
+    with pytest.raises(ValueError, match="metric='AP' is not one of"):
+        refine(measure, start, measure(start), scores, sizes, floors, caps, budget=3, metric="AP")
 
 
 def test_scan_prunes_one_group_at_a_time_restores_and_lands_where_predicted(sparse_model):

@@ -45,7 +45,8 @@ class SparsityConfig:
         prune_freq (int): Epochs between two pruning steps of the gradual ramp.
         calib_batches (int): Calibration batches used by ``importance=taylor``.
         round_to (int): ``method=channel`` only: channel counts of layers with at least 16 channels stay multiples of
-            this, halved (not below 8) on layers narrower than twice it (8 by default; 1 turns rounding off).
+            this; on a layer narrower than twice it the step is halved, again as needed, not below 8 (8 by default; 1
+            turns rounding off).
         reconstruct (bool | None): ``method=channel`` only: refit the layers that lost input channels to the dense
             model's outputs on calibration images (least squares; needs them: ``data=``). ``None`` reconstructs
             whenever calibration images are given.

@@ -157,11 +157,12 @@ class Assignment:
     def unmatched_rules(self) -> list[str]:
         """Families whose rule matched no weight of the model (the family may simply be absent).
 
-        A catch-all rule (``classes: ['*']``) that matched nothing is left out: it means the other rules cover every
-        weight, as in a scanned rules file.
+        A catch-all rule (``classes: ['*']`` without ``layers:``) that matched nothing is left out: it means the other
+        rules cover every weight, as in a scanned rules file.
         """
         used = {w.family for w in self.weights}
-        return [r.family for r in self.ruleset.rules if r.family not in used and "*" not in r.classes]
+        catch_all = {r.family for r in self.ruleset.rules if "*" in r.classes and r.layers is None}
+        return [r.family for r in self.ruleset.rules if r.family not in used and r.family not in catch_all]
 
 
 def preset_names() -> list[str]:

@@ -464,6 +464,8 @@ def refine(
         >>> best, len(trail)
         ({'a': 0.1, 'b': 0.9}, 1)
     """
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r} is not one of {', '.join(METRICS)}")
     best, best_metrics, trail = dict(start), dict(start_metrics), []
     donors = sorted((g for g in start if scores[g] > 0), key=lambda g: -scores[g])
     by_cost = sorted(start, key=lambda g: scores[g])
@@ -751,8 +753,9 @@ def scan(
         ``kept_base``; ``validations`` and ``seconds_per_validation``.
 
     Raises:
-        ValueError: If ``budget`` is below the validations the curves and the choice need, or a ``flops`` target is
-            beyond what the ladders' highest ratios remove (checked right after the dense validation).
+        ValueError: If ``metric`` is not one of :data:`METRICS`, ``budget`` is below the validations the curves and
+            the choice need, or a ``flops`` target is beyond what the ladders' highest ratios remove (checked right
+            after the dense validation).
     """
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r} is not one of {', '.join(METRICS)}")

@@ -36,8 +36,9 @@ OUTPUT_KEYS = {
     "name": "run folder inside project; numbered as Ultralytics numbers runs if it exists",
 }
 ROUND_TO_HELP = (
-    "method=channel: channel counts stay multiples of this where a layer has >= 16 channels, of half of it (not "
-    "below 8) where a layer is narrower than twice it (default 8; 16 suits AVX-512 CPUs, see docs/channel.md)"
+    "method=channel: channel counts of layers with >= 16 channels stay multiples of this; on a layer narrower than "
+    "twice it the step is halved, again as needed, not below 8 (default 8; 16 suits AVX-512 CPUs, see "
+    "docs/channel.md)"
 )
 _MAX_CLAIMS = 1000
 

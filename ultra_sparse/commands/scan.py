@@ -48,7 +48,8 @@ HELP = (
     "a whole and kept only if it gains more than margin=. Writes the best MEASURED allocation as rules.yaml (use it\n"
     "as sparsify/train rules=PATH sparsity=S), and sensitivity.csv, sensitivity.json and sensitivity.png.\n"
     "context=target (default): the others stay at the base allocation (the input rules at sparsity=), each group is\n"
-    "tested at half its base zeros and halfway to 95%; the written rules never validate below the base allocation.\n"
+    "tested at half its base zeros and halfway to 95%; the written rules never validate below the base allocation\n"
+    "in metric=.\n"
     "context=dense: the others stay dense, each group is tested at the ladder ratios.\n"
     "method=channel (context=dense only, its default): channels are removed; sparsity= is the fraction of prunable\n"
     "parameters removed, or flops= the fraction of GFLOPs (then each group's cost is its metric loss per FLOP\n"
@@ -71,8 +72,8 @@ KEYS = {
     "budget": f"most validations in all (default {DEFAULT_BUDGET}, about 12 min at imgsz=640 on 2 CPU cores for 150 "
     "val images, twice that for method=channel with its refit); at least dense + base + the curves + the choice; "
     "the rest refines the choice",
-    "metric": "what the choice and the refinement keep: mAP50 (default) or mAP50-95 (box precision); both are "
-    "measured and written at every point",
+    "metric": "what the curves, the choice and the refinement keep: mAP50 (default) or mAP50-95 (box precision); "
+    "both are measured and written at every point",
     "margin": f"metric= a refinement candidate must gain over the best allocation so far to be kept (default "
     f"{DEFAULT_MARGIN})",
     "ladder": "context=dense only: ratios each group is tested at, increasing, in (0, 0.95], the last >= "

@@ -390,8 +390,8 @@ class _Counter:
 def _rounded_keep(keep: int, slots: int, parts: int, round_to: int) -> int:
     """Channels a group keeps per part, rounded so that the layer's width stays a multiple of its rounding step.
 
-    The step is ``round_to`` where the layer is at least twice as wide, else halved until it is (not below 8): at
-    ``round_to=16`` a 24-channel layer keeps 8 or 16, not only 16. Layers narrower than 16 channels are not rounded; at
+    The step is ``round_to`` where the layer is at least twice as wide, else halved until it is (an even step of
+    16 or more halves, so not below 8): at ``round_to=16`` a 24-channel layer keeps 8 or 16, not only 16. Layers narrower than 16 channels are not rounded; at
     least one channel (or one step) is kept.
 
     Examples:
@@ -408,7 +408,7 @@ def _rounded_keep(keep: int, slots: int, parts: int, round_to: int) -> int:
     if width < 16 or round_to <= 1:
         return max(keep, 1)
     step = round_to
-    while step >= 16 and 2 * step > width:
+    while step >= 16 and step % 2 == 0 and 2 * step > width:
         step //= 2
     step //= math.gcd(step, parts)
     rounded = max(step, int(math.floor(keep / step + 0.5)) * step)
