@@ -64,7 +64,8 @@ KEYS = {
     "reconstruct": "method=channel: refit each pruned copy to the dense outputs before it is validated (default "
     "True; False measures the channels removed and nothing else)",
     "calib_batches": "method=channel: calibration batches of 8 train images for the refit (default 8)",
-    "round_to": f"{ROUND_TO_HELP}; scan with the value sparsify will use, it changes which plans are possible",
+    "round_to": f"{ROUND_TO_HELP}; it changes which plans are possible (docs/scan.md compares scanning at 8 and "
+    "at 16)",
     "context": "target (default for method=unstructured): measure each group with the others at the base "
     "allocation; dense (method=channel's only one): with the others dense",
     "groups": "most layer groups scanned, at least one per family; large families are split into runs of layers "
