@@ -50,6 +50,7 @@ __all__ = [
     "capped_groups",
     "check_budget",
     "check_method",
+    "check_metric",
     "choose_ratios",
     "protect_move",
     "refine",
@@ -432,13 +433,13 @@ def refine(
 ) -> tuple[dict[str, float], dict[str, float], list[dict[str, Any]]]:
     """Move zeros from the most sensitive groups to the least sensitive ones, keeping only moves that measure better.
 
-    Each pass goes through the groups that lose ``metric`` when pruned (score above 0), most sensitive first. A candidate
-    lowers the donor a fraction of the way to its floor and gives the freed zeros to the groups less sensitive than
-    it, least sensitive first, each up to its cap (:func:`protect_move`), so the total zeros never change. The
-    candidate is measured as a whole (all groups pruned together) and kept only if its ``metric`` beats the best
-    allocation so far by more than ``margin``. Passes use the fractions of ``steps`` in turn (a full move, then
-    smaller ones); the loop stops when ``budget`` measurements are spent or no candidate is left. A candidate that
-    moves no weight is skipped without a measurement.
+    Each pass goes through the groups that lose ``metric`` when pruned (score above 0), most sensitive first. A
+    candidate lowers the donor a fraction of the way to its floor and gives the freed zeros to the groups less
+    sensitive than it, least sensitive first, each up to its cap (:func:`protect_move`), so the total zeros never
+    change. The candidate is measured as a whole (all groups pruned together) and kept only if its ``metric`` beats
+    the best allocation so far by more than ``margin``. Passes use the fractions of ``steps`` in turn (a full move,
+    then smaller ones); the loop stops when ``budget`` measurements are spent or no candidate is left. A candidate
+    that moves no weight is skipped without a measurement.
 
     Args:
         measure (Callable): Ratios -> ``{"mAP50": ..., ...}``, with every group pruned at once.
@@ -464,8 +465,7 @@ def refine(
         >>> best, len(trail)
         ({'a': 0.1, 'b': 0.9}, 1)
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric={metric!r} is not one of {', '.join(METRICS)}")
+    metric = check_metric(metric)
     best, best_metrics, trail = dict(start), dict(start_metrics), []
     donors = sorted((g for g in start if scores[g] > 0), key=lambda g: -scores[g])
     by_cost = sorted(start, key=lambda g: scores[g])
@@ -588,6 +588,19 @@ class PruneCopy:
     def restore(self) -> None:
         """Drop the pruned copy."""
         self.pruned = None
+
+
+def check_metric(metric: Any) -> str:
+    """Return the name in :data:`METRICS` that ``metric`` gives, in any case; raise ValueError for anything else.
+
+    Examples:
+        >>> check_metric("map50-95")
+        'mAP50-95'
+    """
+    names = {m.lower(): m for m in METRICS}
+    if not isinstance(metric, str) or metric.lower() not in names:
+        raise ValueError(f"metric={metric!r} is not one of {', '.join(METRICS)}")
+    return names[metric.lower()]
 
 
 def check_method(method: str) -> None:
@@ -757,8 +770,7 @@ def scan(
             the choice need, or a ``flops`` target is beyond what the ladders' highest ratios remove (checked right
             after the dense validation).
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric={metric!r} is not one of {', '.join(METRICS)}")
+    metric = check_metric(metric)
     budget = check_budget(budget, ladders, base is not None)
     step = progress or (lambda _: None)
     clock, count = time.perf_counter(), 0

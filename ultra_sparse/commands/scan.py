@@ -16,12 +16,12 @@ from ..scan import (
     DEFAULT_BUDGET,
     DEFAULT_MARGIN,
     MAX_LADDER_RATIO,
-    METRICS,
     Evaluator,
     base_ratios,
     capped_groups,
     check_budget,
     check_method,
+    check_metric,
     context_ladder,
     default_ladder,
     make_pruner,
@@ -103,7 +103,7 @@ def run(args: dict[str, Any]) -> None:
     budget, margin = args.pop("budget", DEFAULT_BUDGET), args.pop("margin", DEFAULT_MARGIN)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
         raise ValueError(f"margin={margin!r} must be a number in [0, 1)")
-    metric = _check_metric(args.pop("metric", "mAP50"))
+    metric = check_metric(args.pop("metric", "mAP50"))
     device = parse_device(args.pop("device", "cpu"))
     ladder = args.pop("ladder", None)
     config, _ = SparsityConfig.from_args(args)
@@ -207,14 +207,6 @@ def run(args: dict[str, Any]) -> None:
             f"tested ({ladder[-1]:.0%}): the target is near what the ladder reaches and the choice had little room; "
             f"scan again with higher ratios, e.g. ladder=[{ladder[0]:g},{(ladder[0] + 0.9) / 2:.2g},0.9]"
         )
-
-
-def _check_metric(metric: Any) -> str:
-    """Return the scan metric named by ``metric`` (any case: ``map50-95`` is ``mAP50-95``)."""
-    names = {m.lower(): m for m in METRICS}
-    if not isinstance(metric, str) or metric.lower() not in names:
-        raise ValueError(f"metric={metric!r} is not one of {', '.join(METRICS)}")
-    return names[metric.lower()]
 
 
 def _check_ladder(ladder: Any, sparsity: float | None) -> tuple[float, ...]:

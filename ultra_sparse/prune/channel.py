@@ -391,8 +391,8 @@ def _rounded_keep(keep: int, slots: int, parts: int, round_to: int) -> int:
     """Channels a group keeps per part, rounded so that the layer's width stays a multiple of its rounding step.
 
     The step is ``round_to`` where the layer is at least twice as wide, else halved until it is (an even step of
-    16 or more halves, so not below 8): at ``round_to=16`` a 24-channel layer keeps 8 or 16, not only 16. Layers narrower than 16 channels are not rounded; at
-    least one channel (or one step) is kept.
+    16 or more halves, so not below 8): at ``round_to=16`` a 24-channel layer keeps 8 or 16, not only 16. Layers
+    narrower than 16 channels are not rounded; at least one channel (or one step) is kept.
 
     Examples:
         >>> _rounded_keep(21, 32, 1, 8)
