@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["calibration_batches", "loss_ready", "model_stride"]
+__all__ = ["calibration_batches", "loss_ready", "model_stride", "spread_indices"]
 
 
 def calibration_batches(
@@ -17,7 +17,9 @@ def calibration_batches(
 ) -> Iterator[dict[str, Any]]:
     """Yield preprocessed batches (images in [0, 1] plus labels) from the train split of a dataset YAML.
 
-    Images are letterboxed without augmentation, in file order, so the same data gives the same batches.
+    Images are letterboxed without augmentation. They are spread evenly over the split (every k-th image in file
+    order), not its first files: a split of video frames sorted by name starts with one clip, and calibration on
+    one clip misrepresents the rest. The same data gives the same batches.
 
     Args:
         data (str): Dataset YAML, as for ``yolo train data=...``.
@@ -34,21 +36,38 @@ def calibration_batches(
         >>> batches = list(calibration_batches("coco8.yaml", imgsz=64, n_batches=1))  # doctest: +SKIP
     """
     from ultralytics.cfg import get_cfg
-    from ultralytics.data import build_dataloader, build_yolo_dataset
+    from ultralytics.data import build_yolo_dataset
     from ultralytics.data.utils import check_det_dataset
     from ultralytics.utils import TQDM
 
     info = check_det_dataset(data)
     cfg = get_cfg(overrides={"imgsz": imgsz, "batch": batch, "data": data, "workers": 0})
     dataset = build_yolo_dataset(cfg, info["train"], batch, info, mode="val", stride=stride)
-    pinning = {"pin_memory": False} if "pin_memory" in inspect.signature(build_dataloader).parameters else {}  # 8.4 only
-    loader = build_dataloader(dataset, batch, workers=0, shuffle=False, **pinning)
-    for index, item in enumerate(TQDM(loader, total=min(n_batches, len(loader)), desc="calibration batches")):
-        if index >= n_batches:
-            break
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, spread_indices(len(dataset), batch * n_batches)),
+        batch_size=batch,
+        shuffle=False,
+        num_workers=0,
+        collate_fn=dataset.collate_fn,
+    )
+    for item in TQDM(loader, total=len(loader), desc="calibration batches"):
         item = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in item.items()}
         item["img"] = item["img"].float() / 255
         yield item
+
+
+def spread_indices(total: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)``, first and last included (all of them if fewer).
+
+    Examples:
+        >>> spread_indices(10, 4)
+        [0, 3, 6, 9]
+        >>> spread_indices(3, 8)
+        [0, 1, 2]
+    """
+    if count >= total:
+        return list(range(total))
+    return np.linspace(0, total - 1, count).round().astype(int).tolist()
 
 
 def model_stride(net: nn.Module) -> int:
