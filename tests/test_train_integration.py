@@ -274,3 +274,51 @@ def test_amp_keeps_zeros(start, synthetic_data, tmp_path):
 
     model = _train(SparseYOLO(str(start)), synthetic_data, tmp_path, "amp", epochs=1, sparsity=0.5, schedule="oneshot", **{"amp": True, "device": "0"})
     _assert_masked(_load(tmp_path / "amp" / "weights" / "last.pt")["model"], {n: m.cpu() for n, m in model.trainer.sparse.masks.items()})
+
+
+def _batchnorm_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: value.detach().float().clone()
+        for name, value in net.state_dict().items()
+        if name.endswith(("running_mean", "running_var", "bn.weight", "bn.bias"))
+    }
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_freeze_bn_keeps_the_running_statistics_and_trains_the_rest(start, synthetic_data, tmp_path, freeze_bn):
+    from ultra_sparse import SparseYOLO
+
+    before = _batchnorm_state(_load(start)["model"])
+    _train(SparseYOLO(str(start)), synthetic_data, tmp_path, "run", epochs=1, optimizer="SGD", freeze_bn=freeze_bn)
+    ckpt = _load(tmp_path / "run" / "weights" / "last.pt")
+    for net in _nets(ckpt):
+        after = _batchnorm_state(net)
+        stats = [n for n in before if n.endswith(("running_mean", "running_var"))]
+        affine = [n for n in before if n.endswith(("bn.weight", "bn.bias"))]
+        same_stats = [torch.equal(before[n], after[n]) for n in stats]
+        assert all(same_stats) if freeze_bn else not any(same_stats)
+        assert not all(torch.equal(before[n], after[n]) for n in affine)  # scale and shift train either way
+
+
+def test_freeze_bn_round_trips_to_ddp_workers(start, synthetic_data, tmp_path, monkeypatch):
+    import importlib
+
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    overrides = dict(model=str(start), data=str(synthetic_data), epochs=1, project=str(tmp_path), name="ddp", **COMMON)
+    trainer = SparseDetectionTrainer(overrides={**overrides, "freeze_bn": True})
+    monkeypatch.setattr(SparseDetectionTrainer, "_launches_ddp", lambda self: True)
+    with trainer._ddp_args():
+        state_args = dict(vars(trainer.args))
+    assert "freeze_bn" not in vars(trainer.args)
+    module = importlib.import_module(type(trainer).__module__)
+    worker = getattr(module, type(trainer).__name__)(cfg={**DEFAULT_CFG_DICT, "save_dir": ""}, overrides=state_args)
+    assert worker.freeze_bn is True
+
+
+def test_freeze_bn_must_be_a_boolean(start, synthetic_data, tmp_path):
+    from ultra_sparse import SparseYOLO
+
+    with pytest.raises(TypeError, match="freeze_bn='yes' must be True or False"):
+        SparseYOLO(str(start)).train(data=str(synthetic_data), project=str(tmp_path), freeze_bn="yes", **COMMON)
+    assert not any(tmp_path.iterdir())

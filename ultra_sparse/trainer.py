@@ -19,6 +19,10 @@ decision live in :mod:`ultra_sparse.masking` (shared with the callbacks). The mi
   ``method=channel`` run removes its zeroed channels there (:mod:`ultra_sparse.channel_training`).
 - ``save_metrics`` / ``get_validator``: the ``metrics/sparsity`` column and the task's sparse validator.
 
+``freeze_bn=True`` keeps every BatchNorm layer of the trained network in eval mode at every batch: layers normalise
+with the checkpoint's running statistics, which stay as they are, while their scale and shift still train. On a short
+fine-tune of a channel-pruned model it removed the early collapse of live batch statistics (see docs/channel.md).
+
 With knowledge distillation (``distill_model=``, Ultralytics 8.4.77+) the masks belong to the student.
 """
 
@@ -46,6 +50,7 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 from .channel_training import ChannelTraining, remove_zeroed_channels
 from .checkpoint import METADATA_KEY, atomic_write_bytes, deflate_zip, load_checkpoint
 from .config import SPARSITY_KEYS, SparsityConfig
+from .messages import echo
 from .masking import (
     SPARSE_START_ZEROS,
     SparseTraining,
@@ -74,6 +79,7 @@ __all__ = [
     "SparseTrainerMixin",
     "SparseTraining",
     "check_resumable",
+    "freeze_batchnorm",
     "pack_mask",
     "prunable_zero_fraction",
     "start_is_sparse",
@@ -170,6 +176,9 @@ class SparseTrainerMixin:
         """Take the sparsity keys out of ``overrides``, check the whole start, then hand the rest to Ultralytics."""
         overrides = dict(overrides or {})
         own = {k: overrides.pop(k) for k in list(overrides) if k in SPARSITY_KEYS}
+        self.freeze_bn = overrides.pop("freeze_bn", False)
+        if not isinstance(self.freeze_bn, bool):
+            raise TypeError(f"freeze_bn={echo(self.freeze_bn)} must be True or False")
         self.sparsity_config = SparsityConfig(**own) if own else None
         self.sparse: SparseTraining | None = None
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -284,6 +293,8 @@ class SparseTrainerMixin:
     def _ddp_args(self) -> Iterator[None]:
         """Put the sparsity keys into ``self.args`` while DDP workers are launched (they rebuild from it)."""
         keys = self.sparsity_config.to_dict() if (self._launches_ddp() and self.sparsity_config) else {}
+        if self._launches_ddp() and self.freeze_bn:
+            keys["freeze_bn"] = True
         for key, value in keys.items():
             setattr(self.args, key, value)
         try:
@@ -306,6 +317,8 @@ class SparseTrainerMixin:
             self._prune_epoch_end()
         if event == "on_train_epoch_start":
             self._batches = 0
+        if event == "on_train_batch_start" and self.freeze_bn:
+            freeze_batchnorm(self.net)
         if event == "on_train_batch_end" and isinstance(self.sparse, ChannelTraining):
             self._prune_batch_end()
         if event == "on_train_end" and self.sparse is not None and not self.sparse.reached(self._ema_net()):
@@ -317,6 +330,11 @@ class SparseTrainerMixin:
         super().run_callbacks(event)
         if event == "on_pretrain_routine_end":
             self._start_sparsity()
+            if self.freeze_bn:
+                LOGGER.info(
+                    f"{colorstr('ultra_sparse:')} freeze_bn=True: BatchNorm layers normalise with the checkpoint's "
+                    "running statistics, which stay fixed; their scale and shift train"
+                )
 
     def optimizer_step(self):
         """Mask gradients, step without the EMA update, re-zero masked weights, then update the EMA."""
@@ -466,6 +484,21 @@ class SparseTrainerMixin:
     def _ema_net(self) -> nn.Module:
         """The EMA network (the student's EMA when distilling), or the model where there is no EMA."""
         return trained_network(self.ema.ema) if self.ema is not None else self.net
+
+
+def freeze_batchnorm(net: nn.Module) -> None:
+    """Put every BatchNorm layer of ``net`` in eval mode: it normalises with, and no longer updates, its running
+    statistics; its affine weights still train.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)).train()
+        >>> freeze_batchnorm(net)
+        >>> net[0].training, net[1].training
+        (True, False)
+    """
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def _imgsz(imgsz: Any) -> int:

@@ -11,7 +11,7 @@ __all__ = ["HELP", "KEYS", "run"]
 HELP = (
     "usage: ultra-sparse train model=M data=D [sparsity=0.5] [schedule=gradual|oneshot] [rules=default]\n"
     "                          [importance=l1] [scope=global] [prune_start=N] [prune_end=N] [prune_freq=1]\n"
-    "                          [method=unstructured|channel|nm] [flops=0.5] [round_to=8]\n"
+    "                          [method=unstructured|channel|nm] [flops=0.5] [round_to=8] [freeze_bn=False]\n"
     "                          [any Ultralytics train key: epochs, imgsz, batch, optimizer, resume, ...]\n\n"
     "Trains like 'yolo train' (detect, segment, pose, obb, classify: the checkpoint's task decides) and keeps\n"
     "pruned weights exactly zero in the model, the EMA and every checkpoint. It trains the checkpoint's own network\n"
@@ -44,6 +44,9 @@ KEYS = {  # documented here; every Ultralytics train key is taken too and checke
     "prune_start": "epochs completed before the gradual ramp starts (default 0)",
     "prune_end": "epochs completed when the ramp reaches sparsity= (default: two thirds of epochs)",
     "prune_freq": "epochs between pruning steps of the ramp (default 1)",
+    "freeze_bn": "True: BatchNorm layers normalise with the checkpoint's running statistics, kept fixed, while their "
+    "scale and shift train (default False; for short fine-tunes of a channel-pruned model, see docs/channel.md; give "
+    "it again with resume=True)",
     "distill_model": "teacher checkpoint for knowledge distillation (dis= weight; ultralytics 8.4.77+)",
 }
 
