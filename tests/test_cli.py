@@ -89,8 +89,8 @@ def test_task_word_before_train_is_the_sparse_train_mode(monkeypatch, capfd, rec
 
 
 def test_sparsify_reads_model_and_sparsity_keys_from_a_cfg_file(tmp_path, monkeypatch, capfd, model):
-    cfg = tmp_path / "sparse.yaml"  # a yolo-style file: Ultralytics keys sparsify does not take are ignored
-    cfg.write_text(f"model: {model}\nsparsity: 0.9\nrules: tokenc3_lsnet\nepochs: 100\nlr0: 0.01\ndevice: null\n")
+    cfg = tmp_path / "sparse.yaml"  # a yolo-style file: Ultralytics and train keys sparsify does not take are ignored
+    cfg.write_text(f"model: {model}\nsparsity: 0.9\nrules: tokenc3_lsnet\nepochs: 100\nlr0: 0.01\ndevice: null\nfreeze_bn: true\n")
     out = tmp_path / "out" / "s.pt"
     status, _, err = run_cli(monkeypatch, capfd, "sparsify", f"cfg={cfg}", "sparsity=0.25", f"out={out}")
     assert status == 0, err

@@ -300,6 +300,18 @@ def test_freeze_bn_keeps_the_running_statistics_and_trains_the_rest(start, synth
         assert not all(torch.equal(before[n], after[n]) for n in affine)  # scale and shift train either way
 
 
+def test_freeze_bn_given_again_holds_through_a_resume(gradual, tmp_path):
+    from ultra_sparse import SparseYOLO
+
+    _, run = gradual
+    last = _resumable_copy(run, tmp_path / "resumed")
+    start = _batchnorm_state(_load(last)["ema"])
+    SparseYOLO(str(last)).train(resume=True, freeze_bn=True)
+    after = _batchnorm_state(_load(tmp_path / "resumed" / "weights" / "last.pt")["model"])  # the stripped EMA
+    stats = [n for n in start if n.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(start[n], after[n]) for n in stats)
+
+
 def test_freeze_bn_round_trips_to_ddp_workers(start, synthetic_data, tmp_path, monkeypatch):
     import importlib
 
@@ -321,4 +333,12 @@ def test_freeze_bn_must_be_a_boolean(start, synthetic_data, tmp_path):
 
     with pytest.raises(TypeError, match="freeze_bn='yes' must be True or False"):
         SparseYOLO(str(start)).train(data=str(synthetic_data), project=str(tmp_path), freeze_bn="yes", **COMMON)
+    assert not any(tmp_path.iterdir())
+
+
+def test_freeze_bn_needs_a_checkpoint(synthetic_data, tmp_path):
+    from ultra_sparse import SparseYOLO
+
+    with pytest.raises(ValueError, match="model=yolo11n.yaml has none: start from a .pt"):
+        SparseYOLO("yolo11n.yaml").train(data=str(synthetic_data), project=str(tmp_path), freeze_bn=True, **COMMON)
     assert not any(tmp_path.iterdir())

@@ -17,9 +17,9 @@ def calibration_batches(
 ) -> Iterator[dict[str, Any]]:
     """Yield preprocessed batches (images in [0, 1] plus labels) from the train split of a dataset YAML.
 
-    Images are letterboxed without augmentation. They are spread evenly over the split (every k-th image in file
-    order), not its first files: a split of video frames sorted by name starts with one clip, and calibration on
-    one clip misrepresents the rest. The same data gives the same batches.
+    Images are letterboxed without augmentation. They are spread evenly over the split in file order (evenly spaced
+    positions, first and last included), not its first files: a split of video frames sorted by name starts with one
+    clip, and calibration on one clip misrepresents the rest. The same data gives the same batches.
 
     Args:
         data (str): Dataset YAML, as for ``yolo train data=...``.

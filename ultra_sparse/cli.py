@@ -144,8 +144,9 @@ def mode_args(module: Any, mode: str, given: dict[str, Any], from_file: dict[str
     """The arguments of one run: the cfg file's keys overridden by the command line's, checked against the mode.
 
     ``train`` takes every sparsity key and every Ultralytics key. Another mode takes its own keys; from a cfg file it
-    ignores the Ultralytics and sparsity keys it does not use (one file serves every mode, as for ``yolo``).
+    ignores the Ultralytics, sparsity and ``train`` keys it does not use (one file serves every mode, as for ``yolo``).
     """
+    from .commands.train import KEYS as TRAIN_KEYS
     from .config import SPARSITY_KEYS
 
     where = f"cfg={cfg}: "
@@ -156,7 +157,7 @@ def mode_args(module: Any, mode: str, given: dict[str, Any], from_file: dict[str
         check_keys(given, accepted, mode)
     else:
         check_keys(given, module.KEYS, mode)
-        ignored = (SPARSITY_KEYS | yolo_keys()) - set(module.KEYS)
+        ignored = (SPARSITY_KEYS | set(TRAIN_KEYS) | yolo_keys()) - set(module.KEYS)
         from_file = {k: v for k, v in from_file.items() if k not in ignored}
         check_keys(from_file, module.KEYS, mode, where)
     args = {**from_file, **given}

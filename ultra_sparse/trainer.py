@@ -50,7 +50,6 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 from .channel_training import ChannelTraining, remove_zeroed_channels
 from .checkpoint import METADATA_KEY, atomic_write_bytes, deflate_zip, load_checkpoint
 from .config import SPARSITY_KEYS, SparsityConfig
-from .messages import echo
 from .masking import (
     SPARSE_START_ZEROS,
     SparseTraining,
@@ -65,6 +64,7 @@ from .masking import (
     unpack_mask,
     unwrap,
 )
+from .messages import echo
 from .validator import SPARSITY_KEYS as VALIDATOR_SPARSITY_KEYS
 from .validator import sparse_validator
 
@@ -168,12 +168,14 @@ class SparseTrainerMixin:
         task (str): The Ultralytics task this trainer trains.
         sparsity_config (SparsityConfig | None): The sparsity keys given, or None.
         sparse (SparseTraining | None): Masks and schedule once training has started (None for a plain run).
+        freeze_bn (bool): Whether BatchNorm layers keep the checkpoint's running statistics (``freeze_bn=True``).
     """
 
     task = "detect"
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None):
-        """Take the sparsity keys out of ``overrides``, check the whole start, then hand the rest to Ultralytics."""
+        """Take the sparsity keys and ``freeze_bn`` out of ``overrides``, check the whole start, then hand the rest to
+        Ultralytics."""
         overrides = dict(overrides or {})
         own = {k: overrides.pop(k) for k in list(overrides) if k in SPARSITY_KEYS}
         self.freeze_bn = overrides.pop("freeze_bn", False)
@@ -213,6 +215,10 @@ class SparseTrainerMixin:
             return None, None
         _check_data(args.data, self.task)
         model = str(args.model or "")
+        if self.freeze_bn and not model.lower().endswith(".pt"):
+            raise ValueError(
+                f"freeze_bn=True keeps a checkpoint's BatchNorm statistics and model={model} has none: start from a .pt"
+            )
         metadata, net = None, None
         if model.lower().endswith(".pt"):
             net, ckpt = load_checkpoint(model)
@@ -291,10 +297,13 @@ class SparseTrainerMixin:
 
     @contextmanager
     def _ddp_args(self) -> Iterator[None]:
-        """Put the sparsity keys into ``self.args`` while DDP workers are launched (they rebuild from it)."""
-        keys = self.sparsity_config.to_dict() if (self._launches_ddp() and self.sparsity_config) else {}
-        if self._launches_ddp() and self.freeze_bn:
-            keys["freeze_bn"] = True
+        """Put the sparsity keys and ``freeze_bn`` into ``self.args`` while DDP workers are launched (they rebuild from
+        it)."""
+        keys = {}
+        if self._launches_ddp():
+            keys = self.sparsity_config.to_dict() if self.sparsity_config else {}
+            if self.freeze_bn:
+                keys["freeze_bn"] = True
         for key, value in keys.items():
             setattr(self.args, key, value)
         try:
