@@ -291,10 +291,10 @@ def test_freeze_bn_keeps_the_running_statistics_and_trains_the_rest(start, synth
     before = _batchnorm_state(_load(start)["model"])
     _train(SparseYOLO(str(start)), synthetic_data, tmp_path, "run", epochs=1, optimizer="SGD", freeze_bn=freeze_bn)
     ckpt = _load(tmp_path / "run" / "weights" / "last.pt")
+    stats = [n for n in before if n.endswith(("running_mean", "running_var"))]
+    affine = [n for n in before if n.endswith(("bn.weight", "bn.bias"))]
     for net in _nets(ckpt):
         after = _batchnorm_state(net)
-        stats = [n for n in before if n.endswith(("running_mean", "running_var"))]
-        affine = [n for n in before if n.endswith(("bn.weight", "bn.bias"))]
         same_stats = [torch.equal(before[n], after[n]) for n in stats]
         assert all(same_stats) if freeze_bn else not any(same_stats)
         assert not all(torch.equal(before[n], after[n]) for n in affine)  # scale and shift train either way

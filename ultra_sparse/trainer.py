@@ -215,12 +215,13 @@ class SparseTrainerMixin:
             return None, None
         _check_data(args.data, self.task)
         model = str(args.model or "")
-        if self.freeze_bn and not model.lower().endswith(".pt"):
+        checkpoint = model.lower().endswith(".pt")
+        if self.freeze_bn and not checkpoint:
             raise ValueError(
                 f"freeze_bn=True keeps a checkpoint's BatchNorm statistics and model={model} has none: start from a .pt"
             )
         metadata, net = None, None
-        if model.lower().endswith(".pt"):
+        if checkpoint:
             net, ckpt = load_checkpoint(model)
             metadata = ckpt.get(METADATA_KEY)
         elif own:
