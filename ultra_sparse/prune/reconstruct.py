@@ -26,11 +26,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DAMPING", "ROWS", "Reconstruction", "reconstruct_layers"]
+__all__ = ["DAMPING", "ROWS", "Reconstruction", "reconstruct_layers", "reconstruct_masked"]
 
 ROWS = 16384  # output positions sampled per layer: enough rows for a 3x3 conv of 256 inputs (2304 unknowns) and more
 DAMPING = 1e-2  # ridge towards the original weights, relative to the mean diagonal of A^T A (best of 1e-4..1e-1 measured)
@@ -168,10 +170,7 @@ def reconstruct_layers(
         1
     """
     modules = dict(pruned.named_modules())
-    names = [
-        name for (name, kind) in removal
-        if kind == "in" and isinstance(modules.get(name), nn.Conv2d) and modules[name].groups == 1
-    ]
+    names = _refitted(modules, removal)
     dense_modules = dict(dense.named_modules())
     targets = _Targets(removal, rows, seed)
     refit = _Refit(targets, damping)
@@ -197,3 +196,67 @@ def reconstruct_layers(
         len(refit.errors), len(images), rows, damping,
         sum(before) / max(1, len(before)), sum(after) / max(1, len(after)),
     )
+
+
+def reconstruct_masked(
+    net: nn.Module,
+    removal: dict[tuple[str, str], list[int]],
+    images: torch.Tensor,
+    rows: int = ROWS,
+    damping: float = DAMPING,
+    seed: int = 0,
+) -> Reconstruction:
+    """Refit, in place, the layers of a full-width ``net`` that lose inputs to ``removal``, before masks zero them.
+
+    Channel pruning while training zeroes channels with masks instead of removing them. ``net`` is the network as it
+    stands before the masks of ``removal`` are applied; it is both the reference and the network refitted. The fit
+    is made on a copy with the channels removed (:func:`reconstruct_layers`, each layer to ``net``'s own output) and
+    written to the kept rows and columns of ``net``'s layers; once the masks zero the rest, ``net`` computes what the
+    refitted smaller network computes.
+
+    Args:
+        net (nn.Module): The full-width network (its removed channels not yet zeroed).
+        removal (dict): ``(module name, "out" | "in")`` -> channel indices, from plans of ``net``.
+        images (torch.Tensor): Calibration images, ``(N, C, H, W)`` in [0, 1], on ``net``'s device.
+        rows (int): Output positions sampled per layer.
+        damping (float): Ridge towards the weights before the fit, relative to the mean diagonal of ``A^T A``.
+        seed (int): Seed of the sampled positions.
+
+    Returns:
+        (Reconstruction): Layers refitted and their relative output errors before and after.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+        >>> reconstruct_masked(net, {("0", "out"): [3], ("2", "in"): [3]}, torch.rand(2, 3, 8, 8)).layers
+        1
+    """
+    from .channel import remove_channels
+
+    pruned = remove_channels(copy.deepcopy(net), removal)
+    done = reconstruct_layers(net, pruned, removal, images, rows, damping, seed)
+    refitted = dict(pruned.named_modules())
+    modules = dict(net.named_modules())
+    with torch.no_grad():
+        for name in _refitted(modules, removal):
+            conv, small = modules[name], refitted[name]
+            out = _kept(conv.out_channels, removal.get((name, "out"), ()), conv.weight.device)
+            inputs = _kept(conv.in_channels, removal.get((name, "in"), ()), conv.weight.device)
+            conv.weight[out[:, None], inputs] = small.weight
+            if conv.bias is not None:
+                conv.bias[out] = small.bias
+    return done
+
+
+def _refitted(modules: dict[str, nn.Module], removal: dict[tuple[str, str], list[int]]) -> list[str]:
+    """The layers a reconstruction refits: plain (not grouped) convolutions that lose input channels."""
+    return [
+        name for (name, kind) in removal
+        if kind == "in" and isinstance(modules.get(name), nn.Conv2d) and modules[name].groups == 1
+    ]
+
+
+def _kept(count: int, removed, device: torch.device) -> torch.Tensor:
+    """Indices of ``range(count)`` not in ``removed``."""
+    keep = torch.ones(count, dtype=torch.bool)
+    keep[list(removed)] = False
+    return keep.nonzero().flatten().to(device)
