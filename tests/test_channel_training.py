@@ -174,3 +174,58 @@ def test_channel_run_csv_and_best_at_the_target(channel_run):
     best = torch.load(run / "weights" / "best.pt", map_location="cpu", weights_only=False)["model"]
     shapes = lambda net: [tuple(p.shape) for p in net.parameters()]  # noqa: E731
     assert shapes(best) == shapes(last)  # best.pt comes from an epoch at the target, not from the ramp
+
+
+def _run_to_the_pruning_step(start: Path, data: Path, project: Path, name: str, **keys) -> dict:
+    """Train 2 epochs from ``start`` pruning once at the end of the first; what the trainer holds right after it."""
+    from ultra_sparse import SparseYOLO
+
+    seen = {}
+
+    def capture(trainer):
+        if trainer.epoch == 0:
+            seen["model"] = copy.deepcopy(trainer.model.state_dict())
+            seen["ema"] = copy.deepcopy(trainer.ema.ema.state_dict())
+            seen["optimizer"] = len(trainer.optimizer.state)
+            seen["masks"] = dict(trainer.sparse.masks)
+
+    model = SparseYOLO(str(start))
+    model.add_callback("on_train_epoch_end", capture)
+    model.train(data=str(data), project=str(project), name=name, epochs=2, optimizer="SGD", nbs=16, method="channel",
+                flops=0.3, prune_start=1, prune_end=1, **keys, **COMMON)
+    return seen
+
+
+@pytest.mark.integration
+def test_a_refitting_run_refits_at_its_pruning_step(trained_checkpoint, synthetic_data, tmp_path):
+    start = tmp_path / "start.pt"
+    shutil.copy(trained_checkpoint, start)
+    plain = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "plain")
+    refit = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "refit", reconstruct=True, calib_batches=2)
+    assert plain["masks"].keys() == refit["masks"].keys()  # the same channels were planned on the same weights
+    net = torch.load(start, map_location="cpu", weights_only=False)["model"]
+    refitted = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1}
+    refitted &= {n for n, mask in refit["masks"].items() if mask.ndim == 4 and not mask.any(dim=0).all()}
+    assert len(refitted) > 10  # convolutions that lose input channels
+    for name, value in refit["model"].items():
+        if name in refitted:
+            assert not torch.equal(value, plain["model"][name]), name  # refitted ...
+        elif value.is_floating_point():
+            assert torch.equal(value, plain["model"][name]), name  # ... and nothing else changed
+    for name, mask in refit["masks"].items():
+        assert not refit["model"][name][~mask].any()  # the new channels are zeroed after the refit
+    assert all(torch.equal(refit["ema"][k], v) for k, v in refit["model"].items())  # the EMA restarts from it
+    assert refit["optimizer"] == 0 < plain["optimizer"]  # and so does the momentum
+    ckpt = torch.load(tmp_path / "refit" / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt[METADATA_KEY]["config"]["reconstruct"] is True
+    assert sum(p.numel() for p in ckpt["model"].parameters()) < sum(p.numel() for p in net.parameters())
+
+
+def test_a_classify_run_refuses_reconstruct(tmp_path):
+    from ultra_sparse.trainer import SparseClassificationTrainer
+
+    overrides = dict(model="yolo11n-cls.yaml", data=str(tmp_path / "none"), method="channel", flops=0.3,
+                     reconstruct=True, project=str(tmp_path / "runs"))
+    with pytest.raises(ValueError, match="reconstruct=True"):
+        SparseClassificationTrainer(overrides=overrides)
+    assert not (tmp_path / "runs").exists()

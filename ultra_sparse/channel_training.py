@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import io
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -25,7 +25,7 @@ from ultralytics.utils import LOGGER, colorstr
 from .config import SparsityConfig
 from .masking import SparseTraining, _broadcast, _check_training_config, resolved_schedule, unpack_mask
 from .prune.channel import plan_channels
-from .prune.channel_masks import channel_masks, merge_removals, pack_removal, unpack_removal
+from .prune.channel_masks import Removal, channel_masks, merge_removals, pack_removal, unpack_removal
 from .rules import assign_families, check_prunable, load_rules
 
 __all__ = ["ChannelTraining", "remove_zeroed_channels"]
@@ -42,6 +42,8 @@ class ChannelTraining(SparseTraining):
         config (SparsityConfig): ``method="channel"`` keys of the run.
         epochs (int): Length of the run, for the default ``prune_start`` / ``prune_end``.
         imgsz (int): Image size GFLOPs are counted at (the run's ``imgsz``).
+        refit (Callable, optional): Called as ``refit(net, removal)`` whenever a step grows the removal, before the
+            new channels are zeroed (the trainer refits the layers that lose inputs there, ``reconstruct=True``).
 
     Attributes:
         masks (dict[str, torch.Tensor]): Parameter name -> bool keep-mask of the zeroed channels.
@@ -60,7 +62,14 @@ class ChannelTraining(SparseTraining):
         True
     """
 
-    def __init__(self, net: nn.Module, config: SparsityConfig, epochs: int, imgsz: int = 640):
+    def __init__(
+        self,
+        net: nn.Module,
+        config: SparsityConfig,
+        epochs: int,
+        imgsz: int = 640,
+        refit: Callable[[nn.Module, Removal], None] | None = None,
+    ):
         """Bind to ``net`` with nothing zeroed yet and resolve the schedule."""
         if config.method != "channel":
             raise ValueError(f"ChannelTraining needs method=channel, got method={config.method!r}")
@@ -69,7 +78,7 @@ class ChannelTraining(SparseTraining):
         check_prunable(self.assignment, config.sparsity if config.flops is None else config.flops)
         self.prunable = tuple(w.name for w in self.assignment.prunable)
         self._shapes = {name: tuple(p.shape) for name, p in net.named_parameters()}
-        self.imgsz, self.config = imgsz, config
+        self.imgsz, self.config, self.refit = imgsz, config, refit
         self.key = "flops" if config.flops is not None else "sparsity"
         self.masks: dict[str, torch.Tensor] = {}
         self.removal: dict[tuple[str, str], list[int]] = {}
@@ -91,7 +100,8 @@ class ChannelTraining(SparseTraining):
     def prune(self, net: nn.Module, target: float | None = None) -> bool:
         """Plan ``target`` (default: the schedule's current one) on the current weights and zero the new channels.
 
-        Zeroed channels stay zeroed: the removal only grows.
+        Zeroed channels stay zeroed: the removal only grows. Where it grows, ``refit`` (if given) sees ``net`` before
+        the new masks exist.
 
         Returns:
             (bool): True if more channels were zeroed (apply the masks, and clear optimizer state, afterwards).
@@ -107,6 +117,8 @@ class ChannelTraining(SparseTraining):
         if removal == self.removal:
             return False
         self.removal = removal
+        if self.refit is not None:
+            self.refit(net, removal)
         self.masks = channel_masks(net, removal)
         _broadcast(self.masks)
         return True

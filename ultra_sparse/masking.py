@@ -23,7 +23,7 @@ Start rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 import torch.nn as nn
@@ -41,6 +41,7 @@ __all__ = [
     "SPARSE_START_ZEROS",
     "SparseTraining",
     "StartPlan",
+    "broadcast_state",
     "decide_start",
     "training_state",
     "pack_mask",
@@ -283,9 +284,16 @@ def decide_start(
 
 
 def training_state(
-    net: nn.Module, config: SparsityConfig, epochs: int, sparse_start: bool = False, imgsz: int = 640
+    net: nn.Module,
+    config: SparsityConfig,
+    epochs: int,
+    sparse_start: bool = False,
+    imgsz: int = 640,
+    refit: Callable[[nn.Module, dict], None] | None = None,
 ) -> SparseTraining:
     """The mask state of a run: channel masks for ``method=channel``, element masks otherwise.
+
+    ``refit`` is handed to :class:`~ultra_sparse.channel_training.ChannelTraining` (``method=channel`` only).
 
     Examples:
         >>> from ultralytics import YOLO
@@ -295,12 +303,20 @@ def training_state(
     if config.method == "channel":
         from .channel_training import ChannelTraining
 
-        return ChannelTraining(net, config, epochs, imgsz)
+        return ChannelTraining(net, config, epochs, imgsz, refit)
     return SparseTraining(net, config, epochs, sparse_start)
 
 
-def start_training(net: nn.Module, plan: StartPlan, epochs: int, imgsz: int = 640) -> SparseTraining:
+def start_training(
+    net: nn.Module,
+    plan: StartPlan,
+    epochs: int,
+    imgsz: int = 640,
+    refit: Callable[[nn.Module, dict], None] | None = None,
+) -> SparseTraining:
     """Bind a plan to the network being trained: first masks, one-shot pruning, and one log line.
+
+    ``refit`` (``method=channel`` only) is called wherever a step grows the channel removal, one-shot included.
 
     Examples:
         >>> from ultralytics import YOLO
@@ -309,12 +325,12 @@ def start_training(net: nn.Module, plan: StartPlan, epochs: int, imgsz: int = 64
         >>> round(state.sparsity(net), 4)
         0.3
     """
-    state = training_state(net, plan.config, epochs, plan.sparse_start, imgsz)
+    state = training_state(net, plan.config, epochs, plan.sparse_start, imgsz, refit)
     if state.config.schedule == "oneshot":
         state.prune(net)
     state.apply(net)
     c, s = state.config, state.schedule
-    step = "batch by batch" if c.method == "channel" else f"every {c.prune_freq}"
+    step = "batch by batch" if c.method == "channel" and not c.reconstruct else f"every {c.prune_freq}"
     ramp = f", epochs {c.prune_start}->{c.prune_end} {step}" if c.schedule == "gradual" else ""
     unit = {"flops": " of GFLOPs", "sparsity": " of prunable parameters"}.get(getattr(state, "key", ""), "")
     what = (
@@ -396,11 +412,6 @@ def _check_training_config(config: SparsityConfig) -> None:
     """Refuse the settings that exist for one-shot ``sparsify`` only."""
     if config.importance == "taylor":
         raise ValueError("importance=taylor is not available in training; use l1, l2, l1l2 or lamp")
-    if config.reconstruct:
-        raise ValueError(
-            "reconstruct=True is a sparsify key: a training run repairs the layers by training (to start from a "
-            "refitted model: 'ultra-sparse sparsify method=channel data=D', then train the pruned checkpoint)"
-        )
 
 
 def _zero_fraction(tensors: Iterable[torch.Tensor]) -> float:
@@ -422,3 +433,13 @@ def _broadcast(masks: dict[str, torch.Tensor]) -> None:
         buffer = mask.to(torch.uint8)
         dist.broadcast(buffer, src=0)
         masks[name] = buffer.bool()
+
+
+def broadcast_state(net: nn.Module) -> None:
+    """Under DDP, give every rank rank 0's parameters and buffers of ``net`` (after a change each rank made itself)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for tensor in net.state_dict().values():
+        dist.broadcast(tensor, src=0)

@@ -34,6 +34,7 @@ import tempfile
 from contextlib import contextmanager
 from contextvars import ContextVar
 from copy import deepcopy
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -52,6 +53,7 @@ from .checkpoint import METADATA_KEY, atomic_write_bytes, deflate_zip, load_chec
 from .config import SPARSITY_KEYS, SparsityConfig
 from .masking import (
     SPARSE_START_ZEROS,
+    broadcast_state,
     SparseTraining,
     StartPlan,
     decide_start,
@@ -184,6 +186,7 @@ class SparseTrainerMixin:
         self.sparsity_config = SparsityConfig(**own) if own else None
         self.sparse: SparseTraining | None = None
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._calibration: torch.Tensor | None = None
         self._plan, self._resume_state = self._preflight(cfg, overrides, own)
         super().__init__(cfg, overrides, _callbacks)
         if self.resume and own:
@@ -213,6 +216,10 @@ class SparseTrainerMixin:
                 training_state(net, config, 1 << 30, True, state.get("imgsz", 640)).load_state_dict(state)
                 return None, state
             return None, None
+        if own.get("reconstruct") and self.task == "classify":
+            raise ValueError(
+                "reconstruct=True refits on the images of a detection-style dataset; a classify run prunes without it"
+            )
         _check_data(args.data, self.task)
         model = str(args.model or "")
         checkpoint = model.lower().endswith(".pt")
@@ -329,7 +336,7 @@ class SparseTrainerMixin:
             self._batches = 0
         if event == "on_train_batch_start" and self.freeze_bn:
             freeze_batchnorm(self.net)
-        if event == "on_train_batch_end" and isinstance(self.sparse, ChannelTraining):
+        if event == "on_train_batch_end" and isinstance(self.sparse, ChannelTraining) and not self._refits():
             self._prune_batch_end()
         if event == "on_train_end" and self.sparse is not None and not self.sparse.reached(self._ema_net()):
             LOGGER.warning(
@@ -463,14 +470,53 @@ class SparseTrainerMixin:
         net = self.net
         if self._resume_state is not None:
             state = self._resume_state
-            self.sparse = training_state(net, SparsityConfig(**state["config"]), self.epochs, True, state.get("imgsz", 640))
+            config = SparsityConfig(**state["config"])
+            refit = partial(self._refit, config.calib_batches) if config.reconstruct else None
+            self.sparse = training_state(net, config, self.epochs, True, state.get("imgsz", 640), refit)
             self.sparse.load_state_dict(state)
             self.sparse.schedule.last_epoch = self.start_epoch
         elif self._plan is not None:
-            self.sparse = start_training(net, self._plan, self.epochs, _imgsz(self.args.imgsz))
+            config = self._plan.config
+            refit = partial(self._refit, config.calib_batches) if config.reconstruct else None
+            self.sparse = start_training(net, self._plan, self.epochs, _imgsz(self.args.imgsz), refit)
         else:
             return
         self._sync()
+
+    def _refits(self) -> bool:
+        """Whether this is a ``method=channel`` run that refits at its pruning steps (``reconstruct=True``)."""
+        return isinstance(self.sparse, ChannelTraining) and bool(self.sparse.config.reconstruct)
+
+    def _refit(self, calib_batches: int, net: nn.Module, removal: dict) -> None:
+        """Refit the layers that lose inputs to ``removal`` on ``calib_batches`` batches of 8 calibration images,
+        before the masks zero them.
+
+        The EMA restarts from the refitted network (an average across the change would mix two networks) and so does
+        the optimizer's state (momentum built on the weights the fit replaced). Under DDP every rank takes rank 0's
+        result.
+        """
+        from .prune.reconstruct import reconstruct_masked
+
+        device = next(net.parameters()).device
+        done = reconstruct_masked(net, removal, self._calibration_images(calib_batches).to(device))
+        broadcast_state(net)
+        if self.ema is not None:
+            self._ema_net().load_state_dict(net.state_dict())
+        if self.optimizer is not None:
+            self.optimizer.state.clear()
+        LOGGER.info(
+            f"{colorstr('ultra_sparse:')} refitted {done.layers} layers that lose input channels on {done.images} "
+            f"calibration images (relative output error {done.error_before:.3f} -> {done.error_after:.3f})"
+        )
+
+    def _calibration_images(self, batches: int) -> torch.Tensor:
+        """The run's calibration images (spread over its train split, letterboxed), loaded once, kept on the CPU."""
+        if self._calibration is None:
+            from .calibration import calibration_batches, model_stride
+
+            batches = calibration_batches(self.args.data, _imgsz(self.args.imgsz), 8, batches, model_stride(self.net))
+            self._calibration = torch.cat([b["img"] for b in batches])
+        return self._calibration
 
     def _prune_epoch_end(self) -> None:
         """Step the schedule; grow the masks of model and EMA if the target rose."""

@@ -11,7 +11,8 @@ __all__ = ["HELP", "KEYS", "run"]
 HELP = (
     "usage: ultra-sparse train model=M data=D [sparsity=0.5] [schedule=gradual|oneshot] [rules=default]\n"
     "                          [importance=l1] [scope=global] [prune_start=N] [prune_end=N] [prune_freq=1]\n"
-    "                          [method=unstructured|channel|nm] [flops=0.5] [round_to=8] [freeze_bn=False]\n"
+    "                          [method=unstructured|channel|nm] [flops=0.5] [round_to=8] [reconstruct=False]\n"
+    "                          [calib_batches=8] [freeze_bn=False]\n"
     "                          [any Ultralytics train key: epochs, imgsz, batch, optimizer, resume, ...]\n\n"
     "Trains like 'yolo train' (detect, segment, pose, obb, classify: the checkpoint's task decides) and keeps\n"
     "pruned weights exactly zero in the model, the EMA and every checkpoint. It trains the checkpoint's own network\n"
@@ -31,6 +32,10 @@ KEYS = {  # documented here; every Ultralytics train key is taken too and checke
     "flops": "method=channel: fraction of GFLOPs to remove, in [0, 1) (or sparsity=: fraction of prunable "
     "parameters)",
     "round_to": ROUND_TO_HELP,
+    "reconstruct": "method=channel: True refits, at every pruning step, the layers that lose input channels to the "
+    "network's own outputs just before the step (least squares on calib_batches x 8 train images); the ramp then "
+    "steps at epoch ends, every prune_freq (default False; not for classify; see docs/channel.md)",
+    "calib_batches": "reconstruct=True: batches of 8 train images the refit fits on (default 8)",
     "nm": "method=nm: the N:M pattern (default 2:4), see docs/nm.md",
     "sparsity": "final fraction of zeros over prunable weights, in [0, 1) (default: none; a sparse model keeps "
     "its own)",
