@@ -177,12 +177,18 @@ def test_channel_run_csv_and_best_at_the_target(channel_run):
 
 
 def _run_to_the_pruning_step(start: Path, data: Path, project: Path, name: str, **keys) -> dict:
-    """Train 2 epochs from ``start`` pruning once at the end of the first; what the trainer holds right after it."""
+    """Train 2 epochs from ``start`` pruning once at the end of the first; what the trainer holds just before the step
+    (at the first epoch's last batch end) and right after it (at its epoch end)."""
     from ultra_sparse import SparseYOLO
 
     seen = {}
 
-    def capture(trainer):
+    def before(trainer):
+        if trainer.epoch == 0:
+            seen["before"] = copy.deepcopy(trainer.model.state_dict())
+            seen["removed"] = seen.get("removed", []) + [len(trainer.sparse.removal)]
+
+    def after(trainer):
         if trainer.epoch == 0:
             seen["model"] = copy.deepcopy(trainer.model.state_dict())
             seen["ema"] = copy.deepcopy(trainer.ema.ema.state_dict())
@@ -190,20 +196,24 @@ def _run_to_the_pruning_step(start: Path, data: Path, project: Path, name: str, 
             seen["masks"] = dict(trainer.sparse.masks)
 
     model = SparseYOLO(str(start))
-    model.add_callback("on_train_epoch_end", capture)
+    model.add_callback("on_train_batch_end", before)
+    model.add_callback("on_train_epoch_end", after)
     model.train(data=str(data), project=str(project), name=name, epochs=2, optimizer="SGD", nbs=16, method="channel",
-                flops=0.3, prune_start=1, prune_end=1, **keys, **COMMON)
+                flops=0.3, **keys, **COMMON)
     return seen
 
 
 @pytest.mark.integration
 def test_a_refitting_run_refits_at_its_pruning_step(trained_checkpoint, synthetic_data, tmp_path):
+    from ultra_sparse.calibration import calibration_batches
+
     start = tmp_path / "start.pt"
     shutil.copy(trained_checkpoint, start)
-    plain = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "plain")
-    refit = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "refit", reconstruct=True, calib_batches=2)
+    plain = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "plain", prune_start=1, prune_end=1)
+    refit = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "refit", prune_start=1, prune_end=1,
+                                     reconstruct=True, calib_batches=2)
     assert plain["masks"].keys() == refit["masks"].keys()  # the same channels were planned on the same weights
-    net = torch.load(start, map_location="cpu", weights_only=False)["model"]
+    net = torch.load(start, map_location="cpu", weights_only=False)["model"].float()
     refitted = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1}
     refitted &= {n for n, mask in refit["masks"].items() if mask.ndim == 4 and not mask.any(dim=0).all()}
     assert len(refitted) > 10  # convolutions that lose input channels
@@ -216,16 +226,89 @@ def test_a_refitting_run_refits_at_its_pruning_step(trained_checkpoint, syntheti
         assert not refit["model"][name][~mask].any()  # the new channels are zeroed after the refit
     assert all(torch.equal(refit["ema"][k], v) for k, v in refit["model"].items())  # the EMA restarts from it
     assert refit["optimizer"] == 0 < plain["optimizer"]  # and so does the momentum
+
+    images = torch.cat([b["img"] for b in calibration_batches(str(synthetic_data), 64, 8, 2)])
+    outputs = {}
+    for key, state in (("before", refit["before"]), ("refit", refit["model"]), ("plain", plain["model"])):
+        net.load_state_dict(state)
+        with torch.no_grad():
+            outputs[key] = net.eval()(images)[0]
+    # the refit was made before the masks: the pruned network stays closer to what the network computed before
+    assert (outputs["refit"] - outputs["before"]).norm() < 0.8 * (outputs["plain"] - outputs["before"]).norm()
+
     ckpt = torch.load(tmp_path / "refit" / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt[METADATA_KEY]["config"]["reconstruct"] is True
     assert sum(p.numel() for p in ckpt["model"].parameters()) < sum(p.numel() for p in net.parameters())
+    done = ckpt[METADATA_KEY]["channel"]["reconstruction"]  # the report says the run refitted, and how
+    assert done["steps"] == 1 and done["images"] == 16 and done["layers"] > 10
+
+
+@pytest.mark.integration
+def test_a_refitting_ramp_steps_at_epoch_ends(trained_checkpoint, synthetic_data, tmp_path):
+    start = tmp_path / "start.pt"
+    shutil.copy(trained_checkpoint, start)
+    batch = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "batch")  # ramp over epoch 0 (2 epochs)
+    epoch = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "epoch", reconstruct=True, calib_batches=1)
+    assert batch["removed"][-1] > 0  # without a refit the ramp zeroes channels batch by batch ...
+    assert set(epoch["removed"]) == {0} and epoch["masks"]  # ... with one, at the epoch end
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("reconstruct", [False, True])
+def test_channel_pruning_while_distilling(reconstruct, trained_checkpoint, synthetic_data, tmp_path):
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    from ultra_sparse import SparseYOLO
+
+    if "distill_model" not in DEFAULT_CFG_DICT:
+        pytest.skip("distillation needs ultralytics 8.4.77+")
+    start = tmp_path / "start.pt"
+    shutil.copy(trained_checkpoint, start)
+    SparseYOLO(str(start)).train(
+        data=str(synthetic_data), project=str(tmp_path), name="kd", epochs=2, optimizer="SGD", nbs=16, method="channel",
+        flops=0.3, prune_start=1, prune_end=1, reconstruct=reconstruct, calib_batches=1, distill_model=str(start),
+        **COMMON,
+    )
+    ckpt = torch.load(tmp_path / "kd" / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    dense = torch.load(start, map_location="cpu", weights_only=False)["model"]
+    assert sum(p.numel() for p in ckpt["model"].parameters()) < sum(p.numel() for p in dense.parameters())
+    assert bool(ckpt[METADATA_KEY]["channel"]["reconstruction"]) is reconstruct
 
 
 def test_a_classify_run_refuses_reconstruct(tmp_path):
     from ultra_sparse.trainer import SparseClassificationTrainer
 
-    overrides = dict(model="yolo11n-cls.yaml", data=str(tmp_path / "none"), method="channel", flops=0.3,
-                     reconstruct=True, project=str(tmp_path / "runs"))
-    with pytest.raises(ValueError, match="reconstruct=True"):
+    overrides = dict(model="yolo11n-cls.yaml", task="classify", data=str(tmp_path / "none"), method="channel",
+                     flops=0.3, reconstruct=True, project=str(tmp_path / "runs"))
+    with pytest.raises(ValueError, match="a classify run prunes without it"):
         SparseClassificationTrainer(overrides=overrides)
     assert not (tmp_path / "runs").exists()
+
+
+def _broadcast_worker(rank: int, init: str, out: str) -> None:
+    """One DDP rank: a network whose weights depend on the rank, then ``broadcast_state``; save what it holds."""
+    import torch.distributed as dist
+
+    from ultra_sparse.masking import broadcast_state
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        torch.manual_seed(rank)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+        net[1].running_mean.fill_(rank + 1.0)
+        broadcast_state(net)
+        torch.save(net.state_dict(), f"{out}{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_broadcast_state_gives_every_rank_rank_0s_weights(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_broadcast_worker, args=(f"file://{tmp_path / 'init'}", str(tmp_path / "rank")), nprocs=2)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    torch.manual_seed(0)
+    expected = torch.nn.Conv2d(3, 4, 3).weight
+    assert torch.equal(rank0["0.weight"], expected) and torch.equal(rank1["0.weight"], expected)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert torch.equal(rank1["1.running_mean"], torch.ones(4))

@@ -118,6 +118,23 @@ def test_a_masked_refit_computes_what_the_refitted_smaller_network_computes(yolo
             assert torch.equal(param, dict(unrefitted.named_parameters())[name]), name
 
 
+def test_a_masked_refit_writes_biases_too():
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.SiLU(), nn.Conv2d(6, 4, 3, padding=1), nn.SiLU(),
+                          nn.Conv2d(4, 2, 1))
+    removal = {("0", "out"): [1, 4], ("2", "in"): [1, 4], ("2", "out"): [2], ("4", "in"): [2]}
+    images = torch.rand(4, 3, 10, 10)
+    smaller = remove_channels(copy.deepcopy(dense), removal)
+    reconstruct_layers(dense, smaller, removal, images)
+    masked = copy.deepcopy(dense)
+    assert reconstruct_masked(masked, removal, images).layers == 2
+    apply_masks(masked, channel_masks(masked, removal))
+    assert not torch.equal(masked[2].bias[[0, 1, 3]], dense[2].bias[[0, 1, 3]])  # the kept biases are refitted
+    held_out = torch.rand(2, 3, 10, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(masked(held_out), smaller(held_out), atol=1e-5, rtol=1e-5)
+
+
 def test_a_masked_refit_of_nothing_changes_nothing(yolov8n_pair):
     dense, _ = yolov8n_pair
     net = copy.deepcopy(dense)

@@ -4,9 +4,10 @@ Pruning half of a small detector's GFLOPs in one step leaves it at mAP 0 and a s
 back. A training run with ``method=channel`` instead removes channels a little at a time: the target follows the
 cubic ramp of the schedule batch by batch, each step plans the channels to remove on the current weights (channels
 already zeroed rank lowest, so each plan contains the last) and zeroes them as structured masks
-(:mod:`ultra_sparse.prune.channel_masks`), which the trainer keeps after every optimizer step, in the EMA too. When
-the run ends, the zeroed channels are removed for real: last.pt and best.pt are smaller dense networks of stock
-classes that compute exactly what the masked ones did.
+(:mod:`ultra_sparse.prune.channel_masks`), which the trainer keeps after every optimizer step, in the EMA too. With
+``reconstruct=True`` the steps come at epoch ends and each one first refits, through the ``refit`` callback, the
+layers that have lost inputs. When the run ends, the zeroed channels are removed for real: last.pt and best.pt are
+smaller dense networks of stock classes that compute exactly what the masked ones did.
 
 :class:`ChannelTraining` has the interface of :class:`ultra_sparse.masking.SparseTraining` that the trainer uses,
 so the trainer drives both kinds of run the same way.
@@ -43,13 +44,15 @@ class ChannelTraining(SparseTraining):
         epochs (int): Length of the run, for the default ``prune_start`` / ``prune_end``.
         imgsz (int): Image size GFLOPs are counted at (the run's ``imgsz``).
         refit (Callable, optional): Called as ``refit(net, removal)`` whenever a step grows the removal, before the
-            new channels are zeroed (the trainer refits the layers that lose inputs there, ``reconstruct=True``).
+            new channels are zeroed (the trainer refits the layers that have lost inputs there, ``reconstruct=True``);
+            returns the fit's :class:`~ultra_sparse.prune.reconstruct.Reconstruction` as a dict.
 
     Attributes:
         masks (dict[str, torch.Tensor]): Parameter name -> bool keep-mask of the zeroed channels.
         removal (dict[tuple[str, str], list[int]]): The channels zeroed so far, as plans name them.
         planned (float): The highest target planned so far.
         estimate (dict[str, float]): ``sparsity`` and ``flops`` removed by the last plan (counted, not measured).
+        reconstruction (dict | None): The last refit with the number of refitted ``steps`` (``reconstruct=True``).
 
     Examples:
         >>> from ultralytics import YOLO
@@ -68,7 +71,7 @@ class ChannelTraining(SparseTraining):
         config: SparsityConfig,
         epochs: int,
         imgsz: int = 640,
-        refit: Callable[[nn.Module, Removal], None] | None = None,
+        refit: Callable[[nn.Module, Removal], dict] | None = None,
     ):
         """Bind to ``net`` with nothing zeroed yet and resolve the schedule."""
         if config.method != "channel":
@@ -84,6 +87,7 @@ class ChannelTraining(SparseTraining):
         self.removal: dict[tuple[str, str], list[int]] = {}
         self.planned, self.estimate = 0.0, {"sparsity": 0.0, "flops": 0.0}
         self.plan_facts: dict[str, Any] = {}
+        self.reconstruction: dict[str, Any] | None = None
         final = getattr(config, self.key)
         if final is None:  # the family ratios as written decide how much is removed
             final = self._plan(net, None).estimate[self.key]
@@ -118,7 +122,8 @@ class ChannelTraining(SparseTraining):
             return False
         self.removal = removal
         if self.refit is not None:
-            self.refit(net, removal)
+            steps = (self.reconstruction or {}).get("steps", 0) + 1
+            self.reconstruction = {**self.refit(net, removal), "steps": steps}
         self.masks = channel_masks(net, removal)
         _broadcast(self.masks)
         return True
@@ -139,6 +144,7 @@ class ChannelTraining(SparseTraining):
             "estimate": dict(self.estimate),
             "plan": self.plan_facts,
             "imgsz": self.imgsz,
+            "reconstruction": self.reconstruction,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -156,6 +162,7 @@ class ChannelTraining(SparseTraining):
         self.removal = unpack_removal(state["removal"])
         self.planned, self.estimate, self.imgsz = float(state["planned"]), dict(state["estimate"]), int(state["imgsz"])
         self.plan_facts = dict(state["plan"])
+        self.reconstruction = state.get("reconstruction")
         device = self.assignment.prunable[0].weight.device
         self.masks = {name: mask.to(device) for name, mask in masks.items()}
 
@@ -196,6 +203,7 @@ def remove_zeroed_channels(data: bytes) -> bytes:
     net.float()
     plan = ChannelPlan(unpack_removal(state["removal"]), **state["plan"], estimate=state["estimate"])
     result = remove_planned(net, assign_families(net, load_rules(config.rules)), config, plan, int(state["imgsz"]))
+    result.report["channel"]["reconstruction"] = state.get("reconstruction")
     ckpt["model"] = net.to(dtype)
     ckpt[METADATA_KEY] = result_metadata(result, config)
     p, g = result.report["channel"]["params"], result.report["channel"]["gflops"]

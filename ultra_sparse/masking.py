@@ -289,7 +289,7 @@ def training_state(
     epochs: int,
     sparse_start: bool = False,
     imgsz: int = 640,
-    refit: Callable[[nn.Module, dict], None] | None = None,
+    refit: Callable[[nn.Module, dict], dict] | None = None,
 ) -> SparseTraining:
     """The mask state of a run: channel masks for ``method=channel``, element masks otherwise.
 
@@ -312,7 +312,7 @@ def start_training(
     plan: StartPlan,
     epochs: int,
     imgsz: int = 640,
-    refit: Callable[[nn.Module, dict], None] | None = None,
+    refit: Callable[[nn.Module, dict], dict] | None = None,
 ) -> SparseTraining:
     """Bind a plan to the network being trained: first masks, one-shot pruning, and one log line.
 

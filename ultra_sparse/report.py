@@ -302,17 +302,23 @@ def _channel_lines(section: Mapping[str, Any]) -> list[str]:
 def reconstruction_line(section: Mapping[str, Any]) -> str:
     """One sentence on the least-squares refit of a ``method=channel`` result (the report's ``reconstruction``).
 
+    A training run (``train method=channel reconstruct=True``) records its number of refitted pruning ``steps`` and
+    the last step's fit.
+
     Examples:
         >>> reconstruction_line({"reconstruction": None})
-        'Layers not refitted (no calibration images; data= refits the layers that lost inputs).'
+        'Layers not refitted (sparsify data= or train reconstruct=True refits the layers that lost inputs).'
     """
     r = section.get("reconstruction")
     if not r:
-        return "Layers not refitted (no calibration images; data= refits the layers that lost inputs)."
-    return (
-        f"Refitted {r['layers']} layers that lost inputs to the dense model's outputs on {r['images']} calibration "
-        f"images (least squares): mean relative output error {r['error_before']:.3f} -> {r['error_after']:.3f}."
+        return "Layers not refitted (sparsify data= or train reconstruct=True refits the layers that lost inputs)."
+    fit = (
+        f"{r['layers']} layers that lost inputs to the dense model's outputs on {r['images']} calibration images "
+        f"(least squares): mean relative output error {r['error_before']:.3f} -> {r['error_after']:.3f}."
     )
+    if "steps" in r:
+        return f"Refitted at {r['steps']} pruning step(s) while training; the last step refitted {fit}"
+    return f"Refitted {fit}"
 
 
 def _nm_cell(nm: Mapping[str, Any] | None) -> str:

@@ -12,7 +12,8 @@ decision live in :mod:`ultra_sparse.masking` (shared with the callbacks). The mi
   updates the EMA, so the model, the EMA and every checkpoint hold exact zeros whatever the optimizer.
 - ``run_callbacks``: starts sparsity right after ``on_pretrain_routine_end`` and prunes right before
   ``on_train_epoch_end``, on the model and the EMA, so validation measures the sparse model (``method=channel`` also
-  follows the ramp at every ``on_train_batch_end``); warns at the end of a run that stopped below its target.
+  follows the ramp at every ``on_train_batch_end``, unless ``reconstruct=True`` refits the layers that have lost
+  inputs at each step, at epoch ends); warns at the end of a run that stopped below its target.
 - ``validate``: no epoch becomes best.pt before the ramp reaches its target.
 - ``save_model``: writes last.pt, best.pt and epochN.pt once each, atomically, with the ``ultra_sparse`` state.
 - ``final_eval``: Ultralytics' end-of-run strip of last.pt and best.pt is written atomically too, and compressed; a
@@ -53,9 +54,9 @@ from .checkpoint import METADATA_KEY, atomic_write_bytes, deflate_zip, load_chec
 from .config import SPARSITY_KEYS, SparsityConfig
 from .masking import (
     SPARSE_START_ZEROS,
-    broadcast_state,
     SparseTraining,
     StartPlan,
+    broadcast_state,
     decide_start,
     pack_mask,
     prunable_zero_fraction,
@@ -487,13 +488,20 @@ class SparseTrainerMixin:
         """Whether this is a ``method=channel`` run that refits at its pruning steps (``reconstruct=True``)."""
         return isinstance(self.sparse, ChannelTraining) and bool(self.sparse.config.reconstruct)
 
-    def _refit(self, calib_batches: int, net: nn.Module, removal: dict) -> None:
-        """Refit the layers that lose inputs to ``removal`` on ``calib_batches`` batches of 8 calibration images,
-        before the masks zero them.
+    def _refit(self, calib_batches: int, net: nn.Module, removal: dict) -> dict[str, Any]:
+        """Refit the layers that have lost inputs to ``removal``, before the masks zero the new channels.
 
         The EMA restarts from the refitted network (an average across the change would mix two networks) and so does
-        the optimizer's state (momentum built on the weights the fit replaced). Under DDP every rank takes rank 0's
-        result.
+        the optimizer's state (momentum built on the weights the fit replaced). Under DDP every rank fits and then
+        takes rank 0's result.
+
+        Args:
+            calib_batches (int): Batches of 8 calibration images to fit on.
+            net (nn.Module): The trained network, full width, its removed channels not yet zeroed.
+            removal (dict): The run's whole channel removal so far.
+
+        Returns:
+            (dict): The fit (:class:`~ultra_sparse.prune.reconstruct.Reconstruction` as a dict).
         """
         from .prune.reconstruct import reconstruct_masked
 
@@ -505,21 +513,24 @@ class SparseTrainerMixin:
         if self.optimizer is not None:
             self.optimizer.state.clear()
         LOGGER.info(
-            f"{colorstr('ultra_sparse:')} refitted {done.layers} layers that lose input channels on {done.images} "
+            f"{colorstr('ultra_sparse:')} refitted {done.layers} layers that have lost input channels on {done.images} "
             f"calibration images (relative output error {done.error_before:.3f} -> {done.error_after:.3f})"
         )
+        return done.to_dict()
 
-    def _calibration_images(self, batches: int) -> torch.Tensor:
+    def _calibration_images(self, calib_batches: int) -> torch.Tensor:
         """The run's calibration images (spread over its train split, letterboxed), loaded once, kept on the CPU."""
         if self._calibration is None:
             from .calibration import calibration_batches, model_stride
 
-            batches = calibration_batches(self.args.data, _imgsz(self.args.imgsz), 8, batches, model_stride(self.net))
-            self._calibration = torch.cat([b["img"] for b in batches])
+            stride = model_stride(self.net)
+            loaded = calibration_batches(self.args.data, _imgsz(self.args.imgsz), 8, calib_batches, stride)
+            self._calibration = torch.cat([b["img"] for b in loaded])
         return self._calibration
 
     def _prune_epoch_end(self) -> None:
         """Step the schedule; grow the masks of model and EMA if the target rose."""
+        self._release_captured_features()
         if self.sparse.prune(self.net, self.sparse.schedule.step()):
             self._sync()
         LOGGER.info(f"{colorstr('sparsity:')} {self.sparse.progress(self._ema_net())}")
@@ -528,8 +539,19 @@ class SparseTrainerMixin:
         """``method=channel``: follow the ramp batch by batch (the schedule itself steps at epoch ends)."""
         self._batches = getattr(self, "_batches", 0) + 1
         t = self.epoch + self._batches / max(1, len(self.train_loader))
+        self._release_captured_features()
         if self.sparse.prune(self.net, self.sparse.schedule.at(t)):
             self._sync()
+
+    def _release_captured_features(self) -> None:
+        """Drop the features Ultralytics' distillation captured in the last forward pass (used up by its loss).
+
+        They hold autograd history, which a copy of the network (a channel plan, a refit) cannot take.
+        """
+        for name in ("_student_feats", "_teacher_feats"):
+            captured = getattr(unwrap(self.model), name, None)
+            if isinstance(captured, dict):
+                captured.clear()
 
     def _sync(self) -> None:
         """Apply the masks to model and EMA, clear masked optimizer state, and rebind the per-step pairs."""

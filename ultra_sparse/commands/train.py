@@ -26,9 +26,9 @@ HELP = (
 KEYS = {  # documented here; every Ultralytics train key is taken too and checked by Ultralytics
     "model": "model YAML (from scratch), .pt checkpoint, or a sparse .pt to fine-tune with its mask (required)",
     "data": "dataset YAML (a folder for classify; required unless resuming)",
-    "method": "unstructured (default); channel: whole channels zeroed along the ramp (batch by batch) and removed "
-    "from last.pt and best.pt when the run ends (see docs/channel.md); nm: N:M semi-structured zeros drawn once at "
-    "the start (schedule=oneshot, no sparsity=)",
+    "method": "unstructured (default); channel: whole channels zeroed along the ramp (batch by batch, or at epoch "
+    "ends with reconstruct=True) and removed from last.pt and best.pt when the run ends (see docs/channel.md); "
+    "nm: N:M semi-structured zeros drawn once at the start (schedule=oneshot, no sparsity=)",
     "flops": "method=channel: fraction of GFLOPs to remove, in [0, 1) (or sparsity=: fraction of prunable "
     "parameters)",
     "round_to": ROUND_TO_HELP,

@@ -23,10 +23,9 @@ Only the shapes' values change: the pruned network keeps its layers and classes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import copy
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
@@ -255,7 +254,7 @@ def _refitted(modules: dict[str, nn.Module], removal: dict[tuple[str, str], list
     ]
 
 
-def _kept(count: int, removed, device: torch.device) -> torch.Tensor:
+def _kept(count: int, removed: Iterable[int], device: torch.device) -> torch.Tensor:
     """Indices of ``range(count)`` not in ``removed``."""
     keep = torch.ones(count, dtype=torch.bool)
     keep[list(removed)] = False
