@@ -197,14 +197,7 @@ def reconstruct_layers(
     )
 
 
-def reconstruct_masked(
-    net: nn.Module,
-    removal: dict[tuple[str, str], list[int]],
-    images: torch.Tensor,
-    rows: int = ROWS,
-    damping: float = DAMPING,
-    seed: int = 0,
-) -> Reconstruction:
+def reconstruct_masked(net: nn.Module, removal: dict[tuple[str, str], list[int]], images: torch.Tensor) -> Reconstruction:
     """Refit, in place, the layers of a full-width ``net`` that lose inputs to ``removal``, before masks zero them.
 
     Channel pruning while training zeroes channels with masks instead of removing them. ``net`` is the network as it
@@ -216,10 +209,8 @@ def reconstruct_masked(
     Args:
         net (nn.Module): The full-width network (its removed channels not yet zeroed).
         removal (dict): ``(module name, "out" | "in")`` -> channel indices, from plans of ``net``.
-        images (torch.Tensor): Calibration images, ``(N, C, H, W)`` in [0, 1], on ``net``'s device.
-        rows (int): Output positions sampled per layer.
-        damping (float): Ridge towards the weights before the fit, relative to the mean diagonal of ``A^T A``.
-        seed (int): Seed of the sampled positions.
+        images (torch.Tensor): Calibration images, ``(N, C, H, W)`` in [0, 1], on ``net``'s device. The fit samples
+            ``ROWS`` positions per layer with ridge ``DAMPING``, as :func:`reconstruct_layers` does by default.
 
     Returns:
         (Reconstruction): Layers refitted and their relative output errors before and after.
@@ -232,7 +223,7 @@ def reconstruct_masked(
     from .channel import remove_channels
 
     pruned = remove_channels(copy.deepcopy(net), removal)
-    done = reconstruct_layers(net, pruned, removal, images, rows, damping, seed)
+    done = reconstruct_layers(net, pruned, removal, images)
     refitted = dict(pruned.named_modules())
     modules = dict(net.named_modules())
     with torch.no_grad():
