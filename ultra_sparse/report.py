@@ -46,7 +46,9 @@ def sparsity_report(
         ``warnings`` (rules that matched nothing), ``rules``, ``config`` and ``nm`` (None without a pattern).
 
     Examples:
+        >>> import torch
         >>> from ultralytics import YOLO
+        >>> _ = torch.manual_seed(0)  # a random init can draw an exact zero; this one draws none
         >>> report = sparsity_report(YOLO("yolo11n.yaml").model)
         >>> report["totals"]["prunable"]["zeros"]
         0
@@ -312,11 +314,13 @@ def reconstruction_line(section: Mapping[str, Any]) -> str:
     r = section.get("reconstruction")
     if not r:
         return "Layers not refitted (sparsify data= or train reconstruct=True refits the layers that lost inputs)."
+    training = "steps" in r
+    target = "the network's outputs before the step" if training else "the dense model's outputs"
     fit = (
-        f"{r['layers']} layers that lost inputs to the dense model's outputs on {r['images']} calibration images "
-        f"(least squares): mean relative output error {r['error_before']:.3f} -> {r['error_after']:.3f}."
+        f"{r['layers']} layers that lost inputs to {target} on {r['images']} calibration images (least squares): "
+        f"mean relative output error {r['error_before']:.3f} -> {r['error_after']:.3f}."
     )
-    if "steps" in r:
+    if training:
         return f"Refitted at {r['steps']} pruning step(s) while training; the last step refitted {fit}"
     return f"Refitted {fit}"
 
