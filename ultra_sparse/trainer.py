@@ -468,20 +468,17 @@ class SparseTrainerMixin:
 
     def _start_sparsity(self) -> None:
         """Bind masks and schedule to the trained network: from the resumed state or from the start plan."""
-        net = self.net
-        if self._resume_state is not None:
-            state = self._resume_state
-            config = SparsityConfig(**state["config"])
-            refit = partial(self._refit, config.calib_batches) if config.reconstruct else None
+        net, state = self.net, self._resume_state
+        if state is None and self._plan is None:
+            return
+        config = SparsityConfig(**state["config"]) if state is not None else self._plan.config
+        refit = partial(self._refit, config.calib_batches) if config.reconstruct else None
+        if state is not None:
             self.sparse = training_state(net, config, self.epochs, True, state.get("imgsz", 640), refit)
             self.sparse.load_state_dict(state)
             self.sparse.schedule.last_epoch = self.start_epoch
-        elif self._plan is not None:
-            config = self._plan.config
-            refit = partial(self._refit, config.calib_batches) if config.reconstruct else None
-            self.sparse = start_training(net, self._plan, self.epochs, _imgsz(self.args.imgsz), refit)
         else:
-            return
+            self.sparse = start_training(net, self._plan, self.epochs, _imgsz(self.args.imgsz), refit)
         self._sync()
 
     def _refits(self) -> bool:
@@ -530,28 +527,26 @@ class SparseTrainerMixin:
 
     def _prune_epoch_end(self) -> None:
         """Step the schedule; grow the masks of model and EMA if the target rose."""
-        self._release_captured_features()
-        if self.sparse.prune(self.net, self.sparse.schedule.step()):
-            self._sync()
+        self._grow(self.sparse.schedule.step())
         LOGGER.info(f"{colorstr('sparsity:')} {self.sparse.progress(self._ema_net())}")
 
     def _prune_batch_end(self) -> None:
         """``method=channel``: follow the ramp batch by batch (the schedule itself steps at epoch ends)."""
         self._batches = getattr(self, "_batches", 0) + 1
-        t = self.epoch + self._batches / max(1, len(self.train_loader))
-        self._release_captured_features()
-        if self.sparse.prune(self.net, self.sparse.schedule.at(t)):
-            self._sync()
+        self._grow(self.sparse.schedule.at(self.epoch + self._batches / max(1, len(self.train_loader))))
 
-    def _release_captured_features(self) -> None:
-        """Drop the features Ultralytics' distillation captured in the last forward pass (used up by its loss).
+    def _grow(self, target: float) -> None:
+        """Prune to ``target`` and, where the masks grew, apply them to model and EMA.
 
-        They hold autograd history, which a copy of the network (a channel plan, a refit) cannot take.
+        The features Ultralytics' distillation captured in the last forward pass (used up by its loss) are dropped
+        first: they hold autograd history, which a copy of the network (a channel plan, a refit) cannot take.
         """
         for name in ("_student_feats", "_teacher_feats"):
             captured = getattr(unwrap(self.model), name, None)
             if isinstance(captured, dict):
                 captured.clear()
+        if self.sparse.prune(self.net, target):
+            self._sync()
 
     def _sync(self) -> None:
         """Apply the masks to model and EMA, clear masked optimizer state, and rebind the per-step pairs."""

@@ -80,8 +80,7 @@ class _Targets:
             b, c, h, w = output.shape
             flat = torch.randperm(b * h * w, generator=self.generator)[: self.rows].to(output.device)
             where = (flat // (h * w), (flat // w) % h, flat % w)
-            removed = set(self.removal.get((name, "out"), []))
-            kept = [i for i in range(c) if i not in removed]
+            kept = _kept(c, self.removal.get((name, "out"), ()), output.device)
             self.positions[name] = where
             self.values[name] = output[where[0], :, where[1], where[2]][:, kept].double()
 
