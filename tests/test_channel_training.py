@@ -209,9 +209,10 @@ def test_a_refitting_run_refits_at_its_pruning_step(trained_checkpoint, syntheti
 
     start = tmp_path / "start.pt"
     shutil.copy(trained_checkpoint, start)
-    plain = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "plain", prune_start=1, prune_end=1)
+    plain = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "plain", prune_start=1, prune_end=1,
+                                     reconstruct=False)
     refit = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "refit", prune_start=1, prune_end=1,
-                                     reconstruct=True, calib_batches=2)
+                                     calib_batches=2)  # the refit is the default of a detection run
     assert plain["masks"].keys() == refit["masks"].keys()  # the same channels were planned on the same weights
     net = torch.load(start, map_location="cpu", weights_only=False)["model"].float()
     refitted = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1}
@@ -247,8 +248,8 @@ def test_a_refitting_run_refits_at_its_pruning_step(trained_checkpoint, syntheti
 def test_a_refitting_ramp_steps_at_epoch_ends(trained_checkpoint, synthetic_data, tmp_path):
     start = tmp_path / "start.pt"
     shutil.copy(trained_checkpoint, start)
-    batch = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "batch")  # ramp over epoch 0 (2 epochs)
-    epoch = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "epoch", reconstruct=True, calib_batches=1)
+    batch = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "batch", reconstruct=False)  # ramp over epoch 0
+    epoch = _run_to_the_pruning_step(start, synthetic_data, tmp_path, "epoch", calib_batches=1)
     assert batch["removed"][-1] > 0  # without a refit the ramp zeroes channels batch by batch ...
     assert set(epoch["removed"]) == {0} and epoch["masks"]  # ... with one, at the epoch end
 
@@ -283,6 +284,22 @@ def test_a_classify_run_refuses_reconstruct(tmp_path):
     with pytest.raises(ValueError, match="a classify run prunes without it"):
         SparseClassificationTrainer(overrides=overrides)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_refit_is_on_by_default_where_the_task_allows_it(trained_checkpoint, synthetic_data, tmp_path):
+    from ultra_sparse.synthetic_tasks import make_task_dataset
+    from ultra_sparse.trainer import SparseClassificationTrainer, SparseDetectionTrainer
+
+    keys = dict(method="channel", flops=0.3, imgsz=64, project=str(tmp_path / "runs"))
+    detect = SparseDetectionTrainer(overrides=dict(model=str(trained_checkpoint), data=str(synthetic_data), **keys))
+    folders = make_task_dataset(tmp_path / "cls", "classify", n_train=2, n_val=1)
+    classify = SparseClassificationTrainer(overrides=dict(model="yolo11n-cls.yaml", task="classify", data=str(folders),
+                                                             **keys))
+    assert detect._plan.config.reconstruct is True  # a detection-style run refits at its pruning steps ...
+    assert classify._plan.config.reconstruct is False  # ... a classify run has no images to fit on and prunes without
+    off = SparseDetectionTrainer(overrides=dict(model=str(trained_checkpoint), data=str(synthetic_data),
+                                                reconstruct=False, **keys))
+    assert off._plan.config.reconstruct is False
 
 
 def _broadcast_worker(rank: int, init: str, out: str) -> None:

@@ -70,6 +70,25 @@ def test_task_fine_tune_keeps_exact_zeros_and_validates(task, tmp_path):
     assert "rules `default`" in (tmp_path / "cmp" / "compare.md").read_text()
 
 
+@pytest.mark.parametrize("task", ["segment", "pose", "obb"])
+def test_channel_training_refits_and_shrinks_every_detection_style_task(task, tmp_path):
+    from ultralytics import YOLO
+
+    from ultra_sparse.cli import main
+
+    data = make_task_dataset(tmp_path / "data", task)
+    YOLO(CFG[task]).train(data=str(data), epochs=1, project=str(tmp_path), name="base", **COMMON)
+    base = tmp_path / "base" / "weights" / "last.pt"
+    assert main(["train", f"model={base}", f"data={data}", "epochs=2", "optimizer=SGD", "method=channel", "flops=0.3",
+                 "prune_end=1", "calib_batches=1", *_argv(project=tmp_path, name="ch")]) == 0
+    dense = torch.load(base, map_location="cpu", weights_only=False)["model"]
+    ckpt = torch.load(tmp_path / "ch" / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt[METADATA_KEY]["config"]["reconstruct"] is True  # the default refit runs on the task's own images
+    assert ckpt[METADATA_KEY]["channel"]["reconstruction"]["steps"] == 1
+    assert sum(p.numel() for p in ckpt["model"].parameters()) < sum(p.numel() for p in dense.parameters())
+    assert type(ckpt["model"]) is type(dense)
+
+
 def test_detection_trainer_on_a_segment_model_is_one_clear_error(tmp_path):
     from ultralytics import YOLO
 

@@ -50,7 +50,7 @@ class SparsityConfig:
             turns rounding off).
         reconstruct (bool | None): ``method=channel`` only: refit the layers that lost input channels to the dense
             model's outputs on calibration images (least squares; needs them: ``data=``). ``None`` reconstructs
-            whenever calibration images are given.
+            whenever calibration images are given: ``sparsify data=``, and every training run but classify.
         nm (str): ``method=nm`` only: the pattern ``"N:M"``, N kept in every group of M consecutive input-channel
             weights (default ``"2:4"``); it zeroes 1 - N/M of every eligible weight, family ratios do not apply.
 

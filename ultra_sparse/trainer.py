@@ -11,9 +11,10 @@ decision live in :mod:`ultra_sparse.masking` (shared with the callbacks). The mi
 - ``optimizer_step``: masks gradients, runs the usual step without its EMA update, re-zeroes the masked weights, then
   updates the EMA, so the model, the EMA and every checkpoint hold exact zeros whatever the optimizer.
 - ``run_callbacks``: starts sparsity right after ``on_pretrain_routine_end`` and prunes right before
-  ``on_train_epoch_end``, on the model and the EMA, so validation measures the sparse model (``method=channel`` also
-  follows the ramp at every ``on_train_batch_end``, unless ``reconstruct=True`` refits the layers that have lost
-  inputs at each step, at epoch ends); warns at the end of a run that stopped below its target.
+  ``on_train_epoch_end``, on the model and the EMA, so validation measures the sparse model (``method=channel``
+  steps at epoch ends and first refits the layers that have lost inputs, except in classify runs and with
+  ``reconstruct=False``, which follow the ramp at every ``on_train_batch_end``); warns at the end of a run that stopped
+  below its target.
 - ``validate``: no epoch becomes best.pt before the ramp reaches its target.
 - ``save_model``: writes last.pt, best.pt and epochN.pt once each, atomically, with the ``ultra_sparse`` state.
 - ``final_eval``: Ultralytics' end-of-run strip of last.pt and best.pt is written atomically too, and compressed; a
@@ -35,6 +36,7 @@ import tempfile
 from contextlib import contextmanager
 from contextvars import ContextVar
 from copy import deepcopy
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -239,7 +241,10 @@ class SparseTrainerMixin:
         self._check_task(net, args.task)
         if net is None:
             return None, None
-        return decide_start(trained_network(net), own, metadata, args.epochs, _imgsz(args.imgsz)), None
+        plan = decide_start(trained_network(net), own, metadata, args.epochs, _imgsz(args.imgsz))
+        if plan is not None and plan.config.method == "channel":  # reconstruct=None: refit wherever the task can
+            plan = replace(plan, config=plan.config.calibrated(self.task != "classify"))
+        return plan, None
 
     def _check_task(self, net: nn.Module | None, task: str | None) -> None:
         """Refuse a model (or a ``task=``) of another task with one line naming the trainer to use."""

@@ -11,7 +11,7 @@ __all__ = ["HELP", "KEYS", "run"]
 HELP = (
     "usage: ultra-sparse train model=M data=D [sparsity=0.5] [schedule=gradual|oneshot] [rules=default]\n"
     "                          [importance=l1] [scope=global] [prune_start=N] [prune_end=N] [prune_freq=1]\n"
-    "                          [method=unstructured|channel|nm] [flops=0.5] [round_to=8] [reconstruct=False]\n"
+    "                          [method=unstructured|channel|nm] [flops=0.5] [round_to=8] [reconstruct=True]\n"
     "                          [calib_batches=8] [freeze_bn=False]\n"
     "                          [any Ultralytics train key: epochs, imgsz, batch, optimizer, resume, ...]\n\n"
     "Trains like 'yolo train' (detect, segment, pose, obb, classify: the checkpoint's task decides) and keeps\n"
@@ -26,16 +26,18 @@ HELP = (
 KEYS = {  # documented here; every Ultralytics train key is taken too and checked by Ultralytics
     "model": "model YAML (from scratch), .pt checkpoint, or a sparse .pt to fine-tune with its mask (required)",
     "data": "dataset YAML (a folder for classify; required unless resuming)",
-    "method": "unstructured (default); channel: whole channels zeroed along the ramp (batch by batch, or at epoch "
-    "ends with reconstruct=True) and removed from last.pt and best.pt when the run ends (see docs/channel.md); "
+    "method": "unstructured (default); channel: whole channels zeroed along the ramp (at epoch ends with the refit, "
+    "batch by batch with reconstruct=False) and removed from last.pt and best.pt when the run ends (see "
+    "docs/channel.md); "
     "nm: N:M semi-structured zeros drawn once at the start (schedule=oneshot, no sparsity=)",
     "flops": "method=channel: fraction of GFLOPs to remove, in [0, 1) (or sparsity=: fraction of prunable "
     "parameters)",
     "round_to": ROUND_TO_HELP,
     "reconstruct": "method=channel: True refits, at every pruning step, the layers that lose input channels to the "
     "network's own outputs just before the step (least squares on calib_batches x 8 train images); the ramp then "
-    "steps at epoch ends, every prune_freq (default False; not for classify; see docs/channel.md)",
-    "calib_batches": "reconstruct=True: batches of 8 train images the refit fits on (default 8)",
+    "steps at epoch ends, every prune_freq. False: no refit, the ramp steps batch by batch (default True, except in "
+    "classify runs, which prune without it; see docs/channel.md)",
+    "calib_batches": "method=channel with the refit: batches of 8 train images the refit fits on (default 8)",
     "nm": "method=nm: the N:M pattern (default 2:4), see docs/nm.md",
     "sparsity": "final fraction of zeros over prunable weights, in [0, 1) (default: none; a sparse model keeps "
     "its own)",
