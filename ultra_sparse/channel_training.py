@@ -2,11 +2,12 @@
 
 Pruning half of a small detector's GFLOPs in one step leaves it at mAP 0 and a short fine-tune does not bring it all
 back. A training run with ``method=channel`` instead removes channels a little at a time: the target follows the
-cubic ramp of the schedule batch by batch, each step plans the channels to remove on the current weights (channels
-already zeroed rank lowest, so each plan contains the last) and zeroes them as structured masks
-(:mod:`ultra_sparse.prune.channel_masks`), which the trainer keeps after every optimizer step, in the EMA too. With
-``reconstruct=True`` the steps come at epoch ends and each one first refits, through the ``refit`` callback, the
-layers that have lost inputs. When the run ends, the zeroed channels are removed for real: last.pt and best.pt are
+cubic ramp of the schedule, each step plans the channels to remove on the current weights (channels already zeroed
+rank lowest, so each plan contains the last) and zeroes them as structured masks
+(:mod:`ultra_sparse.prune.channel_masks`), which the trainer keeps after every optimizer step, in the EMA too. With a
+refit (``reconstruct=True``, the trainer's default outside classify runs) the steps come at epoch ends and each one
+first refits, through the ``refit`` callback, the layers that have lost inputs; without one the ramp is followed
+batch by batch. When the run ends, the zeroed channels are removed for real: last.pt and best.pt are
 smaller dense networks of stock classes that compute exactly what the masked ones did.
 
 :class:`ChannelTraining` has the interface of :class:`ultra_sparse.masking.SparseTraining` that the trainer uses,
