@@ -270,3 +270,22 @@ def test_blocks_of_families_kept_at_ratio_0_are_traced_as_twins():
     assert layers and layers <= set(range(9))  # the backbone alone loses output channels
     pruned = apply_plan(copy.deepcopy(net), plan)
     assert pruned(torch.zeros(1, 3, 64, 64))[0].shape[1] == net(torch.zeros(1, 3, 64, 64))[0].shape[1]
+
+
+@pytest.mark.parametrize("name", ["yolo11n.yaml", MODEL_13], ids=lambda p: Path(p).stem)
+def test_taylor_plans_on_images_larger_than_the_trace(name, synthetic_data):
+    """Blocks kept whole (attention, HyperACE) are traced at twice the stride; taylor runs the copy at imgsz=96."""
+    from ultra_sparse.calibration import calibration_batches, loss_ready
+
+    rules, target, _ = CASES[name]
+    net = randomised(name)
+    batches = list(calibration_batches(str(synthetic_data), imgsz=96, batch=4, n_batches=1))
+    assignment = assign_families(net, load_rules(rules))
+    with loss_ready(net):
+        taylor = plan_channels(
+            net, assignment, SparsityConfig(method="channel", rules=rules, importance="taylor", **target), 96, batches
+        )
+    l1 = plan_channels(net, assignment, SparsityConfig(method="channel", rules=rules, **target), 96)
+    key, value = next(iter(target.items()))
+    assert abs(taylor.estimate[key] - value) < 0.03
+    assert taylor.remove != l1.remove  # the gradients, not the magnitudes, chose the channels

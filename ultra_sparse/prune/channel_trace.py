@@ -20,6 +20,7 @@ The real model is never changed here: it keeps its stock classes and forwards.
 from __future__ import annotations
 
 import copy
+import math
 import types
 from dataclasses import dataclass, field
 
@@ -162,24 +163,29 @@ def tracing_copy(net: nn.Module, whole: list[str], twins: list[str], input_split
 class Sink(nn.Module):
     """A stand-in 1x1 convolution (zeros): one node that Torch-Pruning sees instead of a block's insides."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, size: tuple[int, int] | None = None):
-        """Map ``cin`` channels to ``cout`` at ``stride`` (or pooled to ``size``)."""
+    def __init__(self, cin: int, cout: int, stride: int = 1, scale: tuple[float, float] | None = None):
+        """Map ``cin`` channels to ``cout`` at ``stride``, or resized by ``scale`` (output over input height, width)."""
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(cout, cin, 1, 1))
-        self.stride, self.size = stride, size
+        self.stride, self.scale = stride, scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pool to the output size where asked, then convolve."""
-        if self.size is not None and tuple(x.shape[-2:]) != self.size:
-            x = F.adaptive_avg_pool2d(x, self.size)
+        """Pool to the block's output size where asked, then convolve.
+
+        The size follows the input's (a ratio, not the size traced), so that the copy also runs on calibration
+        images larger than the trace's (``importance=taylor``).
+        """
+        if self.scale is not None:
+            size = tuple(max(1, math.ceil(n * s - 1e-6)) for n, s in zip(x.shape[-2:], self.scale))
+            if size != tuple(x.shape[-2:]):
+                x = F.adaptive_avg_pool2d(x, size)
         return F.conv2d(x, self.weight, stride=self.stride)
 
 
 def _make_sinks(block: nn.Module, inputs: list[torch.Size], output: torch.Size, nodes: dict) -> None:
     """Replace a whole block's forward by one sink per input, summed (multi-input blocks such as HyperACE)."""
-    size = tuple(output[-2:])
     for i, shape in enumerate(inputs):
-        sink = Sink(shape[1], output[1], size=size)
+        sink = Sink(shape[1], output[1], scale=(output[-2] / shape[-2], output[-1] / shape[-1]))
         block.add_module(f"_sink{i}", sink)
         nodes[sink] = BlockNode(block, None)
     count = len(inputs)
