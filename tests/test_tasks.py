@@ -71,7 +71,7 @@ def test_task_fine_tune_keeps_exact_zeros_and_validates(task, tmp_path):
 
 
 @pytest.mark.parametrize("task", ["segment", "pose", "obb"])
-def test_channel_training_refits_and_shrinks_every_detection_style_task(task, tmp_path):
+def test_channel_pruning_ranks_by_taylor_refits_and_shrinks_every_detection_style_task(task, tmp_path):
     from ultralytics import YOLO
 
     from ultra_sparse.cli import main
@@ -79,6 +79,10 @@ def test_channel_training_refits_and_shrinks_every_detection_style_task(task, tm
     data = make_task_dataset(tmp_path / "data", task)
     YOLO(CFG[task]).train(data=str(data), epochs=1, project=str(tmp_path), name="base", **COMMON)
     base = tmp_path / "base" / "weights" / "last.pt"
+    one_shot = tmp_path / "one-shot.pt"  # sparsify's taylor reads the task's labels too
+    assert main(["sparsify", f"model={base}", f"data={data}", "method=channel", "flops=0.3", "importance=taylor",
+                 "imgsz=64", "calib_batches=1", f"out={one_shot}"]) == 0
+    assert torch.load(one_shot, map_location="cpu", weights_only=False)[METADATA_KEY]["config"]["importance"] == "taylor"
     assert main(["train", f"model={base}", f"data={data}", "epochs=2", "optimizer=SGD", "method=channel", "flops=0.3",
                  "prune_end=1", "calib_batches=1", *_argv(project=tmp_path, name="ch")]) == 0
     dense = torch.load(base, map_location="cpu", weights_only=False)["model"]

@@ -13,7 +13,13 @@ __all__ = ["calibration_batches", "loss_ready", "model_stride", "spread_indices"
 
 
 def calibration_batches(
-    data: str, imgsz: int = 640, batch: int = 8, n_batches: int = 8, stride: int = 32, device: str = "cpu"
+    data: str,
+    imgsz: int = 640,
+    batch: int = 8,
+    n_batches: int = 8,
+    stride: int = 32,
+    device: str = "cpu",
+    task: str = "detect",
 ) -> Iterator[dict[str, Any]]:
     """Yield preprocessed batches (images in [0, 1] plus labels) from the train split of a dataset YAML.
 
@@ -28,6 +34,8 @@ def calibration_batches(
         n_batches (int): Batches to yield at most.
         stride (int): Model stride (letterbox padding multiple).
         device (str): Device the batches are moved to.
+        task (str): Task whose labels the batches carry (``detect``, ``segment``, ``pose``, ``obb``), as its loss
+            reads them.
 
     Yields:
         (dict[str, Any]): A batch as Ultralytics' trainer feeds it to ``model.loss``.
@@ -41,7 +49,7 @@ def calibration_batches(
     from ultralytics.utils import TQDM
 
     info = check_det_dataset(data)
-    cfg = get_cfg(overrides={"imgsz": imgsz, "batch": batch, "data": data, "workers": 0})
+    cfg = get_cfg(overrides={"imgsz": imgsz, "batch": batch, "data": data, "workers": 0, "task": task})
     dataset = build_yolo_dataset(cfg, info["train"], batch, info, mode="val", stride=stride)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, spread_indices(len(dataset), batch * n_batches)),

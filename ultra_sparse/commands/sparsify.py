@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ultralytics.nn.tasks import guess_model_task
+
 from ..bench import parse_device
 from ..calibration import calibration_batches, loss_ready, model_stride
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
@@ -115,7 +117,8 @@ def run(args: dict[str, Any]) -> None:
     batches = None
     if config.importance == "taylor" or config.reconstruct:
         model.to(device)
-        batches = calibration_batches(data, imgsz, batch, config.calib_batches, model_stride(model), device)
+        task = guess_model_task(model)  # taylor's loss reads the task's own labels (masks, keypoints, angles)
+        batches = calibration_batches(data, imgsz, batch, config.calib_batches, model_stride(model), device, task)
     with loss_ready(model):
         result = sparsify(model, config, batches=batches, imgsz=given_imgsz)
     model.cpu()
