@@ -89,8 +89,12 @@ def test_channel_training_refuses_what_it_cannot_do(trained_checkpoint):
         add_sparse_callbacks(YOLO("yolov8n.yaml"), method="channel", flops=0.3)
     with pytest.raises(ValueError, match="out of reach"):
         decide_start(net, {"method": "channel", "flops": 0.95}, None, epochs=3, imgsz=64)
-    with pytest.raises(ValueError, match="taylor"):
-        decide_start(net, {"method": "channel", "importance": "taylor"}, None, epochs=3, imgsz=64)
+    with pytest.raises(ValueError, match="taylor ranks whole channels"):  # element masks have no taylor in training
+        decide_start(net, {"importance": "taylor", "sparsity": 0.3}, None, epochs=3, imgsz=64)
+    without = ChannelTraining(net, SparsityConfig(method="channel", flops=0.3, importance="taylor"), epochs=3, imgsz=64)
+    without.check_reachable(net)  # counting needs no ranking ...
+    with pytest.raises(ValueError, match="pass batches="):
+        without.prune(net, 0.3)  # ... a step does
     sparse = copy.deepcopy(net)
     with torch.no_grad():
         for module in sparse.modules():
@@ -98,6 +102,27 @@ def test_channel_training_refuses_what_it_cannot_do(trained_checkpoint):
                 module.weight[module.weight.abs() < module.weight.abs().median()] = 0  # half of every weight
     with pytest.raises(ValueError, match="starts from a dense model"):
         decide_start(sparse, {"method": "channel", "flops": 0.3}, None, epochs=3, imgsz=64)
+
+
+def test_taylor_ranks_channels_by_the_loss_on_the_calibration_batches(synthetic_data):
+    from ultra_sparse.calibration import calibration_batches
+
+    batches = list(calibration_batches(str(synthetic_data), imgsz=64, batch=4, n_batches=1))
+    asked = []
+
+    def provide():
+        asked.append(len(batches))
+        return batches
+
+    net, twin = _net().train(), _net().train()
+    taylor = ChannelTraining(net, SparsityConfig(method="channel", flops=0.3, importance="taylor"), 3, 64, None, provide)
+    l1 = ChannelTraining(twin, SparsityConfig(method="channel", flops=0.3), 3, 64)
+    asked.clear()
+    assert taylor.prune(net, 0.3) and l1.prune(twin, 0.3)
+    assert asked == [1]  # the plan of the step ranked on the batches ...
+    assert taylor.removal != l1.removal  # ... and they, not the magnitudes, chose the channels
+    assert taylor.estimate["flops"] == pytest.approx(0.3, abs=0.03)
+    assert all(not p.grad.any() for p in net.parameters() if p.grad is not None)  # the network itself kept no gradient
 
 
 @pytest.fixture(scope="module")
@@ -276,12 +301,16 @@ def test_channel_pruning_while_distilling(reconstruct, trained_checkpoint, synth
     assert bool(ckpt[METADATA_KEY]["channel"]["reconstruction"]) is reconstruct
 
 
-def test_a_classify_run_refuses_reconstruct(tmp_path):
+@pytest.mark.parametrize("key, message", [
+    ({"reconstruct": True}, "a classify run prunes without it"),
+    ({"importance": "taylor"}, "a classify run ranks them by l1, l2 or lamp"),
+])
+def test_a_classify_run_refuses_what_needs_detection_images(key, message, tmp_path):
     from ultra_sparse.trainer import SparseClassificationTrainer
 
     overrides = dict(model="yolo11n-cls.yaml", task="classify", data=str(tmp_path / "none"), method="channel",
-                     flops=0.3, reconstruct=True, project=str(tmp_path / "runs"))
-    with pytest.raises(ValueError, match="a classify run prunes without it"):
+                     flops=0.3, project=str(tmp_path / "runs"), **key)
+    with pytest.raises(ValueError, match=message):
         SparseClassificationTrainer(overrides=overrides)
     assert not (tmp_path / "runs").exists()
 

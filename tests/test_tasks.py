@@ -84,10 +84,11 @@ def test_channel_pruning_ranks_by_taylor_refits_and_shrinks_every_detection_styl
                  "imgsz=64", "calib_batches=1", f"out={one_shot}"]) == 0
     assert torch.load(one_shot, map_location="cpu", weights_only=False)[METADATA_KEY]["config"]["importance"] == "taylor"
     assert main(["train", f"model={base}", f"data={data}", "epochs=2", "optimizer=SGD", "method=channel", "flops=0.3",
-                 "prune_end=1", "calib_batches=1", *_argv(project=tmp_path, name="ch")]) == 0
+                 "prune_end=1", "calib_batches=1", "importance=taylor", *_argv(project=tmp_path, name="ch")]) == 0
     dense = torch.load(base, map_location="cpu", weights_only=False)["model"]
     ckpt = torch.load(tmp_path / "ch" / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt[METADATA_KEY]["config"]["reconstruct"] is True  # the default refit runs on the task's own images
+    assert ckpt[METADATA_KEY]["config"]["importance"] == "taylor"  # ... and taylor ranks on the loss of its labels
     assert ckpt[METADATA_KEY]["channel"]["reconstruction"]["steps"] == 1
     assert sum(p.numel() for p in ckpt["model"].parameters()) < sum(p.numel() for p in dense.parameters())
     assert type(ckpt["model"]) is type(dense)

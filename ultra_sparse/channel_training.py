@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from ultralytics.utils import LOGGER, colorstr
 
+from .calibration import loss_ready
 from .config import SparsityConfig
 from .masking import SparseTraining, _broadcast, _check_training_config, resolved_schedule, unpack_mask
 from .prune.channel import plan_channels
@@ -47,6 +48,9 @@ class ChannelTraining(SparseTraining):
         refit (Callable, optional): Called as ``refit(net, removal)`` whenever a step grows the removal, before the
             new channels are zeroed (the trainer refits the layers that have lost inputs there, ``reconstruct=True``);
             returns the fit's :class:`~ultra_sparse.prune.reconstruct.Reconstruction` as a dict.
+        batches (Callable, optional): Returns the calibration batches (with labels, on the CPU) that
+            ``importance=taylor`` ranks channels on, by the loss gradients of the current weights at every step;
+            required by ``taylor`` from the first :meth:`prune` on.
 
     Attributes:
         masks (dict[str, torch.Tensor]): Parameter name -> bool keep-mask of the zeroed channels.
@@ -73,6 +77,7 @@ class ChannelTraining(SparseTraining):
         epochs: int,
         imgsz: int = 640,
         refit: Callable[[nn.Module, Removal], dict] | None = None,
+        batches: Callable[[], list[dict]] | None = None,
     ):
         """Bind to ``net`` with nothing zeroed yet and resolve the schedule."""
         if config.method != "channel":
@@ -82,7 +87,7 @@ class ChannelTraining(SparseTraining):
         check_prunable(self.assignment, config.sparsity if config.flops is None else config.flops)
         self.prunable = tuple(w.name for w in self.assignment.prunable)
         self._shapes = {name: tuple(p.shape) for name, p in net.named_parameters()}
-        self.imgsz, self.config, self.refit = imgsz, config, refit
+        self.imgsz, self.config, self.refit, self.batches = imgsz, config, refit, batches
         self.key = "flops" if config.flops is not None else "sparsity"
         self.masks: dict[str, torch.Tensor] = {}
         self.removal: dict[tuple[str, str], list[int]] = {}
@@ -91,7 +96,7 @@ class ChannelTraining(SparseTraining):
         self.reconstruction: dict[str, Any] | None = None
         final = getattr(config, self.key)
         if final is None:  # the family ratios as written decide how much is removed
-            final = self._plan(net, None).estimate[self.key]
+            final = self._plan(net, None, ranked=False).estimate[self.key]
         self.config, self.schedule = resolved_schedule(config, config.schedule or "gradual", epochs, min(final, 0.999))
 
     def reached(self, net: nn.Module) -> bool:
@@ -100,7 +105,7 @@ class ChannelTraining(SparseTraining):
 
     def check_reachable(self, net: nn.Module) -> None:
         """Raise ValueError now if the final target cannot be planned with these rules (before any epoch runs)."""
-        self._plan(net, self.schedule.final)
+        self._plan(net, self.schedule.final, ranked=False)
 
     def prune(self, net: nn.Module, target: float | None = None) -> bool:
         """Plan ``target`` (default: the schedule's current one) on the current weights and zero the new channels.
@@ -167,13 +172,25 @@ class ChannelTraining(SparseTraining):
         device = self.assignment.prunable[0].weight.device
         self.masks = {name: mask.to(device) for name, mask in masks.items()}
 
-    def _plan(self, net: nn.Module, target: float | None):
-        """A channel plan of ``net`` at ``target`` (``None``: the family ratios as written), made on a CPU copy."""
+    def _plan(self, net: nn.Module, target: float | None, ranked: bool = True):
+        """A channel plan of ``net`` at ``target`` (``None``: the family ratios as written), made on a CPU copy.
+
+        ``ranked=False`` plans only to count (is the target reachable, what do the ratios remove): ``taylor`` ranks by
+        ``l1`` there, since how many channels a group may lose does not depend on which ones.
+        """
         config = self.config if target is None else self.config.replace(**{self.key: target})
         if target is None:
             config = config.replace(sparsity=None, flops=None)
+        if config.importance == "taylor" and not ranked:
+            config = config.replace(importance="l1")
         twin = copy.deepcopy(net).float().cpu()
-        return plan_channels(twin, assign_families(twin, self.assignment.ruleset), config, self.imgsz)
+        assignment = assign_families(twin, self.assignment.ruleset)
+        if config.importance != "taylor":
+            return plan_channels(twin, assignment, config, self.imgsz)
+        if self.batches is None:
+            raise ValueError("importance=taylor ranks channels by the loss on calibration batches: pass batches=")
+        with loss_ready(twin):
+            return plan_channels(twin, assignment, config, self.imgsz, self.batches())
 
 
 def remove_zeroed_channels(data: bytes) -> bytes:

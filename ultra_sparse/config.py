@@ -44,7 +44,7 @@ class SparsityConfig:
         prune_end (int | None): Epoch at which the gradual ramp reaches ``sparsity``; ``None`` picks a default.
         prune_freq (int): Epochs between two pruning steps of the gradual ramp.
         calib_batches (int): Calibration batches for ``importance=taylor`` and the ``method=channel`` refit
-            (``sparsify data=``, ``scan``, ``train method=channel``).
+            (``sparsify data=``, ``scan``, ``train method=channel``, where ``taylor`` ranks every step on them).
         round_to (int): ``method=channel`` only: channel counts of layers with at least 16 channels stay multiples of
             this; on a layer narrower than twice it the step is halved, again as needed, not below 8 (8 by default; 1
             turns rounding off).

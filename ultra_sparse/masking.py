@@ -62,7 +62,7 @@ class SparseTraining:
 
     Args:
         net (nn.Module): The (unwrapped) network being trained; masks are keyed by its parameter names.
-        config (SparsityConfig): Sparsity keys of the run. ``importance=taylor`` is not available in training.
+        config (SparsityConfig): Sparsity keys of the run. ``importance=taylor`` is for ``method=channel`` only.
         epochs (int): Length of the run, used for the default ``prune_start`` / ``prune_end``.
         sparse_start (bool): The start weights are a sparse checkpoint: the zeros of every Conv/Linear weight are the
             first mask (they stay zero for the whole run, protected families included) and the default schedule is
@@ -290,10 +290,12 @@ def training_state(
     sparse_start: bool = False,
     imgsz: int = 640,
     refit: Callable[[nn.Module, dict], dict] | None = None,
+    batches: Callable[[], list[dict]] | None = None,
 ) -> SparseTraining:
     """The mask state of a run: channel masks for ``method=channel``, element masks otherwise.
 
-    ``refit`` is handed to :class:`~ultra_sparse.channel_training.ChannelTraining` (``method=channel`` only).
+    ``refit`` and ``batches`` are handed to :class:`~ultra_sparse.channel_training.ChannelTraining` (``method=channel``
+    only).
 
     Examples:
         >>> from ultralytics import YOLO
@@ -303,7 +305,7 @@ def training_state(
     if config.method == "channel":
         from .channel_training import ChannelTraining
 
-        return ChannelTraining(net, config, epochs, imgsz, refit)
+        return ChannelTraining(net, config, epochs, imgsz, refit, batches)
     return SparseTraining(net, config, epochs, sparse_start)
 
 
@@ -313,10 +315,12 @@ def start_training(
     epochs: int,
     imgsz: int = 640,
     refit: Callable[[nn.Module, dict], dict] | None = None,
+    batches: Callable[[], list[dict]] | None = None,
 ) -> SparseTraining:
     """Bind a plan to the network being trained: first masks, one-shot pruning, and one log line.
 
-    ``refit`` (``method=channel`` only) is called wherever a step grows the channel removal, one-shot included.
+    ``refit`` (``method=channel`` only) is called wherever a step grows the channel removal, one-shot included;
+    ``batches`` (``method=channel importance=taylor``) gives the calibration batches each plan ranks channels on.
 
     Examples:
         >>> from ultralytics import YOLO
@@ -325,7 +329,7 @@ def start_training(
         >>> round(state.sparsity(net), 4)
         0.3
     """
-    state = training_state(net, plan.config, epochs, plan.sparse_start, imgsz, refit)
+    state = training_state(net, plan.config, epochs, plan.sparse_start, imgsz, refit, batches)
     if state.config.schedule == "oneshot":
         state.prune(net)
     state.apply(net)
@@ -410,8 +414,11 @@ def start_is_sparse(net: nn.Module, rules: str | dict = "default") -> bool:
 
 def _check_training_config(config: SparsityConfig) -> None:
     """Refuse the settings that exist for one-shot ``sparsify`` only."""
-    if config.importance == "taylor":
-        raise ValueError("importance=taylor is not available in training; use l1, l2, l1l2 or lamp")
+    if config.importance == "taylor" and config.method != "channel":
+        raise ValueError(
+            "importance=taylor ranks whole channels in training (method=channel); masks of single weights use l1, l2, "
+            "l1l2 or lamp"
+        )
 
 
 def _zero_fraction(tensors: Iterable[torch.Tensor]) -> float:

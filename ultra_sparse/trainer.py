@@ -189,7 +189,7 @@ class SparseTrainerMixin:
         self.sparsity_config = SparsityConfig(**own) if own else None
         self.sparse: SparseTraining | None = None
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._calibration: torch.Tensor | None = None
+        self._calibration: list[dict[str, Any]] | None = None
         self._plan, self._resume_state = self._preflight(cfg, overrides, own)
         super().__init__(cfg, overrides, _callbacks)
         if self.resume and own:
@@ -222,6 +222,11 @@ class SparseTrainerMixin:
         if own.get("reconstruct") and self.task == "classify":
             raise ValueError(
                 "reconstruct=True refits on the images of a detection-style dataset; a classify run prunes without it"
+            )
+        if own.get("importance") == "taylor" and own.get("method") == "channel" and self.task == "classify":
+            raise ValueError(
+                "importance=taylor ranks channels by the loss on a detection-style dataset's images; a classify run "
+                "ranks them by l1, l2 or lamp"
             )
         _check_data(args.data, self.task)
         model = str(args.model or "")
@@ -478,12 +483,13 @@ class SparseTrainerMixin:
             return
         config = SparsityConfig(**state["config"]) if state is not None else self._plan.config
         refit = partial(self._refit, config.calib_batches) if config.reconstruct else None
+        batches = partial(self._calibration_batches, config.calib_batches) if config.importance == "taylor" else None
         if state is not None:
-            self.sparse = training_state(net, config, self.epochs, True, state.get("imgsz", 640), refit)
+            self.sparse = training_state(net, config, self.epochs, True, state.get("imgsz", 640), refit, batches)
             self.sparse.load_state_dict(state)
             self.sparse.schedule.last_epoch = self.start_epoch
         else:
-            self.sparse = start_training(net, self._plan, self.epochs, _imgsz(self.args.imgsz), refit)
+            self.sparse = start_training(net, self._plan, self.epochs, _imgsz(self.args.imgsz), refit, batches)
         self._sync()
 
     def _refits(self) -> bool:
@@ -520,15 +526,24 @@ class SparseTrainerMixin:
         )
         return done.to_dict()
 
-    def _calibration_images(self, calib_batches: int) -> torch.Tensor:
-        """The run's calibration images (spread over its train split, letterboxed), loaded once, kept on the CPU."""
+    def _calibration_batches(self, calib_batches: int) -> list[dict[str, Any]]:
+        """The run's calibration batches, loaded once and kept on the CPU.
+
+        Spread over the train split, letterboxed, with the task's own labels: the refit fits on their images,
+        ``importance=taylor`` ranks channels by their loss.
+        """
         if self._calibration is None:
             from .calibration import calibration_batches, model_stride
 
             stride = model_stride(self.net)
-            loaded = calibration_batches(self.args.data, _imgsz(self.args.imgsz), 8, calib_batches, stride)
-            self._calibration = torch.cat([b["img"] for b in loaded])
+            self._calibration = list(
+                calibration_batches(self.args.data, _imgsz(self.args.imgsz), 8, calib_batches, stride, task=self.task)
+            )
         return self._calibration
+
+    def _calibration_images(self, calib_batches: int) -> torch.Tensor:
+        """The images of :meth:`_calibration_batches`, as one tensor."""
+        return torch.cat([b["img"] for b in self._calibration_batches(calib_batches)])
 
     def _prune_epoch_end(self) -> None:
         """Step the schedule; grow the masks of model and EMA if the target rose."""

@@ -37,7 +37,8 @@ KEYS = {  # documented here; every Ultralytics train key is taken too and checke
     "network's own outputs just before the step (least squares on calib_batches x 8 train images); the ramp then "
     "steps at epoch ends, every prune_freq. False: no refit, the ramp steps batch by batch (default True, except in "
     "classify runs, which prune without it; see docs/channel.md)",
-    "calib_batches": "method=channel with the refit: batches of 8 train images the refit fits on (default 8)",
+    "calib_batches": "method=channel with the refit or importance=taylor: batches of 8 train images the refit fits on "
+    "and taylor ranks on (default 8)",
     "nm": "method=nm: the N:M pattern (default 2:4), see docs/nm.md",
     "sparsity": "final fraction of zeros over prunable weights, in [0, 1) (default: none; a sparse model keeps "
     "its own)",
@@ -45,7 +46,8 @@ KEYS = {  # documented here; every Ultralytics train key is taken too and checke
     "sparse model)",
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: the rules recorded in a "
     "sparse checkpoint, else default)",
-    "importance": "l1 (default), l2, l1l2 (not for method=channel), lamp",
+    "importance": "l1 (default), l2, l1l2 (not for method=channel), lamp, taylor (method=channel only: each step "
+    "ranks channels by the loss gradients on the calibration batches; not in classify runs)",
     "scope": "global (default: each family ranked across its layers) or layer (per-layer ratios; the default for "
     "method=channel)",
     "prune_start": "epochs completed before the gradual ramp starts (default 0)",
