@@ -276,7 +276,7 @@ def test_device_index_reaches_torch_as_a_cuda_device(tmp_path, monkeypatch, mode
     moved, calibrated = [], []
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: (moved.append(a[0] if a else k), self)[1])
 
-    def stop(data, imgsz, batch, n, stride, device):
+    def stop(data, imgsz, batch, n, stride, device, task):
         calibrated.append(device)
         raise KeyboardInterrupt  # stop before any real CUDA work
 
