@@ -219,15 +219,17 @@ class SparseTrainerMixin:
                 training_state(net, config, 1 << 30, True, state.get("imgsz", 640)).load_state_dict(state)
                 return None, state
             return None, None
-        if own.get("reconstruct") and self.task == "classify":
-            raise ValueError(
-                "reconstruct=True refits on the images of a detection-style dataset; a classify run prunes without it"
-            )
-        if own.get("importance") == "taylor" and own.get("method") == "channel" and self.task == "classify":
-            raise ValueError(
-                "importance=taylor ranks channels by the loss on a detection-style dataset's images; a classify run "
-                "ranks them by l1, l2 or lamp"
-            )
+        if self.task == "classify":  # no detection-style images to calibrate on
+            if own.get("reconstruct"):
+                raise ValueError(
+                    "reconstruct=True refits on the images of a detection-style dataset; a classify run prunes "
+                    "without it"
+                )
+            if own.get("importance") == "taylor" and own.get("method") == "channel":
+                raise ValueError(
+                    "importance=taylor ranks channels by the loss on a detection-style dataset's images; a classify "
+                    "run ranks them by l1, l2 or lamp"
+                )
         _check_data(args.data, self.task)
         model = str(args.model or "")
         checkpoint = model.lower().endswith(".pt")
