@@ -714,12 +714,12 @@ def test_channel_scan_writes_rules_that_channel_sparsify_takes(tmp_path, trained
 @pytest.mark.integration
 def test_flops_channel_scan_refits_every_point_and_writes_rules_for_sparsify_flops(tmp_path, trained_checkpoint, synthetic_data):
     """method=channel flops=F: context=dense by default, each pruned copy refitted on the train split's images
-    (data= is given), the groups priced per FLOP and by metric=; the rules file says flops= and sparsify flops=F
-    takes it."""
+    (data= is given), the groups priced per FLOP and by metric=, channels ranked by importance=; the rules file says
+    flops= and sparsify flops=F takes it."""
     out = subprocess.run(
         [*CLI, "scan", f"model={trained_checkpoint}", f"data={synthetic_data}", "method=channel", "flops=0.3",
          "calib_batches=1", "round_to=16", "imgsz=64", "batch=8", "groups=3", "budget=12", f"project={tmp_path}",
-         "name=scan", "metric=map50-95"],
+         "name=scan", "metric=map50-95", "importance=taylor"],
         cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
     )
     assert out.returncode == 0, out.stderr
@@ -729,6 +729,7 @@ def test_flops_channel_scan_refits_every_point_and_writes_rules_for_sparsify_flo
     assert result["reconstruct"] is True and result["calib_batches"] == 1 and result["size_unit"] == "FLOPs"
     assert "refitted on 8 calibration images" in result["description"]
     assert result["metric"] == "mAP50-95" and "flops=0.3 by mAP50-95" in result["description"]
+    assert result["importance"] == "taylor" and "importance=taylor" in result["description"]
     assert f"dense mAP50-95 {result['dense']['mAP50-95']:.4f}" in out.stdout + out.stderr
     assert all(p["flops_removed"] > 0 for g in result["groups"] for p in g["points"])
     assert (run / "rules.yaml").read_text().startswith("# Written by ultra-sparse scan. The ratios reach flops=0.3")
@@ -736,7 +737,8 @@ def test_flops_channel_scan_refits_every_point_and_writes_rules_for_sparsify_flo
     assert rows[-1 - len(result["refinement"])]["group"] == "choice"
     assert rows[-1 - len(result["refinement"])]["ratio"] == "0.3"
     assert result["round_to"] == 16
-    assert f"rules={run / 'rules.yaml'} flops=0.3 method=channel round_to=16 data={synthetic_data}" in out.stdout + out.stderr
+    assert (f"rules={run / 'rules.yaml'} flops=0.3 method=channel round_to=16 data={synthetic_data} importance=taylor"
+            in out.stdout + out.stderr)
     net, _ = load_checkpoint(trained_checkpoint)
     section = sparsify(net, method="channel", rules=str(run / "rules.yaml"), flops=0.3, round_to=16).report["channel"]
     assert section["bracket"]["below"] <= 0.3 <= section["bracket"]["above"]
@@ -753,3 +755,26 @@ def test_prune_copy_refits_each_copy_when_given_calibration_batches(sparse_model
     a, b = refitted.state_dict(), plain.state_dict()
     assert list(a) == list(b) and all(a[k].shape == b[k].shape for k in a)  # the same plan
     assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith("conv.weight"))  # other values: refitted
+
+
+@pytest.mark.parametrize("method", ["channel", "unstructured"])
+def test_taylor_points_rank_by_the_loss_on_the_calibration_batches(sparse_model, synthetic_data, method):
+    """importance=taylor in a scan: each point removes what the loss gradients rank lowest, not what l1 does, and the
+    dense network is the same after the point as before."""
+    from ultra_sparse.calibration import calibration_batches, loss_ready
+    from ultra_sparse.scan import make_pruner
+
+    batches = list(calibration_batches(str(synthetic_data), imgsz=64, batch=8, n_batches=1))
+    rules = layout_rules(load_rules("default"), [], {})
+    before = copy.deepcopy(sparse_model.state_dict())
+    config = SparsityConfig(method=method, reconstruct=False if method == "channel" else None)
+    with loss_ready(sparse_model):
+        pruned = {}
+        for importance in ("l1", "taylor"):
+            pruner = make_pruner(sparse_model, config.replace(importance=importance), batches)
+            pruned[importance] = copy.deepcopy(pruner.prune(rules, 0.3).state_dict())
+            pruner.restore()
+    a, b = pruned["l1"], pruned["taylor"]
+    assert list(a) == list(b)
+    assert any(a[k].shape != b[k].shape or not torch.equal(a[k], b[k]) for k in a if k.endswith("conv.weight"))
+    assert all(torch.equal(v, before[k]) for k, v in sparse_model.state_dict().items())

@@ -532,18 +532,19 @@ class RestoreWeights:
     Args:
         network (nn.Module): The dense network (changed in place while a point is measured, restored after).
         config (SparsityConfig): ``importance`` and ``scope`` of the pruning; ``rules`` and ``sparsity`` come per call.
+        batches (Sequence[dict], optional): Calibration batches for ``importance=taylor``.
     """
 
     target = "sparsity"  # the key a target given to :meth:`prune` is passed as
 
-    def __init__(self, network: nn.Module, config: SparsityConfig) -> None:
+    def __init__(self, network: nn.Module, config: SparsityConfig, batches: Sequence[dict] | None = None) -> None:
         """Save a copy of every state tensor of ``network``."""
-        self.network, self.config = network, config
+        self.network, self.config, self.batches = network, config, batches
         self.saved = {k: v.detach().clone() for k, v in network.state_dict().items()}
 
     def prune(self, rules: dict[str, Any], sparsity: float | None = None) -> nn.Module:
         """Prune the network by ``rules`` (ratios as written, or scaled to ``sparsity``) and return it."""
-        sparsify(self.network, self.config.replace(rules=rules, sparsity=sparsity))
+        sparsify(self.network, self.config.replace(rules=rules, sparsity=sparsity), batches=self.batches)
         return self.network
 
     def restore(self) -> None:
@@ -614,7 +615,8 @@ def make_pruner(
 ) -> RestoreWeights | PruneCopy:
     """The pruner of ``config.method``: in place with saved weights (unstructured) or on refitted copies (channel)."""
     check_method(config.method)
-    return RestoreWeights(network, config) if config.method == "unstructured" else PruneCopy(network, config, batches)
+    pruner = RestoreWeights if config.method == "unstructured" else PruneCopy
+    return pruner(network, config, batches)
 
 
 class Evaluator:

@@ -6,9 +6,11 @@ import tempfile
 import time
 from typing import Any
 
+from ultralytics.nn.tasks import guess_model_task
+
 from .. import __version__
 from ..bench import parse_device
-from ..calibration import calibration_batches, model_stride
+from ..calibration import calibration_batches, loss_ready, model_stride
 from ..compare import check_inputs
 from ..config import SparsityConfig
 from ..rules import assign_families, load_rules
@@ -37,7 +39,7 @@ __all__ = ["HELP", "KEYS", "run"]
 HELP = (
     "usage: ultra-sparse scan model=best.pt data=D sparsity=0.7 [budget=48] [context=target|dense] [groups=12]\n"
     "                         [rules=default] [method=unstructured] [ladder=[0.42,0.7,0.85]] [margin=0.005]\n"
-    "                         [metric=mAP50] [imgsz=640] [batch=16] [device=cpu]\n"
+    "                         [metric=mAP50] [importance=l1] [imgsz=640] [batch=16] [device=cpu]\n"
     "       ultra-sparse scan model=best.pt data=D method=channel flops=0.5 [round_to=8] [calib_batches=8] ...\n\n"
     "Sensitivity scan. Splits the prunable weights into groups (each family of the rules, large ones split into runs\n"
     "of layers), moves one group at a time to other ratios and validates every point with Ultralytics' validator;\n"
@@ -82,6 +84,9 @@ KEYS = {
     "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML whose families are scanned "
     "(default: default)",
     "method": "unstructured (default) or channel",
+    "importance": "how each point chooses the weights or channels it removes: l1 (default), l2, lamp, taylor (loss "
+    "gradients on calib_batches batches of 8 train images, as sparsify importance=taylor ranks); l1l2 with "
+    "method=unstructured",
     "imgsz": "image size (default 640)",
     "batch": "batch size (default 16)",
     "device": "cpu (default) or a CUDA device such as 0",
@@ -139,8 +144,9 @@ def run(args: dict[str, Any]) -> None:
 
     network.to(device)
     batches = None
-    if config.reconstruct:
-        batches = list(calibration_batches(data, imgsz, 8, config.calib_batches, model_stride(network), device))
+    if config.reconstruct or config.importance == "taylor":
+        task = guess_model_task(network)  # taylor's loss reads the task's own labels
+        batches = list(calibration_batches(data, imgsz, 8, config.calib_batches, model_stride(network), device, task))
     pruner = make_pruner(network, config, batches)
     base = base_ratios(pruner, ruleset, plan, target) if context == "target" else None
     ladders = {g.name: context_ladder(base[g.name]) if base else ladder for g in plan}
@@ -162,7 +168,8 @@ def run(args: dict[str, Any]) -> None:
             bar.update(1)
 
         try:
-            result = scan(pruner, evaluate, ruleset, plan, ladders, target, base, advance, budget, margin, metric)
+            with loss_ready(network):  # importance=taylor runs the model's own loss on the calibration batches
+                result = scan(pruner, evaluate, ruleset, plan, ladders, target, base, advance, budget, margin, metric)
         finally:
             bar.total = bar.n
             bar.close()
@@ -199,6 +206,7 @@ def run(args: dict[str, Any]) -> None:
         f"  next:  ultra-sparse sparsify model={model} rules={paths['rules']} {target_key}={target}"
         + (f" method=channel round_to={config.round_to}" if config.method == "channel" else "")
         + (f" data={data}" if batches else "")
+        + (f" importance={config.importance}" if config.importance != "l1" else "")
     )
     capped = capped_groups(result)
     if ladder is not None and len(capped) > len(result["groups"]) // 2:
