@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["calibration_batches", "loss_ready", "model_stride", "spread_indices"]
+__all__ = ["buffers_kept", "calibration_batches", "loss_ready", "model_stride", "spread_indices"]
 
 
 def calibration_batches(
@@ -111,3 +111,28 @@ def loss_ready(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         model.args = saved
         model.criterion = None
+
+
+@contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[nn.Module]:
+    """Run training-mode passes on ``model`` and put every buffer back afterwards (BatchNorm statistics included).
+
+    A loss pass in training mode moves each BatchNorm layer's running statistics toward the batch; ranking weights by
+    their gradients must not change the model it ranks.
+
+    Examples:
+        >>> import torch.nn as nn
+        >>> bn = nn.BatchNorm2d(2)
+        >>> with buffers_kept(bn):
+        ...     _ = bn.train()(torch.randn(4, 2, 3, 3))
+        >>> bn.running_mean.abs().sum().item()
+        0.0
+    """
+    saved = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name in saved:
+                    buffer.copy_(saved[name])

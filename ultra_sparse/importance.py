@@ -18,6 +18,8 @@ from typing import Callable, Iterable
 import torch
 import torch.nn as nn
 
+from .calibration import buffers_kept
+
 __all__ = ["Criterion", "get_criterion", "l1", "l1l2", "l2", "lamp", "taylor_scores"]
 
 
@@ -82,7 +84,7 @@ def lamp(name: str, weight: torch.Tensor) -> torch.Tensor:
 
 
 def taylor_scores(model: nn.Module, batches: Iterable[dict], names: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Accumulate |w * dL/dw| over calibration batches through the model's own loss.
+    """Accumulate |w * dL/dw| over calibration batches through the model's own loss; every buffer is kept as it was.
 
     Args:
         model (nn.Module): An Ultralytics model whose ``loss(batch)`` works (``model.args`` holding hyperparameters).
@@ -106,14 +108,15 @@ def taylor_scores(model: nn.Module, batches: Iterable[dict], names: Iterable[str
         model.train()  # the loss needs the training-mode outputs of the head
         for p in wanted.values():
             p.requires_grad_(True)
-        for batch in batches:
-            model.zero_grad(set_to_none=True)
-            loss = model.loss(batch)[0]
-            loss.sum().backward()
-            for n, p in wanted.items():
-                if p.grad is not None:
-                    scores[n] += (p.detach() * p.grad.detach()).abs().float().cpu()
-            seen += 1
+        with buffers_kept(model):  # training-mode passes move the BatchNorm statistics
+            for batch in batches:
+                model.zero_grad(set_to_none=True)
+                loss = model.loss(batch)[0]
+                loss.sum().backward()
+                for n, p in wanted.items():
+                    if p.grad is not None:
+                        scores[n] += (p.detach() * p.grad.detach()).abs().float().cpu()
+                seen += 1
     finally:
         model.zero_grad(set_to_none=True)
         for n, p in wanted.items():

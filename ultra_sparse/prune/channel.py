@@ -25,7 +25,6 @@ is applied.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..calibration import model_stride
+from ..calibration import buffers_kept, model_stride
 from ..config import SparsityConfig
 from ..rules import Assignment
 from .channel_trace import TWIN_CLASSES, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy
@@ -567,18 +566,15 @@ def _importance(name: str):
 
 def _accumulate_gradients(net: nn.Module, batches: Iterable[dict]) -> None:
     """Sum the loss gradients of calibration batches into ``.grad`` (BatchNorm statistics are restored)."""
-    buffers = copy.deepcopy({n: b for n, b in net.named_buffers()})
     seen = 0
     try:
         net.train()
-        for batch in batches:
-            net.loss(batch)[0].sum().backward()
-            seen += 1
+        with buffers_kept(net):
+            for batch in batches:
+                net.loss(batch)[0].sum().backward()
+                seen += 1
     finally:
         net.eval()
-        with torch.no_grad():
-            for n, b in net.named_buffers():
-                b.copy_(buffers[n])
     if not seen:
         raise ValueError("importance=taylor needs at least one calibration batch, got none")
 
