@@ -274,7 +274,7 @@ def test_blocks_of_families_kept_at_ratio_0_are_traced_as_twins():
 
 @pytest.mark.parametrize("name", ["yolo11n.yaml", MODEL_13], ids=lambda p: Path(p).stem)
 def test_taylor_plans_on_images_larger_than_the_trace(name, synthetic_data):
-    """Blocks kept whole (attention, HyperACE) are traced at twice the stride; taylor runs the copy at imgsz=96."""
+    """The copy is traced at twice the stride; taylor ranks on 96-px images, blocks kept whole included."""
     from ultra_sparse.calibration import calibration_batches, loss_ready
 
     rules, target, _ = CASES[name]
@@ -289,3 +289,42 @@ def test_taylor_plans_on_images_larger_than_the_trace(name, synthetic_data):
     key, value = next(iter(target.items()))
     assert abs(taylor.estimate[key] - value) < 0.03
     assert taylor.remove != l1.remove  # the gradients, not the magnitudes, chose the channels
+
+
+@pytest.mark.parametrize("name", ["yolo11n.yaml", MODEL_13], ids=lambda p: Path(p).stem)
+def test_taylor_ranks_by_the_gradients_of_the_real_network(name, synthetic_data, monkeypatch):
+    """Blocks kept whole are stand-ins in the traced copy; the gradients a taylor plan ranks by are the real network's."""
+    import torch_pruning as tp
+
+    from ultra_sparse.calibration import calibration_batches, loss_ready
+
+    rules, target, _ = CASES[name]
+    net = randomised(name)
+    batches = list(calibration_batches(str(synthetic_data), imgsz=64, batch=4, n_batches=1))
+    reference = copy.deepcopy(net)
+    with loss_ready(reference):
+        reference.train().loss(batches[0])[0].sum().backward()
+    expected = {n: p.grad for n, p in reference.named_parameters()}
+
+    ranked = []  # (weight, gradient) of every convolution where the group Taylor importance reads it
+    score = tp.importance.GroupTaylorImportance.__call__
+
+    def spy(importance, group):
+        layers = [dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.Conv2d)]
+        ranked.extend((m.weight.detach().clone(), m.weight.grad.clone()) for m in layers)
+        return score(importance, group)
+
+    monkeypatch.setattr(tp.importance.GroupTaylorImportance, "__call__", spy)
+    state = copy.deepcopy(net.state_dict())
+    with loss_ready(net):
+        plan_channels(net, assign_families(net, load_rules(rules)),
+                      SparsityConfig(method="channel", rules=rules, importance="taylor", **target), 64, batches)
+    weights = dict(net.named_parameters())
+    named = [(next((n for n, p in weights.items() if p.shape == w.shape and torch.equal(p, w)), None), g)
+             for w, g in ranked]
+    named = [(n, g) for n, g in named if n is not None]  # the twins' half convolutions have no counterpart
+    assert len(named) > 10
+    for n, g in named:
+        assert torch.allclose(g, expected[n], rtol=1e-3, atol=1e-4 * float(expected[n].abs().max())), n
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())  # the network itself is unchanged
+    assert all(p.grad is None for p in net.parameters())

@@ -13,14 +13,14 @@ layer's scores so that one global ranking compares layers fairly. ``taylor`` is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
 
 from .calibration import buffers_kept
 
-__all__ = ["Criterion", "get_criterion", "l1", "l1l2", "l2", "lamp", "taylor_scores"]
+__all__ = ["Criterion", "get_criterion", "l1", "l1l2", "l2", "lamp", "loss_gradients", "taylor_scores"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,76 @@ def lamp(name: str, weight: torch.Tensor) -> torch.Tensor:
     return scores.reshape(weight.shape)
 
 
+def _loss_passes(model: nn.Module, batches: Iterable[dict], params: dict[str, nn.Parameter]) -> Iterator[None]:
+    """Run the model's own loss forward and backward on each batch; yield with ``params``' gradients of that batch.
+
+    The model is put back as it was: training mode, ``requires_grad`` flags, no gradients, every buffer (a
+    training-mode pass moves the BatchNorm statistics).
+
+    Args:
+        model (nn.Module): An Ultralytics model whose ``loss(batch)`` works (``model.args`` holding hyperparameters).
+        batches (Iterable[dict]): Preprocessed batches (``img`` as float in [0, 1], plus labels), see
+            :func:`ultra_sparse.calibration.calibration_batches`.
+        params (dict[str, nn.Parameter]): Parameters that must receive gradients.
+
+    Yields:
+        None: Once per batch, its gradients in ``.grad``.
+
+    Raises:
+        ValueError: If ``batches`` is empty.
+    """
+    flags = {n: p.requires_grad for n, p in params.items()}
+    training = model.training
+    seen = 0
+    try:
+        model.train()  # the loss needs the training-mode outputs of the head
+        for p in params.values():
+            p.requires_grad_(True)
+        with buffers_kept(model):
+            for batch in batches:
+                model.zero_grad(set_to_none=True)
+                model.loss(batch)[0].sum().backward()
+                seen += 1
+                yield
+    finally:
+        model.zero_grad(set_to_none=True)
+        for n, p in params.items():
+            p.requires_grad_(flags[n])
+        model.train(training)
+    if not seen:
+        raise ValueError("importance=taylor needs at least one calibration batch, got none")
+
+
+def loss_gradients(model: nn.Module, batches: Iterable[dict]) -> dict[str, torch.Tensor]:
+    """The loss gradient of every parameter, summed over calibration batches; the model is left as it was.
+
+    Channel-level ``taylor`` ranks channel groups by these (Torch-Pruning's group Taylor importance reads ``.grad``).
+
+    Args:
+        model (nn.Module): An Ultralytics model whose ``loss(batch)`` works.
+        batches (Iterable[dict]): Preprocessed batches, as for :func:`taylor_scores`.
+
+    Returns:
+        (dict[str, torch.Tensor]): Parameter name -> summed gradient, on the parameter's device (parameters the loss
+        does not reach are left out).
+
+    Raises:
+        ValueError: If ``batches`` is empty.
+
+    Examples:
+        >>> from ultra_sparse.calibration import loss_ready
+        >>> with loss_ready(model):  # doctest: +SKIP
+        ...     gradients = loss_gradients(model, batches)
+    """
+    params = dict(model.named_parameters())
+    sums: dict[str, torch.Tensor] = {}
+    for _ in _loss_passes(model, batches, params):
+        for n, p in params.items():
+            if p.grad is not None:
+                sums[n] = sums[n] + p.grad.detach() if n in sums else p.grad.detach().clone()
+    return sums
+
+
 def taylor_scores(model: nn.Module, batches: Iterable[dict], names: Iterable[str]) -> dict[str, torch.Tensor]:
     """Accumulate |w * dL/dw| over calibration batches through the model's own loss; every buffer is kept as it was.
 
@@ -101,29 +171,10 @@ def taylor_scores(model: nn.Module, batches: Iterable[dict], names: Iterable[str
     params = dict(model.named_parameters())
     wanted = {n: params[n] for n in names}
     scores = {n: torch.zeros_like(p, dtype=torch.float32, device="cpu") for n, p in wanted.items()}
-    flags = {n: p.requires_grad for n, p in wanted.items()}
-    training = model.training
-    seen = 0
-    try:
-        model.train()  # the loss needs the training-mode outputs of the head
-        for p in wanted.values():
-            p.requires_grad_(True)
-        with buffers_kept(model):  # training-mode passes move the BatchNorm statistics
-            for batch in batches:
-                model.zero_grad(set_to_none=True)
-                loss = model.loss(batch)[0]
-                loss.sum().backward()
-                for n, p in wanted.items():
-                    if p.grad is not None:
-                        scores[n] += (p.detach() * p.grad.detach()).abs().float().cpu()
-                seen += 1
-    finally:
-        model.zero_grad(set_to_none=True)
+    for _ in _loss_passes(model, batches, wanted):
         for n, p in wanted.items():
-            p.requires_grad_(flags[n])
-        model.train(training)
-    if not seen:
-        raise ValueError("importance=taylor needs at least one calibration batch, got none")
+            if p.grad is not None:
+                scores[n] += (p.detach() * p.grad.detach()).abs().float().cpu()
     for n, p in wanted.items():  # a zero gradient must not rank a live weight with the dead ones
         scores[n] = torch.where(p.detach().cpu() == 0, -1.0, scores[n])
     return scores

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..calibration import buffers_kept, model_stride
+from ..calibration import model_stride
 from ..config import SparsityConfig
+from ..importance import loss_gradients
 from ..rules import Assignment
 from .channel_trace import TWIN_CLASSES, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy
 
@@ -139,6 +140,8 @@ def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
     head = {id(w.module) for w in assignment.weights if w.protected and w.family not in unpruned}
     whole, twins, input_split = classify_blocks(net, head)
     stride = model_stride(net)
+    # the real network's gradients: in the copy, blocks kept whole are stand-ins that compute something else
+    gradients = loss_gradients(net, batches) if config.importance == "taylor" else None
     traced = tracing_copy(net, list(whole), twins, input_split, stride)
     modules = dict(traced.net.named_modules())
     with _traceable(traced.net):
@@ -149,8 +152,8 @@ def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
                 customized_pruners={Sink: BlockPruner(traced.nodes)},
                 verbose=False,
             )
-        if config.importance == "taylor":
-            _accumulate_gradients(traced.net, batches)
+        if gradients is not None:
+            traced.take_gradients(gradients)
         ignored = [modules[n] for n in protected if n in modules]
         groups = []
         for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear, Sink)):
@@ -562,21 +565,6 @@ def _importance(name: str):
     if name == "taylor":
         return tp.importance.GroupTaylorImportance()
     raise ValueError(f"importance={name!r} has no channel-level form; use l1, l2, lamp or taylor")
-
-
-def _accumulate_gradients(net: nn.Module, batches: Iterable[dict]) -> None:
-    """Sum the loss gradients of calibration batches into ``.grad`` (BatchNorm statistics are restored)."""
-    seen = 0
-    try:
-        net.train()
-        with buffers_kept(net):
-            for batch in batches:
-                net.loss(batch)[0].sum().backward()
-                seen += 1
-    finally:
-        net.eval()
-    if not seen:
-        raise ValueError("importance=taylor needs at least one calibration batch, got none")
 
 
 class _KeepGraph(torch.overrides.TorchFunctionMode):

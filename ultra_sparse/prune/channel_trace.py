@@ -74,6 +74,24 @@ class Traced:
     nodes: dict[nn.Module, BlockNode] = field(default_factory=dict)
     aliases: dict[str, tuple[str, int, str]] = field(default_factory=dict)
 
+    def take_gradients(self, gradients: dict[str, torch.Tensor]) -> None:
+        """Set every parameter's ``.grad`` in the copy to the gradient of its counterpart in the real network.
+
+        Twin halves take their rows of the real ``cv1``'s gradient. Parameters the real network has no gradient for
+        (the stand-ins' weights, which are zeros) take zeros: they add nothing to a channel's Taylor score.
+
+        Args:
+            gradients (dict[str, torch.Tensor]): Parameter name -> gradient, in the real network's names
+                (:func:`ultra_sparse.importance.loss_gradients`).
+        """
+        for name, param in self.net.named_parameters():
+            module, _, key = name.rpartition(".")
+            real, offset, _ = self.aliases.get(module, (module, 0, None))
+            grad = gradients.get(f"{real}.{key}")
+            if grad is not None and real != module:
+                grad = grad[offset : offset + len(param)]
+            param.grad = torch.zeros_like(param) if grad is None else grad.to(param.dtype).clone()
+
 
 def class_names(cls: type) -> set[str]:
     """Names of ``cls`` and its bases below nn.Module."""
@@ -172,8 +190,7 @@ class Sink(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pool to the block's output size where asked, then convolve.
 
-        The size follows the input's (a ratio, not the size traced), so that the copy also runs on calibration
-        images larger than the trace's (``importance=taylor``).
+        The size follows the input's (a ratio, not the size traced), so that the copy runs at any input size.
         """
         if self.scale is not None:
             size = tuple(max(1, math.ceil(n * s - 1e-6)) for n, s in zip(x.shape[-2:], self.scale))
