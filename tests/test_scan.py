@@ -778,3 +778,40 @@ def test_taylor_points_rank_by_the_loss_on_the_calibration_batches(sparse_model,
     assert list(a) == list(b)
     assert any(a[k].shape != b[k].shape or not torch.equal(a[k], b[k]) for k in a if k.endswith("conv.weight"))
     assert all(torch.equal(v, before[k]) for k, v in sparse_model.state_dict().items())
+
+
+def test_a_taylor_channel_scan_runs_the_loss_once_and_each_point_is_what_sparsify_gives(
+    sparse_model, synthetic_data, monkeypatch
+):
+    """Every point plans the same dense weights: the loss gradients are computed at the first one and reused."""
+    from ultra_sparse.calibration import calibration_batches, loss_ready
+    from ultra_sparse.scan import PruneCopy
+
+    batches = list(calibration_batches(str(synthetic_data), imgsz=64, batch=8, n_batches=2))
+    config = SparsityConfig(method="channel", importance="taylor")
+    rules = layout_rules(load_rules("default"), [], {})
+    passes = []
+    loss = type(sparse_model).loss
+    monkeypatch.setattr(type(sparse_model), "loss", lambda self, *a, **k: passes.append(1) or loss(self, *a, **k))
+    with loss_ready(sparse_model):
+        pruner = PruneCopy(sparse_model, config, batches)
+        points = {}
+        for target in (0.2, 0.4):
+            points[target] = copy.deepcopy(pruner.prune(rules, target).state_dict())
+            pruner.restore()
+        assert len(passes) == len(batches)  # one loss pass per batch, for both points
+        for target, point in points.items():
+            alone = copy.deepcopy(sparse_model)
+            sparsify(alone, config.replace(rules=rules, sparsity=target), batches=batches)
+            expected = alone.state_dict()
+            assert list(point) == list(expected)
+            assert all(torch.equal(v, expected[k]) for k, v in point.items())  # the same channels, refitted alike
+    assert len(passes) == 3 * len(batches)
+
+
+def test_gradients_are_refused_for_element_pruning(sparse_model):
+    """gradients= ranks channels; unstructured pruning refuses it before anything changes."""
+    before = copy.deepcopy(sparse_model.state_dict())
+    with pytest.raises(ValueError, match="gradients= ranks channels"):
+        sparsify(sparse_model, SparsityConfig(sparsity=0.3), gradients={})
+    assert all(torch.equal(v, before[k]) for k, v in sparse_model.state_dict().items())

@@ -45,6 +45,7 @@ def sparsify(
     config: SparsityConfig | None = None,
     batches: Iterable[dict] | None = None,
     imgsz: int | None = None,
+    gradients: dict[str, torch.Tensor] | None = None,
     **kwargs: Any,
 ) -> SparsifyResult:
     """Zero the least important weights of ``model`` in place, family by family (or in an N:M pattern), or remove
@@ -58,6 +59,9 @@ def sparsify(
             they also refit the layers that lost inputs unless ``reconstruct=False``.
         imgsz (int, optional): ``method=channel``: image size GFLOPs are counted at (default: the model's training
             ``imgsz``, else 640).
+        gradients (dict[str, torch.Tensor], optional): ``method=channel importance=taylor``: the model's loss
+            gradients on ``batches`` (:func:`ultra_sparse.importance.loss_gradients`), when already computed for
+            these weights; the channels are then ranked without running the batches again.
         **kwargs (Any): SparsityConfig fields, when ``config`` is omitted.
 
     Returns:
@@ -89,7 +93,9 @@ def sparsify(
     if net is not model and hasattr(model, "predictor"):
         model.predictor = None  # predict() caches a copy of the old weights
     if config.method == "channel":
-        return _prune_channels(net, assignment, config, batches, imgsz)
+        return _prune_channels(net, assignment, config, batches, imgsz, gradients)
+    if gradients is not None:
+        raise ValueError(f"gradients= ranks channels: it is for method=channel, not method={config.method}")
     taylor = None
     if config.importance == "taylor":
         if batches is None:
@@ -103,7 +109,12 @@ def sparsify(
 
 
 def _prune_channels(
-    net: nn.Module, assignment: Assignment, config: SparsityConfig, batches: Iterable[dict] | None, imgsz: int | None
+    net: nn.Module,
+    assignment: Assignment,
+    config: SparsityConfig,
+    batches: Iterable[dict] | None,
+    imgsz: int | None,
+    gradients: dict[str, torch.Tensor] | None = None,
 ) -> SparsifyResult:
     """``method=channel``: plan, remove the channels in place (refitting the layers that lost inputs when calibration
     batches are given), measure params and GFLOPs before and after."""
@@ -115,7 +126,7 @@ def _prune_channels(
     batches = list(batches) if batches is not None else None
     config = config.calibrated(bool(batches))
     imgsz = imgsz or model_imgsz(net)
-    plan = plan_channels(net, assignment, config, imgsz, batches)
+    plan = plan_channels(net, assignment, config, imgsz, batches, gradients)
     dense = copy.deepcopy(net) if config.reconstruct else None
     result = remove_planned(net, assignment, config, plan, imgsz)
     if dense is not None:

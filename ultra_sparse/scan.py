@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
 import torch.nn as nn
 import yaml
 
 from .checkpoint import atomic_write_bytes
 from .config import SparsityConfig
+from .importance import loss_gradients
 from .oneshot import sparsify
 from .prune.channel import output_positions
 from .rules import Assignment, Rule, RuleSet, assign_families, load_rules
@@ -558,11 +560,15 @@ class PruneCopy:
     The target of a call is ``flops=`` when ``config`` has one (the fraction of GFLOPs removed), else ``sparsity=``.
     With ``batches`` and ``config.reconstruct``, every copy is refitted to the dense outputs after its channels are
     removed, as ``sparsify method=channel data=...`` does, so each point measures the model that command would give.
+    With ``importance=taylor`` the loss gradients of the dense network are computed on the first point and reused by
+    every other one: every copy has the same weights, so it ranks its channels as ``sparsify`` would.
 
     Attributes:
         target (str): ``flops`` or ``sparsity``: the key a target given to :meth:`prune` is passed as.
         flops_removed (float | None): FLOPs (not GFLOPs) the last :meth:`prune` removed.
         flops (float | None): FLOPs of the dense network, known after the first :meth:`prune`.
+        gradients (dict[str, torch.Tensor] | None): ``importance=taylor``: the dense network's loss gradients on
+            ``batches``, computed by the first :meth:`prune`.
 
     Args:
         network (nn.Module): The dense network (never changed).
@@ -576,12 +582,16 @@ class PruneCopy:
         self.target = "flops" if config.flops is not None else "sparsity"
         self.flops_removed: float | None = None
         self.flops: float | None = None
+        self.gradients: dict[str, torch.Tensor] | None = None
 
     def prune(self, rules: dict[str, Any], target: float | None = None) -> nn.Module:
         """Prune a deep copy of the dense network by ``rules`` (ratios as written, or scaled to ``target``)."""
+        if self.config.importance == "taylor" and self.gradients is None and self.batches is not None:
+            self.gradients = loss_gradients(self.network, self.batches)
         self.pruned = copy.deepcopy(self.network)
         config = self.config.replace(rules=rules, **{"sparsity": None, "flops": None, self.target: target})
-        gflops = sparsify(self.pruned, config, batches=self.batches).report["channel"]["gflops"]
+        report = sparsify(self.pruned, config, batches=self.batches, gradients=self.gradients).report
+        gflops = report["channel"]["gflops"]
         self.flops = gflops["before"] * 1e9
         self.flops_removed = (gflops["before"] - gflops["after"]) * 1e9
         return self.pruned

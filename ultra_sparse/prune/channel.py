@@ -95,7 +95,12 @@ class ChannelPlan:
 
 
 def plan_channels(
-    net: nn.Module, assignment: Assignment, config: SparsityConfig, imgsz: int, batches: Iterable[dict] | None = None
+    net: nn.Module,
+    assignment: Assignment,
+    config: SparsityConfig,
+    imgsz: int,
+    batches: Iterable[dict] | None = None,
+    gradients: dict[str, torch.Tensor] | None = None,
 ) -> ChannelPlan:
     """Plan which channels of ``net`` to remove so that the target of ``config`` is reached; ``net`` is unchanged.
 
@@ -105,7 +110,11 @@ def plan_channels(
         config (SparsityConfig): ``method="channel"`` settings: ``sparsity`` or ``flops`` (or neither: the family
             ratios as written), ``importance``, ``scope``, ``round_to``.
         imgsz (int): Image size GFLOPs are counted at.
-        batches (Iterable[dict], optional): Calibration batches, required by ``importance=taylor``.
+        batches (Iterable[dict], optional): Calibration batches, required by ``importance=taylor`` unless
+            ``gradients`` are given.
+        gradients (dict[str, torch.Tensor], optional): ``importance=taylor``: the loss gradients of ``net`` on the
+            calibration batches (:func:`ultra_sparse.importance.loss_gradients`), when already computed for these
+            weights (a scan plans the same dense network at every point); the batches are then not run.
 
     Returns:
         (ChannelPlan): The plan; apply it with :func:`apply_plan`.
@@ -121,17 +130,19 @@ def plan_channels(
         >>> plan.scale
         1.0
     """
+    if config.importance == "taylor" and gradients is None:
+        if batches is None:
+            raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
+        gradients = loss_gradients(net, batches)  # the real network's: in the traced copy whole blocks are stand-ins
     with _one_thread():  # a few passes on stride-sized inputs: starting threads costs more than the work
-        return _plan(net, assignment, config, imgsz, batches)
+        return _plan(net, assignment, config, imgsz, gradients)
 
 
-def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
-    """:func:`plan_channels` itself."""
+def _plan(net, assignment, config, imgsz, gradients) -> ChannelPlan:
+    """:func:`plan_channels` itself, with the loss gradients of ``importance=taylor`` computed."""
     import torch_pruning as tp
 
     importance = _importance(config.importance)
-    if config.importance == "taylor" and batches is None:
-        raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
     protected = {w.name.removesuffix(".weight") for w in assignment.weights if w.protected and not _depthwise(w.module)}
     family = {w.name.removesuffix(".weight"): w.family for w in assignment.weights if not w.protected}
     ratios = assignment.ruleset.ratios
@@ -140,8 +151,6 @@ def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
     head = {id(w.module) for w in assignment.weights if w.protected and w.family not in unpruned}
     whole, twins, input_split = classify_blocks(net, head)
     stride = model_stride(net)
-    # the real network's gradients: in the copy, blocks kept whole are stand-ins that compute something else
-    gradients = loss_gradients(net, batches) if config.importance == "taylor" else None
     traced = tracing_copy(net, list(whole), twins, input_split, stride)
     modules = dict(traced.net.named_modules())
     with _traceable(traced.net):
@@ -152,7 +161,7 @@ def _plan(net, assignment, config, imgsz, batches) -> ChannelPlan:
                 customized_pruners={Sink: BlockPruner(traced.nodes)},
                 verbose=False,
             )
-        if gradients is not None:
+        if config.importance == "taylor":
             traced.take_gradients(gradients)
         ignored = [modules[n] for n in protected if n in modules]
         groups = []
