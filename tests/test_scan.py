@@ -809,6 +809,51 @@ def test_a_taylor_channel_scan_runs_the_loss_once_and_each_point_is_what_sparsif
     assert len(passes) == 3 * len(batches)
 
 
+def test_a_taylor_element_scan_runs_the_loss_once_and_each_point_is_what_sparsify_gives(
+    sparse_model, synthetic_data, monkeypatch
+):
+    """Every point starts from the same restored weights: their taylor scores are computed at the first one and reused."""
+    from ultra_sparse.calibration import calibration_batches, loss_ready
+    from ultra_sparse.scan import RestoreWeights
+
+    batches = list(calibration_batches(str(synthetic_data), imgsz=64, batch=8, n_batches=2))
+    config = SparsityConfig(importance="taylor")
+    rules = layout_rules(load_rules("default"), [], {})
+    passes = []
+    loss = type(sparse_model).loss
+    monkeypatch.setattr(type(sparse_model), "loss", lambda self, *a, **k: passes.append(1) or loss(self, *a, **k))
+    with loss_ready(sparse_model):
+        pruner = RestoreWeights(sparse_model, config, batches)
+        points = {}
+        for target in (0.2, 0.4):
+            points[target] = copy.deepcopy(pruner.prune(rules, target).state_dict())
+            pruner.restore()
+        assert len(passes) == len(batches)  # one loss pass per batch, for both points
+        for target, point in points.items():
+            alone = copy.deepcopy(sparse_model)
+            sparsify(alone, config.replace(rules=rules, sparsity=target), batches=batches)
+            expected = alone.state_dict()
+            assert all(torch.equal(v, expected[k]) for k, v in point.items())  # the same weights zeroed
+    assert len(passes) == 3 * len(batches)
+
+
+@pytest.mark.parametrize(
+    "settings, scores, message",
+    [
+        ({"method": "channel", "importance": "taylor"}, {}, "scores= ranks single weights"),
+        ({"importance": "l1"}, {}, "need importance=taylor"),
+        ({"importance": "taylor"}, {}, "has none"),
+        ({"importance": "taylor"}, {"model.0.conv.weight": torch.ones(1)}, "model.0.conv.weight has none"),
+    ],
+)
+def test_scores_out_of_place_are_refused_before_anything_changes(sparse_model, settings, scores, message):
+    """scores= are taylor scores of single weights, one per element of every prunable weight."""
+    before = copy.deepcopy(sparse_model.state_dict())
+    with pytest.raises(ValueError, match=message):
+        sparsify(sparse_model, SparsityConfig(sparsity=0.3, **settings), scores=scores)
+    assert all(torch.equal(v, before[k]) for k, v in sparse_model.state_dict().items())
+
+
 def test_gradients_are_refused_for_element_pruning(sparse_model):
     """gradients= ranks channels; unstructured pruning refuses it before anything changes."""
     before = copy.deepcopy(sparse_model.state_dict())

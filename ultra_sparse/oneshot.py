@@ -46,6 +46,7 @@ def sparsify(
     batches: Iterable[dict] | None = None,
     imgsz: int | None = None,
     gradients: dict[str, torch.Tensor] | None = None,
+    scores: dict[str, torch.Tensor] | None = None,
     **kwargs: Any,
 ) -> SparsifyResult:
     """Zero the least important weights of ``model`` in place, family by family (or in an N:M pattern), or remove
@@ -62,6 +63,9 @@ def sparsify(
         gradients (dict[str, torch.Tensor], optional): ``method=channel importance=taylor``: the model's loss
             gradients on ``batches`` (:func:`ultra_sparse.importance.loss_gradients`), when already computed for
             these weights; the channels are then ranked without running the batches again.
+        scores (dict[str, torch.Tensor], optional): ``method=unstructured`` or ``nm`` with ``importance=taylor``: the
+            scores of :func:`ultra_sparse.importance.taylor_scores` for these weights (every prunable one), when
+            already computed; the weights are then ranked without running the batches again.
         **kwargs (Any): SparsityConfig fields, when ``config`` is omitted.
 
     Returns:
@@ -93,19 +97,40 @@ def sparsify(
     if net is not model and hasattr(model, "predictor"):
         model.predictor = None  # predict() caches a copy of the old weights
     if config.method == "channel":
+        if scores is not None:
+            raise ValueError("scores= ranks single weights: it is for method=unstructured or nm, not method=channel")
         return _prune_channels(net, assignment, config, batches, imgsz, gradients)
     if gradients is not None:
         raise ValueError(f"gradients= ranks channels: it is for method=channel, not method={config.method}")
-    taylor = None
-    if config.importance == "taylor":
-        if batches is None:
-            raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
-        taylor = taylor_scores(net, batches, [w.name for w in assignment.prunable])
+    taylor = _taylor(net, assignment, config, batches, scores)
     result = element_masks(assignment, get_criterion(config.importance, taylor), config.sparsity, config)
     apply_masks(net, result.masks)
     settings = config.to_dict()
     report = sparsity_report(net, assignment, result.family_ratios, settings, result.zeros, pattern_of(settings))
     return SparsifyResult(result.masks, report, result.scale)
+
+
+def _taylor(
+    net: nn.Module,
+    assignment: Assignment,
+    config: SparsityConfig,
+    batches: Iterable[dict] | None,
+    scores: dict[str, torch.Tensor] | None,
+) -> dict[str, torch.Tensor] | None:
+    """The taylor scores of every prunable weight: ``scores`` where given, else computed on ``batches``; None unless
+    ``importance=taylor``."""
+    if config.importance != "taylor":
+        if scores is not None:
+            raise ValueError(f"scores= are taylor scores: they need importance=taylor, not {config.importance}")
+        return None
+    if scores is not None:
+        unfit = [w.name for w in assignment.prunable if w.name not in scores or scores[w.name].shape != w.weight.shape]
+        if unfit:
+            raise ValueError(f"scores= must hold a score per element of every prunable weight; {unfit[0]} has none")
+        return scores
+    if batches is None:
+        raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
+    return taylor_scores(net, batches, [w.name for w in assignment.prunable])
 
 
 def _prune_channels(

@@ -35,10 +35,10 @@ import yaml
 
 from .checkpoint import atomic_write_bytes
 from .config import SparsityConfig
-from .importance import loss_gradients
+from .importance import loss_gradients, taylor_scores
 from .oneshot import sparsify
 from .prune.channel import output_positions
-from .rules import Assignment, Rule, RuleSet, assign_families, load_rules
+from .rules import PRUNABLE_TYPES, Assignment, Rule, RuleSet, assign_families, load_rules
 
 __all__ = [
     "MAX_LADDER_RATIO",
@@ -531,6 +531,14 @@ def layout_rules(
 class RestoreWeights:
     """Element pruning for a scan: prune the model in place, put the saved weights back afterwards.
 
+    With ``importance=taylor`` the scores of the dense weights are computed on the first point, for every Conv and
+    Linear weight a point's rules can make prunable, and reused by every other one: each point starts from the same
+    restored weights, so it ranks them as ``sparsify`` would.
+
+    Attributes:
+        scores (dict[str, torch.Tensor] | None): ``importance=taylor``: the dense weights' taylor scores on
+            ``batches``, computed by the first :meth:`prune`.
+
     Args:
         network (nn.Module): The dense network (changed in place while a point is measured, restored after).
         config (SparsityConfig): ``importance`` and ``scope`` of the pruning; ``rules`` and ``sparsity`` come per call.
@@ -543,10 +551,18 @@ class RestoreWeights:
         """Save a copy of every state tensor of ``network``."""
         self.network, self.config, self.batches = network, config, batches
         self.saved = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        self.scores: dict[str, torch.Tensor] | None = None
 
     def prune(self, rules: dict[str, Any], sparsity: float | None = None) -> nn.Module:
         """Prune the network by ``rules`` (ratios as written, or scaled to ``sparsity``) and return it."""
-        sparsify(self.network, self.config.replace(rules=rules, sparsity=sparsity), batches=self.batches)
+        if self.config.importance == "taylor" and self.scores is None and self.batches is not None:
+            weights = [
+                f"{n}.weight" for n, m in self.network.named_modules()
+                if isinstance(m, PRUNABLE_TYPES) and isinstance(getattr(m, "weight", None), nn.Parameter)
+            ]
+            self.scores = taylor_scores(self.network, self.batches, weights)
+        config = self.config.replace(rules=rules, sparsity=sparsity)
+        sparsify(self.network, config, batches=self.batches, scores=self.scores)
         return self.network
 
     def restore(self) -> None:
