@@ -712,6 +712,20 @@ def test_channel_scan_writes_rules_that_channel_sparsify_takes(tmp_path, trained
 
 
 @pytest.mark.integration
+def test_taylor_element_scan_runs_from_a_trained_checkpoint(tmp_path, trained_checkpoint, synthetic_data):
+    """importance=taylor with the default context=target: the base allocation is pruned with the model's own loss too
+    (a checkpoint keeps its training args as a plain dict, which Ultralytics' loss cannot read)."""
+    out = subprocess.run(
+        [*CLI, "scan", f"model={trained_checkpoint}", f"data={synthetic_data}", "sparsity=0.5", "importance=taylor",
+         "calib_batches=1", "imgsz=64", "batch=8", "groups=3", "budget=9", f"project={tmp_path}", "name=scan"],
+        cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "scan" / "sensitivity.json").read_text())
+    assert result["context"] == "target" and result["importance"] == "taylor"
+    assert result["base"] is not None
+
+
 def test_flops_channel_scan_refits_every_point_and_writes_rules_for_sparsify_flops(tmp_path, trained_checkpoint, synthetic_data):
     """method=channel flops=F: context=dense by default, each pruned copy refitted on the train split's images
     (data= is given), the groups priced per FLOP and by metric=, channels ranked by importance=; the rules file says

@@ -148,7 +148,8 @@ def run(args: dict[str, Any]) -> None:
         task = guess_model_task(network)  # taylor's loss reads the task's own labels
         batches = list(calibration_batches(data, imgsz, 8, config.calib_batches, model_stride(network), device, task))
     pruner = make_pruner(network, config, batches)
-    base = base_ratios(pruner, ruleset, plan, target) if context == "target" else None
+    with loss_ready(network):  # importance=taylor runs the model's own loss on the calibration batches
+        base = base_ratios(pruner, ruleset, plan, target) if context == "target" else None
     ladders = {g.name: context_ladder(base[g.name]) if base else ladder for g in plan}
     curves = check_budget(None, ladders, base is not None)
     check_budget(budget, ladders, base is not None)
@@ -168,7 +169,7 @@ def run(args: dict[str, Any]) -> None:
             bar.update(1)
 
         try:
-            with loss_ready(network):  # importance=taylor runs the model's own loss on the calibration batches
+            with loss_ready(network):
                 result = scan(pruner, evaluate, ruleset, plan, ladders, target, base, advance, budget, margin, metric)
         finally:
             bar.total = bar.n
