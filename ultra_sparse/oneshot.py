@@ -126,7 +126,9 @@ def _taylor(
     if scores is not None:
         unfit = [w.name for w in assignment.prunable if w.name not in scores or scores[w.name].shape != w.weight.shape]
         if unfit:
-            raise ValueError(f"scores= must hold a score per element of every prunable weight; {unfit[0]} has none")
+            raise ValueError(
+                f"scores= must hold a score per element of every prunable weight: {unfit[0]} is missing or of another shape"
+            )
         return scores
     if batches is None:
         raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
