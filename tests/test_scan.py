@@ -794,21 +794,27 @@ def test_taylor_points_rank_by_the_loss_on_the_calibration_batches(sparse_model,
     assert all(torch.equal(v, before[k]) for k, v in sparse_model.state_dict().items())
 
 
-def test_a_taylor_channel_scan_runs_the_loss_once_and_each_point_is_what_sparsify_gives(
-    sparse_model, synthetic_data, monkeypatch
+@pytest.mark.parametrize(
+    "settings, pruner_name",
+    [({"method": "channel", "importance": "taylor"}, "PruneCopy"), ({"importance": "taylor"}, "RestoreWeights")],
+    ids=["channel", "unstructured"],
+)
+def test_a_taylor_scan_runs_the_loss_once_and_each_point_is_what_sparsify_gives(
+    sparse_model, synthetic_data, monkeypatch, settings, pruner_name
 ):
-    """Every point plans the same dense weights: the loss gradients are computed at the first one and reused."""
+    """Every point ranks the same dense weights: the channel gradients (or element scores) are computed at the first
+    point and reused, and each point is what ``sparsify`` gives alone."""
+    import ultra_sparse.scan
     from ultra_sparse.calibration import calibration_batches, loss_ready
-    from ultra_sparse.scan import PruneCopy
 
     batches = list(calibration_batches(str(synthetic_data), imgsz=64, batch=8, n_batches=2))
-    config = SparsityConfig(method="channel", importance="taylor")
+    config = SparsityConfig(**settings)
     rules = layout_rules(load_rules("default"), [], {})
     passes = []
     loss = type(sparse_model).loss
     monkeypatch.setattr(type(sparse_model), "loss", lambda self, *a, **k: passes.append(1) or loss(self, *a, **k))
     with loss_ready(sparse_model):
-        pruner = PruneCopy(sparse_model, config, batches)
+        pruner = getattr(ultra_sparse.scan, pruner_name)(sparse_model, config, batches)
         points = {}
         for target in (0.2, 0.4):
             points[target] = copy.deepcopy(pruner.prune(rules, target).state_dict())
@@ -819,35 +825,7 @@ def test_a_taylor_channel_scan_runs_the_loss_once_and_each_point_is_what_sparsif
             sparsify(alone, config.replace(rules=rules, sparsity=target), batches=batches)
             expected = alone.state_dict()
             assert list(point) == list(expected)
-            assert all(torch.equal(v, expected[k]) for k, v in point.items())  # the same channels, refitted alike
-    assert len(passes) == 3 * len(batches)
-
-
-def test_a_taylor_element_scan_runs_the_loss_once_and_each_point_is_what_sparsify_gives(
-    sparse_model, synthetic_data, monkeypatch
-):
-    """Every point starts from the same restored weights: their taylor scores are computed at the first one and reused."""
-    from ultra_sparse.calibration import calibration_batches, loss_ready
-    from ultra_sparse.scan import RestoreWeights
-
-    batches = list(calibration_batches(str(synthetic_data), imgsz=64, batch=8, n_batches=2))
-    config = SparsityConfig(importance="taylor")
-    rules = layout_rules(load_rules("default"), [], {})
-    passes = []
-    loss = type(sparse_model).loss
-    monkeypatch.setattr(type(sparse_model), "loss", lambda self, *a, **k: passes.append(1) or loss(self, *a, **k))
-    with loss_ready(sparse_model):
-        pruner = RestoreWeights(sparse_model, config, batches)
-        points = {}
-        for target in (0.2, 0.4):
-            points[target] = copy.deepcopy(pruner.prune(rules, target).state_dict())
-            pruner.restore()
-        assert len(passes) == len(batches)  # one loss pass per batch, for both points
-        for target, point in points.items():
-            alone = copy.deepcopy(sparse_model)
-            sparsify(alone, config.replace(rules=rules, sparsity=target), batches=batches)
-            expected = alone.state_dict()
-            assert all(torch.equal(v, expected[k]) for k, v in point.items())  # the same weights zeroed
+            assert all(torch.equal(v, expected[k]) for k, v in point.items())  # the same channels or weights removed
     assert len(passes) == 3 * len(batches)
 
 
