@@ -795,16 +795,15 @@ def test_taylor_points_rank_by_the_loss_on_the_calibration_batches(sparse_model,
 
 
 @pytest.mark.parametrize(
-    "settings, pruner_name",
-    [({"method": "channel", "importance": "taylor"}, "PruneCopy"), ({"importance": "taylor"}, "RestoreWeights")],
+    "settings, pruner_class",
+    [({"method": "channel", "importance": "taylor"}, PruneCopy), ({"importance": "taylor"}, RestoreWeights)],
     ids=["channel", "unstructured"],
 )
 def test_a_taylor_scan_runs_the_loss_once_and_each_point_is_what_sparsify_gives(
-    sparse_model, synthetic_data, monkeypatch, settings, pruner_name
+    sparse_model, synthetic_data, monkeypatch, settings, pruner_class
 ):
     """Every point ranks the same dense weights: the channel gradients (or element scores) are computed at the first
     point and reused, and each point is what ``sparsify`` gives alone."""
-    import ultra_sparse.scan
     from ultra_sparse.calibration import calibration_batches, loss_ready
 
     batches = list(calibration_batches(str(synthetic_data), imgsz=64, batch=8, n_batches=2))
@@ -814,7 +813,7 @@ def test_a_taylor_scan_runs_the_loss_once_and_each_point_is_what_sparsify_gives(
     loss = type(sparse_model).loss
     monkeypatch.setattr(type(sparse_model), "loss", lambda self, *a, **k: passes.append(1) or loss(self, *a, **k))
     with loss_ready(sparse_model):
-        pruner = getattr(ultra_sparse.scan, pruner_name)(sparse_model, config, batches)
+        pruner = pruner_class(sparse_model, config, batches)
         points = {}
         for target in (0.2, 0.4):
             points[target] = copy.deepcopy(pruner.prune(rules, target).state_dict())
