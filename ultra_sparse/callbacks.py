@@ -11,18 +11,27 @@ still exact zeros, but:
 - both model and EMA are masked after every batch (also between accumulation steps), twice the work of the trainer;
 - checkpoints carry no ``ultra_sparse`` state and results.csv no ``metrics/sparsity`` column, and ``resume=True`` restarts
   the schedule: a resumed run keeps its zeros only if it starts from a sparse checkpoint without new sparsity keys;
-- bad keys are refused when training starts (after Ultralytics wrote its run folder), not before.
+- bad keys are refused when training starts (after Ultralytics wrote its run folder), not before;
+- Ultralytics' own trainer rebuilds the network from its YAML, so a channel-pruned checkpoint would train at full
+  width: it is refused (by :func:`add_sparse_callbacks` for a ``YOLO`` model, at the start of training otherwise).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch.nn as nn
 from ultralytics.utils import LOGGER, colorstr
 
 from .checkpoint import METADATA_KEY, load_checkpoint
 from .config import SparsityConfig
 from .masking import SparseTraining, decide_start, start_training, trained_network
+from .new_classes import keeps_yaml_shapes
+
+_REBUILT = (
+    "this checkpoint is channel-pruned and Ultralytics' own trainer rebuilds it from its YAML at full width: train "
+    "it with 'ultra-sparse train', SparseYOLO.train or a Sparse*Trainer"
+)
 
 __all__ = ["SparseCallbacks", "add_sparse_callbacks"]
 
@@ -51,7 +60,11 @@ class SparseCallbacks:
         """Decide the start as the trainers do, bind masks to the trainer's model, prune once for ``oneshot``."""
         net = trained_network(trainer.model)
         model = str(getattr(trainer.args, "model", "") or "")
-        metadata = load_checkpoint(model)[1].get(METADATA_KEY) if model.lower().endswith(".pt") else None
+        metadata = None
+        if model.lower().endswith(".pt"):
+            start, ckpt = load_checkpoint(model)
+            _refuse_rebuilt(trained_network(start), net)
+            metadata = ckpt.get(METADATA_KEY)
         plan = decide_start(net, self.keys, metadata, trainer.epochs)
         if plan is not None:
             self.sparse = start_training(net, plan, trainer.epochs)
@@ -95,6 +108,16 @@ def add_sparse_callbacks(target: Any, **keys: Any) -> SparseCallbacks:
         >>> model.train(data="coco8.yaml", epochs=1)  # doctest: +SKIP
     """
     callbacks = SparseCallbacks(keys)
+    net = getattr(target, "model", None)
+    if isinstance(net, nn.Module) and isinstance(getattr(net, "yaml", None), dict) and not keeps_yaml_shapes(net):
+        raise ValueError(_REBUILT)
     for event in ("on_pretrain_routine_end", "on_train_batch_end", "on_train_epoch_end"):
         target.add_callback(event, getattr(callbacks, event))
     return callbacks
+
+
+def _refuse_rebuilt(start: nn.Module, trained: nn.Module) -> None:
+    """Refuse a run whose trainer rebuilt a channel-pruned start network wider than it was."""
+    shapes = {k: v.shape for k, v in trained.state_dict().items()}
+    if any(k in shapes and shapes[k] != v.shape for k, v in start.state_dict().items()) and not keeps_yaml_shapes(start):
+        raise ValueError(_REBUILT)

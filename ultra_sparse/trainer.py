@@ -70,6 +70,7 @@ from .masking import (
     unwrap,
 )
 from .messages import echo
+from .new_classes import class_output_names, keeps_yaml_shapes, replace_class_outputs
 from .validator import SPARSITY_KEYS as VALIDATOR_SPARSITY_KEYS
 from .validator import sparse_validator
 
@@ -248,6 +249,7 @@ class SparseTrainerMixin:
         self._check_task(net, args.task)
         if net is None:
             return None, None
+        self._check_rebuild(trained_network(net), args.data)
         plan = decide_start(trained_network(net), own, metadata, args.epochs, _imgsz(args.imgsz))
         if plan is not None and plan.config.method == "channel":  # reconstruct=None: refit wherever the task can
             plan = replace(plan, config=plan.config.calibrated(self.task != "classify"))
@@ -273,15 +275,25 @@ class SparseTrainerMixin:
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
         """Train a copy of the checkpoint's own network, not a rebuild from its YAML with shape-matching tensors.
 
-        Falls back to the task trainer's rebuild where the dataset needs another head (other class count, keypoint
-        shape or input channels) or the checkpoint was fused for inference.
+        A dataset with another class count keeps the network too: only the head's class outputs are replaced
+        (:mod:`ultra_sparse.new_classes`). Falls back to the task trainer's rebuild where the dataset needs another
+        head that cannot be adapted (keypoint shape, input channels) or the checkpoint was fused for inference; a
+        channel-pruned checkpoint in that case was refused before the run started.
         """
-        reason = self._rebuild_reason(weights) if isinstance(weights, nn.Module) else "no checkpoint"
+        reason = self._rebuild_reason(weights, self.data) if isinstance(weights, nn.Module) else "no checkpoint"
         if reason:
             if isinstance(weights, nn.Module) and verbose:
                 LOGGER.info(f"{colorstr('ultra_sparse:')} {reason}: the network is rebuilt from its YAML as Ultralytics does")
             return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
         model = deepcopy(weights).float()
+        old_nc = getattr(model.model[-1], "nc", None)
+        replaced = replace_class_outputs(model, self.data["nc"])
+        if replaced:
+            LOGGER.info(
+                f"{colorstr('ultra_sparse:')} the checkpoint has {old_nc or 'other'} classes and the dataset "
+                f"{self.data['nc']}: replaced the {len(replaced)} class output layers ({', '.join(replaced)}), newly "
+                "initialised; every other layer keeps its weights and shape"
+            )
         if hasattr(model, "criterion"):
             model.criterion = None  # built afresh from this run's hyperparameters
         for param in model.parameters():
@@ -292,24 +304,41 @@ class SparseTrainerMixin:
                 module.p = dropout
         if verbose:
             count = sum(p.numel() for p in model.parameters())
+            tensors = len(model.state_dict())
+            kept = f"{tensors - 2 * len(replaced)}/{tensors} tensors kept" if replaced else f"all {tensors} tensors kept"
             LOGGER.info(
-                f"{colorstr('ultra_sparse:')} training the checkpoint's own network ({count:,} parameters, all "
-                f"{len(model.state_dict())} tensors kept), not a rebuild from its YAML"
+                f"{colorstr('ultra_sparse:')} training the checkpoint's own network ({count:,} parameters, {kept}), "
+                "not a rebuild from its YAML"
             )
         return model
 
-    def _rebuild_reason(self, weights: nn.Module) -> str:
-        """Why ``weights`` cannot be trained as it is on this dataset ('' when it can)."""
+    @staticmethod
+    def _rebuild_reason(weights: nn.Module, data: dict) -> str:
+        """Why ``weights`` cannot be trained on ``data`` (a dataset dict) as it is, nor adapted ('' when it can)."""
         yaml = getattr(weights, "yaml", None) or {}
         if hasattr(weights, "is_fused") and weights.is_fused():
             return "the checkpoint's network is fused for inference"
-        if yaml.get("nc") != self.data.get("nc"):
-            return f"the checkpoint has {yaml.get('nc')} classes and the dataset {self.data.get('nc')}"
-        if "kpt_shape" in self.data and list(yaml.get("kpt_shape") or []) != list(self.data["kpt_shape"]):
-            return f"the checkpoint's keypoint shape {yaml.get('kpt_shape')} differs from the dataset's"
-        if yaml.get("channels", 3) != self.data.get("channels", 3):
+        if data.get("nc") is not None and yaml.get("nc") != data["nc"]:
+            try:
+                class_output_names(weights)
+            except ValueError as error:
+                return str(error)
+        if "kpt_shape" in data and list(yaml.get("kpt_shape") or []) != list(data["kpt_shape"]):
+            return f"the checkpoint's keypoint shape {yaml.get('kpt_shape')} differs from the dataset's {data['kpt_shape']}"
+        if yaml.get("channels", 3) != data.get("channels", 3):
             return "the checkpoint's input channels differ from the dataset's"
         return ""
+
+    def _check_rebuild(self, net: nn.Module, data: Any) -> None:
+        """Refuse, before the run starts, a channel-pruned checkpoint that the dataset would have rebuilt dense."""
+        fields = _dataset_fields(data)
+        reason = self._rebuild_reason(net, fields) if fields else ""
+        if reason and not keeps_yaml_shapes(net):
+            raise ValueError(
+                f"{reason}, so the network would be rebuilt from its YAML, and this checkpoint is channel-pruned "
+                "(narrower than its YAML): the rebuild would return the dense network; train it on a dataset that "
+                "matches it"
+            )
 
     def train(self):
         """Train; for multi-GPU runs the sparsity keys travel to the DDP workers inside ``vars(self.args)``."""
@@ -599,6 +628,26 @@ def freeze_batchnorm(net: nn.Module) -> None:
 def _imgsz(imgsz: Any) -> int:
     """The run's ``imgsz`` as one side (the largest of a pair)."""
     return int(max(imgsz)) if isinstance(imgsz, (list, tuple)) else int(imgsz)
+
+
+def _dataset_fields(data: Any) -> dict[str, Any]:
+    """The head-deciding fields of a dataset YAML (``nc``, ``kpt_shape``, ``channels``) without resolving its paths;
+    an empty dict for anything else (classification folders, dataset names)."""
+    import yaml
+    from ultralytics.utils.checks import check_file
+
+    text = str(data or "")
+    if Path(text).suffix not in {".yaml", ".yml"}:
+        return {}
+    try:
+        fields = yaml.safe_load(Path(check_file(text, download=False, hard=False) or text).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}  # Ultralytics' own dataset check names the problem
+    if not isinstance(fields, dict):
+        return {}
+    names = fields.get("names")
+    nc = len(names) if isinstance(names, (list, dict)) else fields.get("nc")
+    return {"nc": nc, **{k: fields[k] for k in ("kpt_shape", "channels") if k in fields}}
 
 
 def _check_data(data: Any, task: str) -> None:
