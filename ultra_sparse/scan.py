@@ -37,6 +37,7 @@ from .checkpoint import atomic_write_bytes
 from .config import SparsityConfig
 from .importance import loss_gradients, taylor_scores
 from .oneshot import sparsify
+from .plots import plot_sensitivity
 from .prune.channel import output_positions
 from .rules import PRUNABLE_TYPES, Assignment, Rule, RuleSet, assign_families, load_rules
 
@@ -905,8 +906,6 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
     Returns:
         (dict[str, Path]): ``rules``, ``csv``, ``json`` and ``plot`` -> path.
     """
-    from .plots import plot_sensitivity
-
     folder = Path(folder)
     content = {"description": result["description"], "rules": result["rules"]["rules"]}
     load_rules(content)  # the file must load as it is written
@@ -937,7 +936,7 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
     atomic_write_bytes(paths["rules"], (header + yaml.safe_dump(content, sort_keys=False, width=120, default_flow_style=None)).encode())
     atomic_write_bytes(paths["csv"], rows.getvalue().encode())
     atomic_write_bytes(paths["json"], json.dumps(result, indent=2).encode())
-    plot_sensitivity(result, paths["plot"])
+    plot_sensitivity(result, paths["plot"], (key, target))
     return paths
 
 
