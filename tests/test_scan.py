@@ -349,7 +349,7 @@ class FakeValidator:
 def test_scan_chooses_by_the_metric_it_is_given(sparse_model, monkeypatch):
     """mAP50 and mAP50-95 disagree on which group is sensitive: each metric= prunes the other group more, and the
     refinement is handed the same metric."""
-    import ultra_sparse.scan as scan_module
+    import ultra_sparse.scan.loop as scan_module  # where the loop looks refine up
 
     handed = []
     real_refine = scan_module.refine

@@ -15,8 +15,6 @@ from ..compare import check_inputs
 from ..config import SparsityConfig
 from ..rules import assign_families, load_rules
 from ..scan import (
-    DEFAULT_BUDGET,
-    DEFAULT_MARGIN,
     MAX_LADDER_RATIO,
     Evaluator,
     base_ratios,
@@ -32,6 +30,7 @@ from ..scan import (
     weight_flops,
     write_scan,
 )
+from ..scan.allocation import DEFAULT_BUDGET, DEFAULT_MARGIN
 from .common import OUTPUT_KEYS, ROUND_TO_HELP, check_new_file, claim_run_dir, positive_int, run_dir
 
 __all__ = ["HELP", "KEYS", "run"]
