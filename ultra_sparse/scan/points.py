@@ -15,9 +15,11 @@ import torch
 import torch.nn as nn
 
 from ..config import SparsityConfig
-from ..importance import loss_gradients, taylor_scores
+from ..importance import get_criterion, loss_gradients, taylor_scores
 from ..oneshot import sparsify
-from ..rules import PRUNABLE_TYPES, RuleSet, assign_families, load_rules
+from ..prune import element_masks
+from ..prune.unstructured import apply_masks
+from ..rules import PRUNABLE_TYPES, RuleSet, assign_families, check_prunable, load_rules
 from .groups import LayerGroup, layout_rules
 
 __all__ = ["PruneCopy", "RestoreWeights", "base_ratios", "check_method", "make_pruner"]
@@ -49,7 +51,11 @@ class RestoreWeights:
         self.scores: dict[str, torch.Tensor] | None = None
 
     def prune(self, rules: dict[str, Any], sparsity: float | None = None) -> nn.Module:
-        """Prune the network by ``rules`` (ratios as written, or scaled to ``sparsity``) and return it."""
+        """Prune the network by ``rules`` (ratios as written, or scaled to ``sparsity``) and return it.
+
+        The element method is called directly: the masks of :func:`ultra_sparse.prune.element_masks`, applied in
+        place, are the zeros ``sparsify`` gives, without the report a point does not read.
+        """
         if self.config.importance == "taylor" and self.scores is None and self.batches is not None:
             weights = [
                 f"{n}.weight" for n, m in self.network.named_modules()
@@ -57,7 +63,10 @@ class RestoreWeights:
             ]
             self.scores = taylor_scores(self.network, self.batches, weights)
         config = self.config.replace(rules=rules, sparsity=sparsity)
-        sparsify(self.network, config, batches=self.batches, scores=self.scores)
+        assignment = assign_families(self.network, load_rules(config.rules))
+        check_prunable(assignment, config.sparsity)
+        criterion = get_criterion(config.importance, self.scores)
+        apply_masks(self.network, element_masks(assignment, criterion, config.sparsity, config).masks)
         return self.network
 
     def restore(self) -> None:
