@@ -31,6 +31,7 @@ from ..scan import (
     write_scan,
 )
 from ..scan.allocation import DEFAULT_BUDGET, DEFAULT_MARGIN
+from ..scan.evaluate import check_task
 from .common import OUTPUT_KEYS, ROUND_TO_HELP, check_new_file, claim_run_dir, positive_int, run_dir
 
 __all__ = ["HELP", "KEYS", "run"]
@@ -54,7 +55,8 @@ HELP = (
     "context=dense: the others stay dense, each group is tested at the ladder ratios.\n"
     "method=channel (context=dense only, its default): channels are removed; sparsity= is the fraction of prunable\n"
     "parameters removed, or flops= the fraction of GFLOPs (then each group's cost is its metric loss per FLOP\n"
-    "removed); every point is refitted on calibration images from data='s train split, as sparsify data= does."
+    "removed); every point is refitted on calibration images from data='s train split, as sparsify data= does.\n"
+    "Detect, segment, pose and OBB models are scanned by their box mAP; classify models are refused."
 )
 KEYS = {
     "model": "trained Ultralytics checkpoint (.pt) to scan (required; never changed)",
@@ -134,6 +136,7 @@ def run(args: dict[str, Any]) -> None:
         raise ValueError("data= is required (a dataset YAML)")
     config = config.calibrated(True)
     (network, ckpt), = check_inputs({"model": model}, data).values()
+    task = check_task(guess_model_task(network))  # a scan chooses by box mAP: refuse classify before anything runs
     assignment = assign_families(network, ruleset)
     cost = weight_flops(network, assignment, imgsz) if target_key == "flops" else None  # groups follow the compute
     plan = plan_groups(assignment, groups, cost)
@@ -144,7 +147,6 @@ def run(args: dict[str, Any]) -> None:
     network.to(device)
     batches = None
     if config.reconstruct or config.importance == "taylor":
-        task = guess_model_task(network)  # taylor's loss reads the task's own labels
         batches = list(calibration_batches(data, imgsz, 8, config.calib_batches, model_stride(network), device, task))
     pruner = make_pruner(network, config, batches)
     with loss_ready(network):  # importance=taylor runs the model's own loss on the calibration batches
@@ -160,7 +162,7 @@ def run(args: dict[str, Any]) -> None:
     single_cls = bool((ckpt.get("train_args") or {}).get("single_cls", False))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ultra-sparse-scan-") as workdir:
-        evaluate = Evaluator(data, imgsz, batch, device, workdir, single_cls=single_cls)
+        evaluate = Evaluator(data, imgsz, batch, device, workdir, single_cls=single_cls, task=task)
         bar = TQDM(total=budget, desc="scan")  # the ETA is for the whole budget; refining may stop sooner
 
         def advance(done: str) -> None:
