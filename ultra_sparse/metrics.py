@@ -2,6 +2,10 @@
 
 A plain-data module at the bottom of the import graph, so that comparisons, plots and scans read the same names
 without importing each other.
+
+Examples:
+    >>> ACCURACY_KEYS["mask mAP50-95"]
+    'metrics/mAP50-95(M)'
 """
 
 from __future__ import annotations

@@ -101,13 +101,11 @@ class ScanConfig:
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> tuple[ScanConfig, dict[str, Any]]:
-        """Split a mapping into a ScanConfig (its own keys and the sparsity keys) and the keys it does not take.
+        """The ScanConfig of a command line's keys (the sparsity keys go to ``pruning``) and a dict of the others.
 
-        Args:
-            args (Mapping[str, Any]): Keyword arguments, for example the key=value pairs of a command line.
-
-        Returns:
-            (tuple[ScanConfig, dict]): The config and a new dict of the remaining keys, in their order.
+        Examples:
+            >>> ScanConfig.from_args({"model": "best.pt", "method": "channel", "flops": 0.5, "groups": 4})[1]
+            {'model': 'best.pt'}
         """
         pruning, rest = SparsityConfig.from_args(args)
         own = {k: rest.pop(k) for k in list(rest) if k in SCAN_KEYS}

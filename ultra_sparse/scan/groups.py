@@ -143,6 +143,12 @@ def layout_rules(
 
     Returns:
         (dict): Content that :func:`ultra_sparse.rules.load_rules` accepts.
+
+    Examples:
+        >>> from ultra_sparse.rules import load_rules
+        >>> rules = load_rules({"rules": [{"family": "conv", "ratio": 0.2, "classes": ["Conv2d"]}]})
+        >>> layout_rules(rules, [LayerGroup("conv:0-1", "conv", (0, 1), 100)], {"conv:0-1": 0.5})["rules"]
+        [{'family': 'conv:0-1', 'ratio': 0.5, 'classes': ['Conv2d'], 'layers': [0, 1]}]
     """
     by_family: dict[str, list[LayerGroup]] = {}
     for group in groups:

@@ -85,6 +85,15 @@ def scan(
         ValueError: If ``metric`` is not one of :data:`METRICS`, ``budget`` is below the validations the curves and
             the choice need, or a ``flops`` target is beyond what the ladders' highest ratios remove (checked right
             after the dense validation).
+
+    Examples:
+        >>> groups = plan_groups(assign_families(network, ruleset), 6)  # doctest: +SKIP
+        >>> ladders = {g.name: default_ladder(0.7) for g in groups}  # doctest: +SKIP
+        >>> pruner = make_pruner(network, SparsityConfig())  # doctest: +SKIP
+        >>> evaluate = Evaluator("data.yaml", 640, 16, "cpu", "val")  # doctest: +SKIP
+        >>> result = scan(pruner, evaluate, ruleset, groups, ladders, 0.7)  # doctest: +SKIP
+        >>> result["written_from"], result["rules"]["rules"][0]["family"]  # doctest: +SKIP
+        ('refined', 'attention')
     """
     metric = check_metric(metric)
     budget = check_budget(budget, ladders, base is not None)

@@ -27,6 +27,11 @@ def write_scan(result: Mapping[str, Any], folder: str | Path) -> dict[str, Path]
 
     Returns:
         (dict[str, Path]): ``rules``, ``csv``, ``json`` and ``plot`` -> path.
+
+    Examples:
+        >>> described = {**result, "sparsity": 0.7, "description": "scanned on data.yaml"}  # doctest: +SKIP
+        >>> write_scan(described, "runs/sparse/scan")["rules"]  # doctest: +SKIP
+        PosixPath('runs/sparse/scan/rules.yaml')
     """
     folder = Path(folder)
     content = {"description": result["description"], "rules": result["rules"]["rules"]}

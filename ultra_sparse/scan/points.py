@@ -40,6 +40,18 @@ class RestoreWeights:
         network (nn.Module): The dense network (changed in place while a point is measured, restored after).
         config (SparsityConfig): ``importance`` and ``scope`` of the pruning; ``rules`` and ``sparsity`` come per call.
         batches (Sequence[dict], optional): Calibration batches for ``importance=taylor``.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> from ultra_sparse.rules import load_rules
+        >>> network = YOLO("yolo11n.yaml").model
+        >>> pruner = RestoreWeights(network, SparsityConfig())
+        >>> pruned = pruner.prune(layout_rules(load_rules("default"), [], {}), 0.5)
+        >>> pruned is network, bool((network.model[0].conv.weight == 0).any())
+        (True, True)
+        >>> pruner.restore()
+        >>> bool((network.model[0].conv.weight == 0).any())
+        False
     """
 
     target = "sparsity"  # the key a target given to :meth:`prune` is passed as
@@ -94,6 +106,15 @@ class PruneCopy:
         network (nn.Module): The dense network (never changed).
         config (SparsityConfig): Settings of the method; ``rules`` and the target come per call.
         batches (Sequence[dict], optional): Calibration batches for the refit (and for ``importance=taylor``).
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> from ultra_sparse.rules import load_rules
+        >>> network = YOLO("yolo11n.yaml").model
+        >>> pruner = PruneCopy(network, SparsityConfig(method="channel", flops=0.3))
+        >>> pruned = pruner.prune(layout_rules(load_rules("default"), [], {}), 0.3)
+        >>> pruned is network, round(pruner.flops_removed / pruner.flops, 2)
+        (False, 0.3)
     """
 
     def __init__(self, network: nn.Module, config: SparsityConfig, batches: Sequence[dict] | None = None) -> None:
@@ -122,7 +143,13 @@ class PruneCopy:
 
 
 def check_method(method: str) -> None:
-    """Raise ValueError unless a scan can prune by ``method`` in this installation."""
+    """Raise ValueError unless a scan can prune by ``method``: element zeros (``unstructured``) or ``channel``.
+
+    Examples:
+        >>> check_method("nm")
+        Traceback (most recent call last):
+        ValueError: method='nm' cannot be scanned; use unstructured or channel
+    """
     if method not in ("unstructured", "channel"):
         raise ValueError(f"method={method!r} cannot be scanned; use unstructured or channel")
 
@@ -130,7 +157,14 @@ def check_method(method: str) -> None:
 def make_pruner(
     network: nn.Module, config: SparsityConfig, batches: Sequence[dict] | None = None
 ) -> RestoreWeights | PruneCopy:
-    """The pruner of ``config.method``: in place with saved weights (unstructured) or on refitted copies (channel)."""
+    """The pruner of ``config.method``: in place with saved weights (unstructured) or on refitted copies (channel).
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> network = YOLO("yolo11n.yaml").model
+        >>> [type(make_pruner(network, SparsityConfig(method=m))).__name__ for m in ("unstructured", "channel")]
+        ['RestoreWeights', 'PruneCopy']
+    """
     check_method(config.method)
     pruner = RestoreWeights if config.method == "unstructured" else PruneCopy
     return pruner(network, config, batches)
@@ -151,6 +185,16 @@ def base_ratios(
 
     Returns:
         (dict[str, float]): Group name -> fraction of its weights that are zero in the base allocation.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> from ultra_sparse.rules import load_rules
+        >>> from ultra_sparse.scan import plan_groups
+        >>> network, rules = YOLO("yolo11n.yaml").model, load_rules("default")
+        >>> groups = plan_groups(assign_families(network, rules), 3)
+        >>> ratios = base_ratios(RestoreWeights(network, SparsityConfig()), rules, groups, 0.5)
+        >>> round(sum(ratios[g.name] * g.params for g in groups) / sum(g.params for g in groups), 3)
+        0.5
     """
     try:
         network = pruner.prune(layout_rules(ruleset, [], {}), sparsity)  # the input rules as they are
