@@ -349,7 +349,7 @@ class FakeValidator:
 def test_scan_chooses_by_the_metric_it_is_given(sparse_model, monkeypatch):
     """mAP50 and mAP50-95 disagree on which group is sensitive: each metric= prunes the other group more, and the
     refinement is handed the same metric."""
-    import ultra_sparse.scan as scan_module
+    import ultra_sparse.scan.loop as scan_module  # where the loop looks refine up
 
     handed = []
     real_refine = scan_module.refine
@@ -587,6 +587,30 @@ def test_evaluator_reuses_one_dataloader_and_never_changes_the_model(sparse_mode
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("task", ["segment", "pose", "obb"])
+def test_evaluator_validates_each_task_with_its_own_validator_by_box_map(task, tmp_path):
+    """A segment, pose or OBB model is validated by its task's validator (detection's cannot read a segment head's
+    output) and scanned by the box mAP that validation reports."""
+    from ultralytics.nn.tasks import OBBModel, PoseModel, SegmentationModel
+
+    from ultra_sparse.scan import Evaluator
+    from ultra_sparse.synthetic import CLASS_NAMES
+    from ultra_sparse.synthetic_tasks import make_task_dataset
+
+    build = {
+        "segment": lambda: SegmentationModel("yolo11n-seg.yaml", nc=len(CLASS_NAMES), verbose=False),
+        "pose": lambda: PoseModel("yolo11n-pose.yaml", nc=1, data_kpt_shape=(3, 3), verbose=False),
+        "obb": lambda: OBBModel("yolo11n-obb.yaml", nc=len(CLASS_NAMES), verbose=False),
+    }
+    validators = {"segment": "SegmentationValidator", "pose": "PoseValidator", "obb": "OBBValidator"}
+    data = make_task_dataset(tmp_path / "data", task, n_train=1, n_val=4)
+    evaluate = Evaluator(data, imgsz=64, batch=4, device="cpu", workdir=tmp_path / "val", task=task)
+    metrics = evaluate(build[task]().eval())
+    assert type(evaluate.validator).__name__ == validators[task]
+    assert set(metrics) == {"mAP50", "mAP50-95"} and all(0 <= v <= 1 for v in metrics.values())
+
+
 @pytest.fixture(scope="module")
 def scan_run(tmp_path_factory, trained_checkpoint, synthetic_data):
     folder = tmp_path_factory.mktemp("scan")
@@ -689,6 +713,24 @@ def test_bad_input_one_line_exit_2_nothing_written(monkeypatch, capsys, tmp_path
     assert status == 2 and len(lines) == 1 and lines[0].startswith("ultra-sparse: error:"), err
     assert message in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_classify_model_is_refused_up_front(monkeypatch, capsys, tmp_path, synthetic_data):
+    """Classify models report no box mAP: the scan says so in one line before it plans, prunes or writes anything."""
+    from ultralytics import YOLO
+
+    from ultra_sparse.scan import Evaluator
+
+    with pytest.raises(ValueError, match="task='classify' cannot be scanned"):
+        Evaluator(synthetic_data, imgsz=64, batch=8, device="cpu", workdir=tmp_path, task="classify")
+    model = tmp_path / "classify.pt"
+    YOLO("yolo11n-cls.yaml").save(model)
+    runs = tmp_path / "runs"
+    status, err = run_inline(monkeypatch, capsys, "scan", f"model={model}", f"data={synthetic_data}", "sparsity=0.5",
+                             f"project={runs}")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and "task='classify' cannot be scanned" in lines[0], err
+    assert not runs.exists()
 
 
 @pytest.mark.integration

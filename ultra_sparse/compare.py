@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 from .bench import benchmark_models, check_comparable, check_settings, format_benchmark_md, parse_device
 from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
+from .metrics import ACCURACY_KEYS
+from .plots import plot_comparison
 from .report import pattern_of, sparsity_report
 from .rules import load_rules, recorded_rules
 
@@ -31,18 +33,6 @@ __all__ = [
 ]
 
 SIZE_ROWS = ("total params", "nonzero params", "sparsified weights", "GFLOPs", "file size (MB)")
-ACCURACY_KEYS = {  # accuracy row -> Ultralytics' results_dict key, in table order; a task shows the ones it reports
-    "mAP50": "metrics/mAP50(B)",
-    "mAP50-95": "metrics/mAP50-95(B)",
-    "precision": "metrics/precision(B)",
-    "recall": "metrics/recall(B)",
-    "mask mAP50": "metrics/mAP50(M)",
-    "mask mAP50-95": "metrics/mAP50-95(M)",
-    "pose mAP50": "metrics/mAP50(P)",
-    "pose mAP50-95": "metrics/mAP50-95(P)",
-    "top-1 accuracy": "metrics/accuracy_top1",
-    "top-5 accuracy": "metrics/accuracy_top5",
-}
 ROW_NAMES = (*SIZE_ROWS, "mAP50", "mAP50-95", "precision", "recall")  # a detection comparison's rows before speed
 UNITS = {
     "total params": "count",
@@ -280,8 +270,6 @@ def format_comparison_md(result: Mapping[str, Any]) -> str:
 
 def write_comparison(result: Mapping[str, Any], folder: str | Path) -> tuple[Path, Path, Path]:
     """Write ``compare.json``, ``compare.md`` and ``compare.png`` into ``folder``; return their paths."""
-    from .plots import plot_comparison
-
     folder = Path(folder)
     json_path, md_path, png_path = folder / "compare.json", folder / "compare.md", folder / "compare.png"
     atomic_write_bytes(json_path, json.dumps(result, indent=2).encode())

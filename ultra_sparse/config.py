@@ -1,4 +1,7 @@
-"""SparsityConfig: the validated settings of one sparsification, built from keyword or key=value arguments."""
+"""SparsityConfig: the validated settings of one sparsification, built from keyword or key=value arguments.
+
+The checks of single values (:func:`check_choice`, :func:`positive_int`) are shared by the other configs and commands.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,16 @@ from typing import Any, Mapping
 
 from .messages import echo
 
-__all__ = ["IMPORTANCES", "METHODS", "SCHEDULES", "SCOPES", "SPARSITY_KEYS", "SparsityConfig"]
+__all__ = [
+    "IMPORTANCES",
+    "METHODS",
+    "SCHEDULES",
+    "SCOPES",
+    "SPARSITY_KEYS",
+    "SparsityConfig",
+    "check_choice",
+    "positive_int",
+]
 
 METHODS = ("unstructured", "channel", "nm")
 IMPORTANCES = ("l1", "l2", "l1l2", "lamp", "taylor")
@@ -80,7 +92,7 @@ class SparsityConfig:
 
     def __post_init__(self):
         """Validate every field; raise TypeError or ValueError naming the key and the bad value."""
-        _choice("method", self.method, METHODS)
+        check_choice("method", self.method, METHODS)
         for key in ("sparsity", "flops"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, _fraction(key, getattr(self, key)))
@@ -93,16 +105,16 @@ class SparsityConfig:
             object.__setattr__(self, "rules", str(self.rules))
         if not isinstance(self.rules, (str, dict)) or not self.rules:
             raise TypeError(f"rules={echo(self.rules)} must be a preset name, a path to a rules YAML or a rules dict")
-        _choice("importance", self.importance, IMPORTANCES)
+        check_choice("importance", self.importance, IMPORTANCES)
         if self.method == "channel" and self.importance == "l1l2":
             raise ValueError(
                 "importance=l1l2 ranks single weights; method=channel ranks whole channels: use l1, l2, lamp or taylor"
             )
         if self.scope is None:
             object.__setattr__(self, "scope", "layer" if self.method == "channel" else "global")
-        _choice("scope", self.scope, SCOPES)
+        check_choice("scope", self.scope, SCOPES)
         if self.schedule is not None:
-            _choice("schedule", self.schedule, SCHEDULES)
+            check_choice("schedule", self.schedule, SCHEDULES)
         minimums = {"prune_start": 0, "prune_end": 0, "prune_freq": 1, "calib_batches": 1, "round_to": 1}
         for key, minimum in minimums.items():
             if getattr(self, key) is not None:
@@ -204,10 +216,29 @@ def _check_nm(config: SparsityConfig) -> None:
     object.__setattr__(config, "schedule", "oneshot")
 
 
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    """Raise ValueError naming ``key`` unless ``value`` is one of ``choices``."""
+def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Raise ValueError naming ``key`` unless ``value`` is one of ``choices``.
+
+    Examples:
+        >>> check_choice("scope", "layer", SCOPES)
+        >>> check_choice("scope", "model", SCOPES)
+        Traceback (most recent call last):
+        ValueError: scope='model' is not one of layer, global
+    """
     if value not in choices:
         raise ValueError(f"{key}={echo(value)} is not one of {', '.join(choices)}")
+
+
+def positive_int(key: str, value: object) -> int:
+    """Return ``value`` if it is a positive integer (not a bool), else raise naming ``key``.
+
+    Examples:
+        >>> positive_int("imgsz", 64)
+        64
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}={echo(value)} must be a positive integer")
+    return value
 
 
 def _integer(key: str, value: Any, minimum: int) -> int:

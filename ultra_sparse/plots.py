@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from .bench.stats import ratio_text
 from .checkpoint import atomic_write_bytes
-from .compare import ACCURACY_KEYS
+from .metrics import ACCURACY_KEYS
 
 __all__ = ["BAD", "GOOD", "NEUTRAL", "plot_comparison", "plot_sensitivity", "row_colour", "speed_words"]
 
@@ -158,7 +158,7 @@ def _families(ax, result: Mapping[str, Any]) -> None:
         ax.annotate(f"{k:.1f}%" if 99.5 <= k < 100 else f"{k:.0f}%", (x, k), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
 
 
-def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
+def plot_sensitivity(result: Mapping[str, Any], path: str | Path, target: tuple[str, float]) -> Path:
     """Draw a scan's curves: its metric (mAP50 unless ``metric`` says otherwise) against one group's ratio.
 
     Each group is one line through its measured points: from the dense model (ratio 0) when the others were dense,
@@ -168,21 +168,20 @@ def plot_sensitivity(result: Mapping[str, Any], path: str | Path) -> Path:
     written (the best measured allocation; the legend gives each group's written ratio).
 
     Args:
-        result (Mapping[str, Any]): A :func:`ultra_sparse.scan.scan` result with ``sparsity`` (and ``flops`` for a
-            GFLOPs target, ``method``) added.
+        result (Mapping[str, Any]): A :func:`ultra_sparse.scan.scan` result with ``method`` added.
         path (str | Path): PNG file to create, atomically (its folder is created).
+        target (tuple[str, float]): The overall target the scan was made for, ``("sparsity", S)`` or
+            ``("flops", F)`` (:func:`ultra_sparse.scan.target_of`).
 
     Returns:
         (Path): ``path``.
 
     Examples:
-        >>> plot_sensitivity(result, "runs/sparse/scan/sensitivity.png")  # doctest: +SKIP
+        >>> plot_sensitivity(result, "runs/sparse/scan/sensitivity.png", ("sparsity", 0.7))  # doctest: +SKIP
     """
-    from .scan import target_of
-
     plt = _pyplot()
-    key, target = target_of(result)
-    at = f"{target:.0%}" + (" of GFLOPs" if key == "flops" else "")
+    key, goal = target
+    at = f"{goal:.0%}" + (" of GFLOPs" if key == "flops" else "")
     metric = result.get("metric", "mAP50")
     dense, base = result["dense"][metric], result.get("base")
     reference = base[metric] if base else dense

@@ -15,7 +15,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..checkpoint import atomic_write_bytes
-from ..messages import echo
 
 __all__ = [
     "OUTPUT_KEYS",
@@ -24,7 +23,6 @@ __all__ = [
     "check_new_file",
     "claim_run_dir",
     "claimed_run_dir",
-    "positive_int",
     "run_dir",
     "write_new_files",
 ]
@@ -205,16 +203,3 @@ def _name_max(folder: Path) -> int:
         return os.pathconf(folder, "PC_NAME_MAX")
     except (AttributeError, OSError, ValueError):  # no pathconf on Windows
         return 255
-
-
-
-def positive_int(key: str, value: object) -> int:
-    """Return ``value`` if it is a positive integer (not a bool), else raise naming ``key``.
-
-    Examples:
-        >>> positive_int("imgsz", 64)
-        64
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}={echo(value)} must be a positive integer")
-    return value

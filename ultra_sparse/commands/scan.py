@@ -12,27 +12,23 @@ from .. import __version__
 from ..bench import parse_device
 from ..calibration import calibration_batches, loss_ready, model_stride
 from ..compare import check_inputs
-from ..config import SparsityConfig
 from ..rules import assign_families, load_rules
 from ..scan import (
-    DEFAULT_BUDGET,
-    DEFAULT_MARGIN,
-    MAX_LADDER_RATIO,
     Evaluator,
     base_ratios,
     capped_groups,
     check_budget,
-    check_method,
-    check_metric,
     context_ladder,
-    default_ladder,
     make_pruner,
     plan_groups,
     scan,
     weight_flops,
     write_scan,
 )
-from .common import OUTPUT_KEYS, ROUND_TO_HELP, check_new_file, claim_run_dir, positive_int, run_dir
+from ..scan.allocation import DEFAULT_BUDGET, DEFAULT_MARGIN
+from ..scan.config import ScanConfig
+from ..scan.evaluate import check_task
+from .common import OUTPUT_KEYS, ROUND_TO_HELP, check_new_file, claim_run_dir, run_dir
 
 __all__ = ["HELP", "KEYS", "run"]
 
@@ -55,7 +51,8 @@ HELP = (
     "context=dense: the others stay dense, each group is tested at the ladder ratios.\n"
     "method=channel (context=dense only, its default): channels are removed; sparsity= is the fraction of prunable\n"
     "parameters removed, or flops= the fraction of GFLOPs (then each group's cost is its metric loss per FLOP\n"
-    "removed); every point is refitted on calibration images from data='s train split, as sparsify data= does."
+    "removed); every point is refitted on calibration images from data='s train split, as sparsify data= does.\n"
+    "Detect, segment, pose and OBB models are scanned by their box mAP; classify models are refused."
 )
 KEYS = {
     "model": "trained Ultralytics checkpoint (.pt) to scan (required; never changed)",
@@ -98,46 +95,21 @@ def run(args: dict[str, Any]) -> None:
     """Scan ``model=`` on ``data=`` and write the rules file and the sensitivity outputs; raise on bad input."""
     from ultralytics.utils import LOGGER, TQDM
 
-    args = dict(args)
-    project, name = args.pop("project", None), args.pop("name", None)
-    model, data = args.pop("model", None), args.pop("data", None)
-    context = args.pop("context", None)
-    if context not in (None, "target", "dense"):
-        raise ValueError(f"context={context!r} is not one of target, dense")
-    imgsz, batch = args.pop("imgsz", 640), args.pop("batch", 16)
-    budget, margin = args.pop("budget", DEFAULT_BUDGET), args.pop("margin", DEFAULT_MARGIN)
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
-        raise ValueError(f"margin={margin!r} must be a number in [0, 1)")
-    metric = check_metric(args.pop("metric", "mAP50"))
-    device = parse_device(args.pop("device", "cpu"))
-    ladder = args.pop("ladder", None)
-    config, _ = SparsityConfig.from_args(args)
-    check_method(config.method)
-    target_key = "flops" if config.flops is not None else "sparsity"
-    target = getattr(config, target_key)
-    if target is None:
-        raise ValueError("sparsity= is required: the overall fraction of zeros the scanned rules reach, e.g. 0.7"
-                         + (" (or flops=, the fraction of GFLOPs removed)" if config.method == "channel" else ""))
-    if target == 0:
-        raise ValueError(f"{target_key}=0 needs no scan; give a fraction in (0, 1)")
-    context = context or ("target" if config.method == "unstructured" else "dense")
-    if context == "target" and config.method != "unstructured":
-        raise ValueError("context=target counts zeros per group: use it with method=unstructured, or context=dense")
-    if ladder is not None and context == "target":
-        raise ValueError("ladder= needs context=dense (context=target tests each group around its base ratio)")
-    groups = args.pop("groups", 12 if context == "target" else 9)
-    for key, value in (("imgsz", imgsz), ("batch", batch), ("groups", groups), ("budget", budget)):
-        positive_int(key, value)
-    if context == "dense":
-        ladder = _check_ladder(default_ladder(target) if ladder is None else ladder, config.sparsity)
+    options, rest = ScanConfig.from_args(args)
+    project, name = rest.pop("project", None), rest.pop("name", None)
+    model, data = rest.pop("model", None), rest.pop("data", None)
+    device = parse_device(rest.pop("device", "cpu"))
+    config, (target_key, target) = options.pruning, options.target
+    imgsz, metric, ladder = options.imgsz, options.metric, options.ladder
     ruleset = load_rules(config.rules)
     if data is None:
         raise ValueError("data= is required (a dataset YAML)")
     config = config.calibrated(True)
     (network, ckpt), = check_inputs({"model": model}, data).values()
+    task = check_task(guess_model_task(network))  # a scan chooses by box mAP: refuse classify before anything runs
     assignment = assign_families(network, ruleset)
     cost = weight_flops(network, assignment, imgsz) if target_key == "flops" else None  # groups follow the compute
-    plan = plan_groups(assignment, groups, cost)
+    plan = plan_groups(assignment, options.groups, cost)
     if not plan:
         raise ValueError(f"rules={config.rules!r} leave no prunable weight in model={model}")
     check_new_file(run_dir(project, name, "scan"), "project")
@@ -145,24 +117,23 @@ def run(args: dict[str, Any]) -> None:
     network.to(device)
     batches = None
     if config.reconstruct or config.importance == "taylor":
-        task = guess_model_task(network)  # taylor's loss reads the task's own labels
         batches = list(calibration_batches(data, imgsz, 8, config.calib_batches, model_stride(network), device, task))
     pruner = make_pruner(network, config, batches)
     with loss_ready(network):  # importance=taylor runs the model's own loss on the calibration batches
-        base = base_ratios(pruner, ruleset, plan, target) if context == "target" else None
+        base = base_ratios(pruner, ruleset, plan, target) if options.context == "target" else None
     ladders = {g.name: context_ladder(base[g.name]) if base else ladder for g in plan}
     curves = check_budget(None, ladders, base is not None)
-    check_budget(budget, ladders, base is not None)
+    check_budget(options.budget, ladders, base is not None)
     LOGGER.info(
         f"ultra-sparse scan: {len(plan)} groups, {curves} validations for the curves and the choice (others "
-        f"{'at the base allocation' if base else 'dense'}), up to {budget - curves} more to refine it; {data} at "
-        f"imgsz={imgsz}"
+        f"{'at the base allocation' if base else 'dense'}), up to {options.budget - curves} more to refine it; "
+        f"{data} at imgsz={imgsz}"
     )
     single_cls = bool((ckpt.get("train_args") or {}).get("single_cls", False))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ultra-sparse-scan-") as workdir:
-        evaluate = Evaluator(data, imgsz, batch, device, workdir, single_cls=single_cls)
-        bar = TQDM(total=budget, desc="scan")  # the ETA is for the whole budget; refining may stop sooner
+        evaluate = Evaluator(data, imgsz, options.batch, device, workdir, single_cls=single_cls, task=task)
+        bar = TQDM(total=options.budget, desc="scan")  # the ETA is for the whole budget; refining may stop sooner
 
         def advance(done: str) -> None:
             bar.set_description(f"scan: {done}")
@@ -170,14 +141,15 @@ def run(args: dict[str, Any]) -> None:
 
         try:
             with loss_ready(network):
-                result = scan(pruner, evaluate, ruleset, plan, ladders, target, base, advance, budget, margin, metric)
+                result = scan(pruner, evaluate, ruleset, plan, ladders, target, base, advance, options.budget,
+                              options.margin, metric)
         finally:
             bar.total = bar.n
             bar.close()
     wall = time.perf_counter() - start
-    settings = {"model": str(model), "data": str(data), "imgsz": imgsz, "batch": batch, "device": device,
-                "method": config.method, "rules_in": ruleset.name, "context": context, "groups_max": groups,
-                "margin": margin,
+    settings = {"model": str(model), "data": str(data), "imgsz": imgsz, "batch": options.batch, "device": device,
+                "method": config.method, "rules_in": ruleset.name, "context": options.context,
+                "groups_max": options.groups, "margin": options.margin,
                 "ladder": None if ladder is None else list(ladder)}
     refit = f", refitted on {sum(len(b['img']) for b in batches)} calibration images" if batches else ""
     result = {
@@ -217,18 +189,3 @@ def run(args: dict[str, Any]) -> None:
             f"scan again with higher ratios, e.g. ladder=[{ladder[0]:g},{(ladder[0] + 0.9) / 2:.2g},0.9]"
         )
 
-
-def _check_ladder(ladder: Any, sparsity: float | None) -> tuple[float, ...]:
-    """Return the ladder as increasing floats in (0, MAX_LADDER_RATIO], the last at least ``sparsity`` when given.
-
-    A flops= target has no such bound (a channel ratio removes more than its share of GFLOPs); the scan checks what
-    the highest ratios remove before it measures the curves.
-    """
-    values = list(ladder) if isinstance(ladder, (list, tuple)) else [ladder]
-    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
-        raise ValueError(f"ladder={ladder!r} must be a list of ratios, e.g. ladder=[0.4,0.7,0.85]")
-    if any(not 0 < v <= MAX_LADDER_RATIO for v in values) or sorted(set(values)) != values:
-        raise ValueError(f"ladder={ladder!r} must increase strictly, each ratio in (0, {MAX_LADDER_RATIO}]")
-    if sparsity is not None and values[-1] < sparsity:
-        raise ValueError(f"ladder={ladder!r} must reach sparsity={sparsity}: its last ratio is below it")
-    return tuple(float(v) for v in values)

@@ -10,7 +10,7 @@ from ultralytics.nn.tasks import guess_model_task
 from ..bench import parse_device
 from ..calibration import calibration_batches, loss_ready, model_stride
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
-from ..config import SparsityConfig
+from ..config import SparsityConfig, positive_int
 from ..oneshot import model_imgsz, result_metadata, sparsify
 from ..report import format_file_size, log_report, report_documents
 from ..rules import load_rules
@@ -19,7 +19,6 @@ from .common import (
     ROUND_TO_HELP,
     check_new_file,
     claim_run_dir,
-    positive_int,
     run_dir,
     write_new_files,
 )

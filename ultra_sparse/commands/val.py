@@ -7,9 +7,10 @@ from typing import Any
 
 from ..bench import parse_device
 from ..compare import check_inputs, validate
+from ..config import positive_int
 from ..rules import recorded_rules
 from .benchmark import settings_from
-from .common import OUTPUT_KEYS, check_new_file, claimed_run_dir, positive_int, run_dir, write_new_files
+from .common import OUTPUT_KEYS, check_new_file, claimed_run_dir, run_dir, write_new_files
 
 __all__ = ["HELP", "KEYS", "run"]
 
