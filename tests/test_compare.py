@@ -218,3 +218,22 @@ def test_cli_val(monkeypatch, capsys, tmp_path, sparse_checkpoint, synthetic_dat
     assert result["results"]["sparsity/prunable"] == pytest.approx(0.3, abs=1e-3)
     assert {"metrics/mAP50(B)", "metrics/mAP50-95(B)"} <= set(result["results"])
     assert {"preprocess", "inference", "postprocess"} <= set(result["speed_ms"])
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["compare", "dense={ckpt}", "sparse={ckpt}", "data={data}", "runs=0", "imgsz=64"], ["runs=0"]),
+        (["compare", "dense={ckpt}", "sparse={ckpt}", "data={bad}", "imgsz=64"], ["train"]),
+        (["val", "model={ckpt}", "data={bad}", "imgsz=64"], ["train"]),
+    ],
+)
+def test_cli_refusal_leaves_no_new_project_folder(monkeypatch, capsys, tmp_path, trained_checkpoint, synthetic_data,
+                                                  argv, words):
+    """A refusal found after the run folder is claimed removes it and the project= folders the claim made."""
+    bad = tmp_path.parent / f"{tmp_path.name}-bad.yaml"
+    bad.write_text("names: {0: a}\n")  # a data YAML without train:/val:
+    fill = {"ckpt": trained_checkpoint, "data": synthetic_data, "bad": bad}
+    argv = [a.format(**fill) for a in argv] + [f"project={tmp_path / 'new' / 'runs'}", "name=x"]
+    code, out, err = cli(monkeypatch, capsys, *argv)
+    _assert_one_line_exit_2(code, out, err, tmp_path, *words)

@@ -139,17 +139,22 @@ def claim_run_dir(project: str | Path | None, name: str | None, default_name: st
 
 @contextmanager
 def claimed_run_dir(project: str | Path | None, name: str | None, default_name: str) -> Iterator[Path]:
-    """:func:`claim_run_dir` for a block of work; if the block fails, the folder is removed again where still empty.
+    """:func:`claim_run_dir` for a block of work; if the block fails, the folder is removed again where still empty,
+    and so are the parent folders (``project=``, ``runs_dir``) that the claim created.
 
     Examples:
         >>> with claimed_run_dir("/tmp/runs-example", "val", "val") as folder:  # doctest: +SKIP
         ...     (folder / "val.json").write_text("{}")
     """
+    target = run_dir(project, name, default_name)
+    new_parents = [p for p in target.parents if not p.exists()]  # deepest first: project= and runs_dir folders made now
     folder = claim_run_dir(project, name, default_name)
     try:
         yield folder
     except BaseException:
         _remove_empty_folders([folder])
+        for parent in new_parents:  # only the chain this call made, never another run's folder beside it
+            _rmdir_if_empty(parent)
         raise
 
 
