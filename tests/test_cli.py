@@ -304,3 +304,20 @@ def test_echoed_values_are_capped(tmp_path, monkeypatch, capfd, model):
     assert "classes=[0, 1, 2" in line and len(line) < 600
     status, _, err = run_cli(monkeypatch, capfd, "sparsify", f"model={model}", f"rules={'x' * 100_000}")
     assert len(one_error_line(status, err)) < 600
+
+
+@pytest.mark.integration
+def test_passthrough_predict_writes_what_yolo_predict_writes(tmp_path, trained_checkpoint, synthetic_data):
+    """Ultralytics saves predictions by default only when started as the 'yolo' command: ultra-sparse is that command."""
+    yolo = Path(sys.executable).with_name("yolo")
+    if not yolo.is_file():
+        pytest.skip("the 'yolo' console script is not installed beside this interpreter")
+    image = next((synthetic_data.parent / "images" / "val").iterdir())
+    keys = [f"model={trained_checkpoint}", f"source={image}", "imgsz=64", "name=p"]
+    ours = cli_process("predict", *keys, f"project={tmp_path / 'ours'}", cwd=tmp_path)
+    stock = subprocess.run([str(yolo), "predict", *keys, f"project={tmp_path / 'yolo'}"], cwd=tmp_path,
+                           capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert ours.returncode == stock.returncode == 0, ours.stderr[-2000:] + stock.stderr[-2000:]
+    written = {name: sorted(p.relative_to(tmp_path / name) for p in (tmp_path / name).rglob("*") if p.is_file())
+               for name in ("ours", "yolo")}
+    assert written["yolo"] and written["ours"] == written["yolo"]  # the annotated image, as 'yolo predict' saves it

@@ -192,15 +192,27 @@ def mode_help(module: Any) -> str:
 
 
 def run_ultralytics(argv: list[str]) -> int:
-    """Run Ultralytics' own ``yolo`` entry point on ``argv``, unchanged; return the exit status."""
-    from ultralytics import cfg
+    """Run Ultralytics' own ``yolo`` entry point on ``argv``, unchanged; return the exit status.
 
-    saved = cfg.ARGV
-    cfg.ARGV = ["yolo", *argv]  # what its entry point reads, as if the command had been 'yolo ...'
+    Ultralytics decides CLI behaviour (``predict`` saves its images by default, for one) from the command line it was
+    started with, which its modules hold as ``ARGV`` lists: for the call, each such list reads ``yolo ARGV...``.
+    """
+    import sys
+
+    import ultralytics.cfg
+    import ultralytics.engine.model
+    import ultralytics.utils
+
+    lists = {id(v): v for m in (sys, ultralytics.utils, ultralytics.cfg, ultralytics.engine.model)
+             for v in (getattr(m, "ARGV", None), getattr(m, "argv", None)) if isinstance(v, list)}
+    saved = {key: list(value) for key, value in lists.items()}
+    for value in lists.values():
+        value[:] = ["yolo", *argv]  # in place: every module that bound the list sees it
     try:
-        cfg.entrypoint()
+        ultralytics.cfg.entrypoint()
     finally:
-        cfg.ARGV = saved
+        for key, value in lists.items():
+            value[:] = saved[key]
     return 0
 
 
