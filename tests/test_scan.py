@@ -694,6 +694,7 @@ def run_inline(monkeypatch, capsys, *args: str) -> tuple[int, str]:
         (["sparsity=0.5", "imgsz=big"], "imgsz='big'"),
         (["sparsity=0.5", "rules=nope"], "neither a preset"),
         (["sparsity=0.5", "data=MISSING"], "not found"),
+        (["sparsity=0.5", "data=NOTDATA"], "'train:' key missing"),  # a rules file passed as data=
         (["sparsity=0.5", "model=MISSING"], "not found"),
         (["sparsity=0.5", "device=cuda:7"], "no such CUDA device"),
         (["flops=0.5"], "flops=0.5 needs method=channel"),
@@ -705,9 +706,11 @@ def run_inline(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 )
 def test_bad_input_one_line_exit_2_nothing_written(monkeypatch, capsys, tmp_path, trained_checkpoint, synthetic_data, args, message):
     keys = {"model": str(trained_checkpoint), "data": str(synthetic_data)}
+    not_data = tmp_path.parent / f"{tmp_path.name}-rules.yaml"
+    not_data.write_text("conv:\n  ratio: 0.2\n")
     for arg in args:
         key, _, value = arg.partition("=")
-        keys[key] = value.replace("MISSING", str(tmp_path / "missing.yaml"))
+        keys[key] = value.replace("MISSING", str(tmp_path / "missing.yaml")).replace("NOTDATA", str(not_data))
     status, err = run_inline(monkeypatch, capsys, "scan", *(f"{k}={v}" for k, v in keys.items()), f"project={tmp_path}")
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == 2 and len(lines) == 1 and lines[0].startswith("ultra-sparse: error:"), err
@@ -893,3 +896,18 @@ def test_gradients_are_refused_for_element_pruning(sparse_model):
     with pytest.raises(ValueError, match="gradients= ranks channels"):
         sparsify(sparse_model, SparsityConfig(sparsity=0.3), gradients={})
     assert all(torch.equal(v, before[k]) for k, v in sparse_model.state_dict().items())
+
+
+def test_ctrl_c_before_the_first_validation_exits_130_with_its_own_line(monkeypatch, capsys, tmp_path, trained_checkpoint,
+                                                                       synthetic_data):
+    """The progress bar closed on no validation divided by zero and hid the interrupt (exit 1, ZeroDivisionError)."""
+    from ultra_sparse.scan.evaluate import Evaluator
+
+    def interrupted(self, network):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Evaluator, "__call__", interrupted)
+    status, err = run_inline(monkeypatch, capsys, "scan", f"model={trained_checkpoint}", f"data={synthetic_data}",
+                             "sparsity=0.5", "imgsz=64", f"project={tmp_path}")
+    assert status == 130 and "ultra-sparse: interrupted" in err and "ZeroDivisionError" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -93,6 +93,7 @@ KEYS = {
 
 def run(args: dict[str, Any]) -> None:
     """Scan ``model=`` on ``data=`` and write the rules file and the sensitivity outputs; raise on bad input."""
+    from ultralytics.data.utils import check_det_dataset
     from ultralytics.utils import LOGGER, TQDM
 
     options, rest = ScanConfig.from_args(args)
@@ -107,6 +108,7 @@ def run(args: dict[str, Any]) -> None:
     config = config.calibrated(True)
     (network, ckpt), = check_inputs({"model": model}, data).values()
     task = check_task(guess_model_task(network))  # a scan chooses by box mAP: refuse classify before anything runs
+    check_det_dataset(str(data), autodownload=False)  # a YAML that is no dataset fails here, not inside the scan
     assignment = assign_families(network, ruleset)
     cost = weight_flops(network, assignment, imgsz) if target_key == "flops" else None  # groups follow the compute
     plan = plan_groups(assignment, options.groups, cost)
@@ -144,7 +146,8 @@ def run(args: dict[str, Any]) -> None:
                 result = scan(pruner, evaluate, ruleset, plan, ladders, target, base, advance, options.budget,
                               options.margin, metric)
         finally:
-            bar.total = bar.n
+            if bar.n:  # a scan that stopped before its first validation keeps its total (a zero total divides by 0)
+                bar.total = bar.n
             bar.close()
     wall = time.perf_counter() - start
     settings = {"model": str(model), "data": str(data), "imgsz": imgsz, "batch": options.batch, "device": device,
