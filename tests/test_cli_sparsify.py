@@ -171,3 +171,21 @@ def test_taylor_importance_uses_calibration_data(tmp_path, trained_checkpoint, s
     assert list(pruned) == list(dense)
     for name, value in pruned.items():  # only zeros differ: ranking by gradients left BatchNorm statistics as they were
         assert torch.equal(value, torch.where(value == 0, value, dense[name])), name
+
+
+def test_channel_calibration_data_of_the_wrong_kind_is_one_line(tmp_path, trained_checkpoint):
+    """A classify model with data=, or a folder without a YAML, ended in an AssertionError traceback."""
+    from ultralytics.nn.tasks import ClassificationModel
+
+    from ultra_sparse.synthetic_tasks import make_task_dataset
+
+    folder = make_task_dataset(tmp_path / "cls-data", "classify", n_train=4, n_val=2)
+    classify = tmp_path / "cls.pt"
+    torch.save({"model": ClassificationModel("yolo11n-cls.yaml", nc=3, verbose=False).half(), "train_args": {"task": "classify"}}, classify)
+    before = tree(tmp_path)
+    for model, message in ((classify, "a classify model prunes without calibration"), (trained_checkpoint, "No YAML file found")):
+        out = cli("sparsify", f"model={model}", "method=channel", "flops=0.3", f"data={folder}", "imgsz=64",
+                  f"project={tmp_path / 'runs'}", cwd=tmp_path)
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert out.returncode == 2 and len(lines) == 1 and message in lines[0], out.stderr[-2000:]
+    assert tree(tmp_path) == before

@@ -40,6 +40,9 @@ def calibration_batches(
     Yields:
         (dict[str, Any]): A batch as Ultralytics' trainer feeds it to ``model.loss``.
 
+    Raises:
+        ValueError: For ``task="classify"`` (no detection-style labels) or a ``data`` that is not a dataset YAML.
+
     Examples:
         >>> batches = list(calibration_batches("coco8.yaml", imgsz=64, n_batches=1))  # doctest: +SKIP
     """
@@ -48,7 +51,14 @@ def calibration_batches(
     from ultralytics.data.utils import check_det_dataset
     from ultralytics.utils import TQDM
 
-    info = check_det_dataset(data)
+    if task == "classify":
+        raise ValueError(
+            "a classify model prunes without calibration (no refit, no importance=taylor): leave data= out"
+        )
+    try:
+        info = check_det_dataset(data)
+    except AssertionError as e:  # Ultralytics asserts on a folder without a YAML, among others
+        raise ValueError(f"data={data}: {e}") from None
     cfg = get_cfg(overrides={"imgsz": imgsz, "batch": batch, "data": data, "workers": 0, "task": task})
     dataset = build_yolo_dataset(cfg, info["train"], batch, info, mode="val", stride=stride)
     loader = torch.utils.data.DataLoader(
