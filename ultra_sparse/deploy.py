@@ -145,20 +145,24 @@ def check_deploy_settings(format: Any, quantize: Any = 32, data: Any = None) -> 
         raise ValueError("quantize=8 (INT8) needs data= (a dataset YAML) to calibrate on, as 'yolo export' does")
     if 8 in precisions and "torchscript" in formats:
         raise ValueError("format=torchscript has no INT8 export in Ultralytics; use onnx or openvino for quantize=8")
+    if precisions != (32,) and "quantize" not in _ultralytics_keys():
+        raise ValueError(
+            f"quantize={','.join(map(str, precisions[1:]))} needs ultralytics>=8.4 (its quantize= export key); "
+            "this version exports FP32 artifacts only here: pip install -U ultralytics"
+        )
     check_runtimes(formats, precisions)
     return {"formats": formats, "precisions": precisions}
 
 
 def precision_args(quantize: int) -> dict[str, Any]:
-    """Ultralytics' export keys for a precision: ``quantize=`` from 8.4 on, ``half=``/``int8=`` before it.
+    """Ultralytics' export keys for a precision: ``quantize=`` from 8.4 on, ``half=``/``int8=`` before it (where
+    ``check_deploy_settings`` lets FP32 through only: INT8 and FP16 exports there are not checked).
 
     Examples:
         >>> precision_args(8) in ({"quantize": 8}, {"half": False, "int8": True})
         True
     """
-    from ultralytics.cfg import DEFAULT_CFG_DICT
-
-    if "quantize" in DEFAULT_CFG_DICT:
+    if "quantize" in _ultralytics_keys():
         return {"quantize": quantize}
     return {"half": quantize == 16, "int8": quantize == 8}
 
@@ -377,6 +381,13 @@ def _time(fns: Mapping[str, Callable[[], Any]], runs: int, warmup: int) -> dict[
         return TQDM(calls, desc=f"artifacts: {warmup} warm-up + {runs} timed runs each")
 
     return time_interleaved(fns, runs=runs, warmup=warmup, progress=progress)
+
+
+def _ultralytics_keys() -> frozenset[str]:
+    """The keys of the installed Ultralytics' configuration (8.4 has ``quantize``, 8.3 ``half`` and ``int8``)."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return frozenset(DEFAULT_CFG_DICT)
 
 
 def _imports(module: str) -> bool:
