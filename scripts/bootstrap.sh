@@ -7,10 +7,10 @@ VENV="${ULTRA_SPARSE_VENV:-$ROOT/.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import ultra_sparse, torch, ultralytics, torch_pruning, onnxruntime, pytest" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import ultra_sparse, torch, ultralytics, torch_pruning, onnxruntime, openvino, nncf, pytest" 2>/dev/null; then
   echo "bootstrap: installing torch, ultralytics and ultra_sparse into $VENV (first run only, a few minutes)"
   "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test,onnx]"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test,onnx,openvino]"
 fi
 export PATH="$VENV/bin:$PATH"
 # Keep Ultralytics' settings out of the user's home folder unless they chose one.

@@ -1,4 +1,4 @@
-"""Helpers shared by the command-line tests: run ``ultra-sparse`` in a subprocess, snapshot a folder."""
+"""Helpers shared by the command-line tests: run ``ultra-sparse`` in a subprocess or in-process, snapshot a folder."""
 
 from __future__ import annotations
 
@@ -13,6 +13,19 @@ CLI = [sys.executable, "-c", "from ultra_sparse.cli import entrypoint; entrypoin
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``ultra-sparse ARGS`` in ``cwd`` with this interpreter; capture its output."""
     return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+
+
+def cli_in_process(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
+    """Run the console script in-process (``monkeypatch`` reaches it); return (exit status, stdout, stderr)."""
+    import pytest
+
+    from ultra_sparse.cli import entrypoint
+
+    monkeypatch.setattr(sys, "argv", ["ultra-sparse", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        entrypoint()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
 
 
 def tree(folder: Path) -> dict[str, bytes]:

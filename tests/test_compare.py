@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import cli_in_process as cli
 
 from ultra_sparse.bench import HONEST_NOTE, gflops
 from ultra_sparse.checkpoint import load_checkpoint
@@ -51,17 +52,6 @@ def channel_run(tmp_path_factory, trained_checkpoint, shrunk_checkpoint, synthet
         "name": "cmp",
     })
     return project / "cmp"
-
-
-def cli(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the console script in-process; return (exit status, stdout, stderr)."""
-    from ultra_sparse.cli import entrypoint
-
-    monkeypatch.setattr(sys, "argv", ["ultra-sparse", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        entrypoint()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def test_writes_three_files(compare_run):

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from .bench import benchmark_models, check_comparable, check_settings, format_benchmark_md, parse_device
 from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
+from .deploy import check_deploy_settings, compare_artifacts, format_artifacts_md
 from .metrics import ACCURACY_KEYS
 from .plots import plot_comparison
 from .report import pattern_of, sparsity_report
@@ -153,6 +154,8 @@ def compare_models(
     runs: int = 30,
     warmup: int = 5,
     backend: str | list[str] = "torch",
+    format: str | list[str] | None = None,
+    quantize: Any = 32,
 ) -> dict[str, Any]:
     """Validate and benchmark a dense and a sparse (or channel-pruned) checkpoint with identical settings.
 
@@ -172,12 +175,16 @@ def compare_models(
         warmup (int): Untimed benchmark runs per model.
         backend (str | list[str]): Benchmark backends: ``torch``, ``onnxruntime``, both (``torch,onnxruntime``), or
             ``auto`` (torch, plus onnxruntime where installed); all are timed in one interleaved run.
+        format (str | list[str], optional): Export formats (``deploy.FORMATS``): both models are also exported,
+            each artifact validated and timed on its runtime (see ``deploy.compare_artifacts``).
+        quantize (Any): Precisions of the exports (32, 16, 8, one or a list); dense FP32 is always the reference.
 
     Returns:
         (dict): ``settings``, ``kind`` (``unstructured``, ``nm`` or ``structured``: see ``bench.pair_kind``),
         ``dense`` and ``sparse`` (weights, sizes, sparsity, metrics, families, and ``nm``: the N:M check of a
         ``method=nm`` sparse checkpoint, else None), ``rows`` (``metric``, ``unit``, ``dense``, ``sparse``,
-        ``abs_change``, ``rel_change``; see ``row_names``) and ``benchmark``.
+        ``abs_change``, ``rel_change``; see ``row_names``), ``benchmark`` and ``artifacts`` (None without
+        ``format``).
 
     Raises:
         ValueError: On bad settings, a missing benchmark package, unreadable checkpoints or different classes.
@@ -190,6 +197,9 @@ def compare_models(
     """
     settings = check_settings(imgsz=imgsz, batch=batch, runs=runs, warmup=warmup, backend=backend)
     device = parse_device(device, half)
+    deploy = check_deploy_settings(format, quantize, data) if format is not None else None
+    if deploy is None and quantize != 32:
+        raise ValueError(f"quantize={quantize} needs format= (the export formats to quantize, e.g. format=openvino)")
     loaded = check_inputs({"dense": dense, "sparse": sparse}, data)
     check_comparable({name: model for name, (model, _) in loaded.items()})
     rules = rules_of(loaded["sparse"][1])
@@ -212,6 +222,12 @@ def compare_models(
         dense, sparse, imgsz=imgsz, batch=1, device=device, half=half, runs=runs, warmup=warmup,
         backend=list(settings["backends"]), workdir=folder / "onnx" if "onnxruntime" in settings["backends"] else None,
     )
+    artifacts = None
+    if deploy:
+        artifacts = compare_artifacts(
+            {"dense": dense, "sparse": sparse}, folder, deploy["formats"], deploy["precisions"], imgsz, runs, warmup,
+            data=data,
+        )
     return {
         "settings": {**settings, "data": str(data), "device": device, "half": bool(half), "rules": rules,
                      "rules_name": load_rules(rules).name, "benchmark_batch": 1},
@@ -220,6 +236,7 @@ def compare_models(
         "sparse": sides["sparse"],
         "rows": _rows(sides, bench),
         "benchmark": bench,
+        "artifacts": artifacts,
     }
 
 
@@ -265,6 +282,8 @@ def format_comparison_md(result: Mapping[str, Any]) -> str:
     if bench:
         lines += ["", *[f"Speed ({b}): {t['verdict']}" for b, t in bench["timings"].items()]]
         lines += ["", "## Speed", "", format_benchmark_md(bench).rstrip()]
+    if result.get("artifacts"):
+        lines += ["", "## Exported artifacts", "", format_artifacts_md(result["artifacts"]).rstrip()]
     return "\n".join(lines) + "\n"
 
 

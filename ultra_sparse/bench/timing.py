@@ -27,6 +27,7 @@ __all__ = [
     "format_benchmark_md",
     "interleaved_order",
     "missing_onnx_packages",
+    "onnxruntime_session",
     "parse_device",
     "resolve_backends",
     "time_interleaved",
@@ -409,6 +410,21 @@ def check_onnx_packages() -> None:
         )
 
 
+def onnxruntime_session(path: str | Path, providers: list) -> Any:
+    """An ONNX Runtime session for timing beside others: intra-op threads do not spin while idle.
+
+    The sessions are timed in turn: an idle session's threads must not spin-wait on the cores the timed one needs.
+
+    Examples:
+        >>> session = onnxruntime_session("model.onnx", ["CPUExecutionProvider"])  # doctest: +SKIP
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
 def _onnxruntime_runners(models, x, device, half, folder: Path):
     """Export each model to ONNX in ``folder`` and return ONNX Runtime inference functions."""
     import torch
@@ -435,10 +451,7 @@ def _onnxruntime_runners(models, x, device, half, folder: Path):
                 model, sample, str(path), dynamo=False, opset_version=17, input_names=["images"],
                 output_names=["output0"],
             )
-        options = ort.SessionOptions()
-        # The sessions are timed in turn: an idle session's threads must not spin-wait on the cores the timed one needs
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = onnxruntime_session(path, providers)
         feed = {"images": sample.cpu().numpy()}
 
         def run(session=session, feed=feed):
