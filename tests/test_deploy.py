@@ -58,12 +58,13 @@ def test_detection_artifacts_are_exported_validated_and_timed_by_compare(
     run({
         "dense": str(trained_checkpoint), "sparse": str(shrunk_checkpoint), "data": str(synthetic_data), "imgsz": 64,
         "batch": 8, "runs": 10, "warmup": 1, "backend": "torch", "format": "onnx,openvino", "project": str(tmp_path),
-        "name": "cmp",
+        "name": "cmp", "also": str(trained_checkpoint),  # a reference model, placed beside the pair
     })
     folder = tmp_path / "cmp"
     result = json.loads((folder / "compare.json").read_text())
     artifacts = result["artifacts"]
-    check_rows(artifacts, ["dense", "sparse"], ["onnx", "openvino"], ["FP32"])
+    check_rows(artifacts, ["dense", "sparse", "also-best"], ["onnx", "openvino"], ["FP32"])
+    assert (folder / "tradeoff.png").stat().st_size > 10_000  # every artifact on accuracy against latency
     for row in artifacts["rows"]:
         assert Path(row["path"]).is_relative_to(folder / "exports")  # kept in the run folder, not beside the weights
         assert set(row["accuracy"]) == {"mAP50", "mAP50-95", "precision", "recall"}
@@ -146,3 +147,12 @@ def test_quantize_values_follow_ultralytics_spelling():
     assert parse_quantize([8, 32]) == (8, 32)
     with pytest.raises(ValueError, match="must be 32, 16 or 8"):
         parse_quantize(True)
+
+
+def test_also_needs_format_and_distinct_checkpoints(monkeypatch, capsys, tmp_path, trained_checkpoint, synthetic_data):
+    keys = [f"dense={trained_checkpoint}", f"sparse={trained_checkpoint}", f"data={synthetic_data}", f"project={tmp_path}"]
+    for extra, message in (([f"also={trained_checkpoint}"], "also= places further models among the exported artifacts"),
+                           ([f"also=a/x.pt,b/x.pt", "format=onnx"], "names a checkpoint twice")):
+        status, _, err = cli(monkeypatch, capsys, "compare", *keys, *extra)
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []

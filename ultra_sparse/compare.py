@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .bench import benchmark_models, check_comparable, check_settings, format_benchmark_md, parse_device
 from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
 from .deploy import check_deploy_settings, compare_artifacts, format_artifacts_md
 from .metrics import ACCURACY_KEYS
-from .plots import plot_comparison
+from .plots import plot_comparison, plot_tradeoff
 from .report import pattern_of, sparsity_report
 from .rules import load_rules, recorded_rules
 
@@ -27,6 +27,7 @@ __all__ = [
     "check_inputs",
     "compare_models",
     "format_comparison_md",
+    "reference_models",
     "row_names",
     "rules_of",
     "validate",
@@ -156,6 +157,7 @@ def compare_models(
     backend: str | list[str] = "torch",
     format: str | list[str] | None = None,
     quantize: Any = 32,
+    also: str | Path | list[str | Path] | None = None,
 ) -> dict[str, Any]:
     """Validate and benchmark a dense and a sparse (or channel-pruned) checkpoint with identical settings.
 
@@ -178,6 +180,8 @@ def compare_models(
         format (str | list[str], optional): Export formats (``deploy.FORMATS``): both models are also exported,
             each artifact validated and timed on its runtime (see ``deploy.compare_artifacts``).
         quantize (Any): Precisions of the exports (32, 16, 8, one or a list); dense FP32 is always the reference.
+        also (str | Path | list, optional): Further checkpoints of the same task and classes (the next-smaller stock
+            model, say), exported, validated and timed with the others (needs ``format``): ``also-<stem>`` rows.
 
     Returns:
         (dict): ``settings``, ``kind`` (``unstructured``, ``nm`` or ``structured``: see ``bench.pair_kind``),
@@ -200,7 +204,10 @@ def compare_models(
     deploy = check_deploy_settings(format, quantize, data) if format is not None else None
     if deploy is None and quantize != 32:
         raise ValueError(f"quantize={quantize} needs format= (the export formats to quantize, e.g. format=openvino)")
-    loaded = check_inputs({"dense": dense, "sparse": sparse}, data)
+    references = reference_models(also)
+    if references and deploy is None:
+        raise ValueError("also= places further models among the exported artifacts: add format= (e.g. format=openvino)")
+    loaded = check_inputs({"dense": dense, "sparse": sparse, **references}, data)
     check_comparable({name: model for name, (model, _) in loaded.items()})
     rules = rules_of(loaded["sparse"][1])
     pattern = pattern_of((loaded["sparse"][1].get(METADATA_KEY) or {}).get("config"))
@@ -225,7 +232,8 @@ def compare_models(
     artifacts = None
     if deploy:
         artifacts = compare_artifacts(
-            {"dense": dense, "sparse": sparse}, folder, deploy["formats"], deploy["precisions"], imgsz, runs, warmup,
+            {"dense": dense, "sparse": sparse, **references}, folder, deploy["formats"], deploy["precisions"], imgsz,
+            runs, warmup,
             data=data,
         )
     return {
@@ -287,14 +295,38 @@ def format_comparison_md(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(result: Mapping[str, Any], folder: str | Path) -> tuple[Path, Path, Path]:
-    """Write ``compare.json``, ``compare.md`` and ``compare.png`` into ``folder``; return their paths."""
+def write_comparison(result: Mapping[str, Any], folder: str | Path) -> tuple[Path, ...]:
+    """Write ``compare.json``, ``compare.md``, ``compare.png`` and, with exported artifacts, ``tradeoff.png`` (every
+    artifact on accuracy against latency) into ``folder``; return their paths."""
     folder = Path(folder)
     json_path, md_path, png_path = folder / "compare.json", folder / "compare.md", folder / "compare.png"
     atomic_write_bytes(json_path, json.dumps(result, indent=2).encode())
     atomic_write_bytes(md_path, format_comparison_md(result).encode())
     plot_comparison(result, png_path)
-    return json_path, md_path, png_path
+    if not result.get("artifacts"):
+        return json_path, md_path, png_path
+    return json_path, md_path, png_path, plot_tradeoff(result["artifacts"], folder / "tradeoff.png")
+
+
+def reference_models(also: str | Path | Sequence[str | Path] | None) -> dict[str, str]:
+    """``also=`` as named checkpoints: ``also-<file stem>`` -> path, in the order given.
+
+    Raises:
+        ValueError: If a checkpoint is named twice.
+
+    Examples:
+        >>> reference_models("runs/yolo26n-best.pt,yolo11n.pt")
+        {'also-yolo26n-best': 'runs/yolo26n-best.pt', 'also-yolo11n': 'yolo11n.pt'}
+        >>> reference_models(None)
+        {}
+    """
+    if also is None:
+        return {}
+    paths = [str(p).strip() for p in (also.split(",") if isinstance(also, str) else also) if str(p).strip()]
+    names = {f"also-{Path(p).stem}": p for p in paths}
+    if len(names) != len(paths):
+        raise ValueError(f"also={','.join(paths)} names a checkpoint twice (or two with one file name)")
+    return names
 
 
 def _rows(sides: Mapping[str, Any], bench: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -16,7 +16,17 @@ from .bench.stats import ratio_text
 from .checkpoint import atomic_write_bytes
 from .metrics import ACCURACY_KEYS
 
-__all__ = ["BAD", "GOOD", "NEUTRAL", "plot_comparison", "plot_sensitivity", "row_colour", "speed_words"]
+__all__ = [
+    "BAD",
+    "GOOD",
+    "NEUTRAL",
+    "plot_comparison",
+    "plot_sensitivity",
+    "plot_tradeoff",
+    "row_colour",
+    "speed_words",
+    "tradeoff_metric",
+]
 
 GOOD, BAD, NEUTRAL = "tab:green", "tab:red", "tab:gray"
 LOWER_IS_BETTER = ("total params", "nonzero params", "GFLOPs", "file size (MB)")
@@ -243,3 +253,60 @@ def _save(fig, path: str | Path) -> Path:
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
+
+
+def plot_tradeoff(artifacts: Mapping[str, Any], path: str | Path) -> Path:
+    """Draw every exported artifact on accuracy against latency: the trade-off a deployment is chosen on.
+
+    One colour per model (dense, sparse, each ``also=`` reference), one marker shape per format, filled for FP32 and
+    hollow for the quantized precisions (the legend spells each out); the horizontal bar is the latency's interquartile
+    range. Up and to the left is better.
+
+    Args:
+        artifacts (Mapping[str, Any]): A ``deploy.compare_artifacts`` result whose rows were validated.
+        path (str | Path): PNG file to create, atomically.
+
+    Returns:
+        (Path): ``path``.
+
+    Examples:
+        >>> rows = [{"model": "dense", "format": "onnx", "precision": "FP32", "accuracy": {"mAP50-95": 0.5},
+        ...          "latency_ms": {"median": 10.0, "q1": 9.5, "q3": 10.5}}]
+        >>> plot_tradeoff({"rows": rows}, "/tmp/tradeoff-example.png").name
+        'tradeoff-example.png'
+    """
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    rows = [r for r in artifacts["rows"] if r.get("accuracy")]
+    metric = tradeoff_metric(rows)
+    colours = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(r["model"] for r in rows))}
+    shapes = {f: "osD^v<>"[i % 7] for i, f in enumerate(dict.fromkeys(r["format"] for r in rows))}
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for row in rows:
+        lat, colour = row["latency_ms"], colours[row["model"]]
+        ax.errorbar(lat["median"], row["accuracy"][metric], xerr=[[lat["median"] - lat["q1"]], [lat["q3"] - lat["median"]]],
+                    fmt=shapes[row["format"]], color=colour, markersize=10, capsize=3, alpha=0.85,
+                    markerfacecolor=colour if row["precision"] == "FP32" else "white", markeredgewidth=2)
+    handles = [Line2D([], [], color=c, marker="o", linestyle="", markersize=9, label=m) for m, c in colours.items()]
+    handles += [Line2D([], [], color="black", marker=m, linestyle="", markersize=9, label=f) for f, m in shapes.items()]
+    handles += [Line2D([], [], color="black", marker="o", linestyle="", markersize=9, markerfacecolor="white",
+                       label="hollow: quantized (INT8/FP16)")] if any(r["precision"] != "FP32" for r in rows) else []
+    ax.legend(handles=handles, fontsize=9, loc="best")
+    ax.set_xlabel("latency per image, ms (median, IQR bar; batch 1, on this machine)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against latency of every exported artifact (up and left is better)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def tradeoff_metric(rows: list[Mapping[str, Any]]) -> str:
+    """The accuracy a trade-off plot shows: mAP50-95 where the rows report it, else top-1 accuracy, else the first.
+
+    Examples:
+        >>> tradeoff_metric([{"accuracy": {"top-1 accuracy": 0.9, "top-5 accuracy": 1.0}}])
+        'top-1 accuracy'
+    """
+    reported = rows[0]["accuracy"] if rows else {}
+    return next((m for m in ("mAP50-95", "top-1 accuracy") if m in reported), next(iter(reported), "mAP50-95"))

@@ -14,7 +14,8 @@ __all__ = ["HELP", "KEYS", "run"]
 
 HELP = (
     "usage: ultra-sparse compare dense=W1 sparse=W2 data=D [imgsz=640] [batch=16] [device=cpu|0] [half]\n"
-    "                            [runs=30] [warmup=5] [backend=auto] [format=onnx,openvino] [quantize=32,8] [name=..]\n\n"
+    "                            [runs=30] [warmup=5] [backend=auto] [format=onnx,openvino] [quantize=32,8]\n"
+    "                            [also=W3,W4] [name=..]\n\n"
     "Validates both checkpoints with identical settings and times them with the interleaved benchmark (batch 1).\n"
     "They may differ in architecture (a channel-pruned model against its dense parent), not in task or classes.\n"
     "Prints params, non-zero params, sparsified weights, GFLOPs, file size, the task's accuracy (mAP50, mAP50-95,\n"
@@ -24,7 +25,8 @@ HELP = (
     "With format=, both models are also exported by Ultralytics' exporter (quantize=8: INT8 calibrated on data=),\n"
     "each artifact validated by Ultralytics' validator and timed interleaved on its own runtime; one row per\n"
     "artifact: format, precision, file size, accuracy, latency and its ratio (IQR) to the dense FP32 artifact.\n"
-    "The artifacts are kept in the run folder (exports/)."
+    "The artifacts are kept in the run folder (exports/); tradeoff.png draws each on accuracy against latency.\n"
+    "also= adds reference checkpoints (the next-smaller stock model, say), exported, validated and timed alike."
 )
 KEYS = {
     "dense": "dense checkpoint (.pt) (required)",
@@ -42,6 +44,8 @@ KEYS = {
     "(default: none)",
     "quantize": "precisions of the exports with format=: 32, 16, 8 (INT8, needs data=), or a comma list such as "
     "32,8; dense FP32 is always exported as the reference (default 32)",
+    "also": "further checkpoints of the same task and classes, one or a comma list, exported, validated and timed "
+    "with the others (needs format=; default: none)",
     **OUTPUT_KEYS,
 }
 
@@ -56,7 +60,7 @@ def run(args: dict[str, Any]) -> None:
         raise ValueError("data= is required (a dataset YAML)")
     project, name = args.pop("project", None), args.pop("name", None)
     check_new_file(run_dir(project, name, "compare"), "project")
-    settings = settings_from(args, batch=16, runs=30, warmup=5, backend="auto", format=None, quantize=32)
+    settings = settings_from(args, batch=16, runs=30, warmup=5, backend="auto", format=None, quantize=32, also=None)
     with claimed_run_dir(project, name, "compare") as folder:
         result = compare_models(dense, sparse, data, folder, **settings)
         paths = write_comparison(result, folder)
