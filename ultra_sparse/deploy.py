@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .artifact_weights import kernel_zero_fraction
 from .bench import ratio_summary, summarize, time_interleaved
 from .messages import echo
 from .metrics import ACCURACY_KEYS
@@ -302,7 +303,8 @@ def compare_artifacts(
 
     Returns:
         (dict): ``settings`` and ``rows``, one per artifact (dense FP32 first in each format): ``model``, ``format``,
-        ``precision``, ``path``, ``file_mb``, ``accuracy`` (row -> value, or None unvalidated), ``latency_ms`` (stats),
+        ``precision``, ``path``, ``file_mb``, ``kernel_zeros`` (zeros over the stored convolution kernels, see
+        ``artifact_weights``), ``accuracy`` (row -> value, or None unvalidated), ``latency_ms`` (stats),
         ``ratio`` (stats of artifact / dense FP32 of the same format, per round) and ``reference``.
 
     Examples:
@@ -328,7 +330,8 @@ def compare_artifacts(
                 fns[key] = artifact_runner(artifact, fmt, imgsz)
                 rows.append({
                     "key": key, "model": name, "format": fmt, "precision": PRECISIONS[quantize], "path": str(artifact),
-                    "file_mb": artifact_bytes(artifact) / 1e6, "accuracy": accuracy,
+                    "file_mb": artifact_bytes(artifact) / 1e6, "kernel_zeros": kernel_zero_fraction(artifact, fmt),
+                    "accuracy": accuracy,
                 })
     times = _time(fns, runs, warmup)
     for row in rows:
@@ -349,9 +352,9 @@ def format_artifacts_md(result: Mapping[str, Any]) -> str:
         >>> stats = summarize([10.0, 11.0, 12.0]).to_dict()
         >>> row = {"model": "dense", "format": "onnx", "precision": "FP32", "file_mb": 1.0, "accuracy": {"mAP50": 0.5},
         ...        "latency_ms": stats, "ratio": summarize([1.0, 1.0, 1.0]).to_dict(), "key": "onnx/dense-fp32",
-        ...        "reference": "onnx/dense-fp32"}
+        ...        "reference": "onnx/dense-fp32", "kernel_zeros": 0.0}
         >>> print(format_artifacts_md({"settings": {"runs": 3, "warmup": 0, "imgsz": 64}, "rows": [row]}).splitlines()[4])
-        | dense | onnx | FP32 | 1.00 | 0.5000 | 11.00 | 10.50-11.50 | 1.000 (ref) |
+        | dense | onnx | FP32 | 1.00 | 0.00% | 0.5000 | 11.00 | 10.50-11.50 | 1.000 (ref) |
     """
     s, rows = result["settings"], result["rows"]
     names = list(dict.fromkeys(k for row in rows for k in (row["accuracy"] or {})))
@@ -359,15 +362,17 @@ def format_artifacts_md(result: Mapping[str, Any]) -> str:
         f"Exported artifacts: imgsz={s['imgsz']} batch 1 on CPU, {s['runs']} interleaved rounds after {s['warmup']} "
         "warm-up; ratio = latency / dense FP32 of the same format, per round (median, IQR)",
         "",
-        "| model | format | precision | file MB | " + "".join(f"{n} | " for n in names) + "median ms | IQR ms | ratio |",
-        "|---|---|---|---:|" + "---:|" * len(names) + "---:|---:|---:|",
+        "| model | format | precision | file MB | kernel zeros | " + "".join(f"{n} | " for n in names)
+        + "median ms | IQR ms | ratio |",
+        "|---|---|---|---:|---:|" + "---:|" * len(names) + "---:|---:|---:|",
     ]
     for row in rows:
         lat, r = row["latency_ms"], row["ratio"]
         acc = "".join(f"{(row['accuracy'] or {}).get(n, float('nan')):.4f} | " for n in names)
         ratio = "1.000 (ref)" if row["key"] == row["reference"] else f"{r['median']:.3f} ({r['q1']:.3f}-{r['q3']:.3f})"
+        zeros = "-" if row.get("kernel_zeros") is None else f"{row['kernel_zeros']:.2%}"
         lines.append(
-            f"| {row['model']} | {row['format']} | {row['precision']} | {row['file_mb']:.2f} | {acc}"
+            f"| {row['model']} | {row['format']} | {row['precision']} | {row['file_mb']:.2f} | {zeros} | {acc}"
             f"{lat['median']:.2f} | {lat['q1']:.2f}-{lat['q3']:.2f} | {ratio} |"
         )
     return "\n".join(lines) + "\n"
