@@ -39,7 +39,7 @@ from ..importance import loss_gradients
 from ..rules import Assignment
 from .channel_trace import TWIN_CLASSES, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy
 
-__all__ = ["MAX_CHANNEL_RATIO", "ChannelPlan", "apply_plan", "output_positions", "plan_channels", "remove_channels"]
+__all__ = ["MAX_CHANNEL_RATIO", "ChannelPlan", "output_positions", "plan_channels", "remove_channels"]
 
 MAX_CHANNEL_RATIO = 0.9  # no group loses more than this fraction of its channels, whatever the scale factor
 
@@ -117,7 +117,7 @@ def plan_channels(
             weights (a scan plans the same dense network at every point); the batches are then not run.
 
     Returns:
-        (ChannelPlan): The plan; apply it with :func:`apply_plan`.
+        (ChannelPlan): The plan; apply it with :func:`remove_channels` (``plan.remove``).
 
     Raises:
         ValueError: If the target is out of reach, or ``importance`` has no channel-level form.
@@ -197,14 +197,6 @@ def _plan(net, assignment, config, imgsz, gradients) -> ChannelPlan:
         counter.removal(counts), scale, family_ratios, whole_list, sorted([*twins, *input_split]),
         costs.saved(counter.removed(counts)), bracket,
     )
-
-
-def apply_plan(net: nn.Module, plan: ChannelPlan) -> nn.Module:
-    """Remove the planned channels from ``net`` in place and update the blocks' channel attributes.
-
-    Parameters keep their ``requires_grad`` flags. Returns ``net``.
-    """
-    return remove_channels(net, plan.remove)
 
 
 def remove_channels(net: nn.Module, remove: dict[tuple[str, str], list[int]]) -> nn.Module:
