@@ -18,7 +18,7 @@ import torch
 
 from ultra_sparse.calibration import loss_ready
 from ultra_sparse.config import SparsityConfig
-from ultra_sparse.masking import SparseTraining
+from ultra_sparse.methods.state import SparseTraining
 
 
 def fake_batch(batch: int, imgsz: int) -> dict[str, torch.Tensor]:

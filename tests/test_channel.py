@@ -18,7 +18,7 @@ import torch.nn as nn
 
 import ultra_sparse  # noqa: F401  (registers the project's YAML layers)
 from ultra_sparse.config import SparsityConfig
-from ultra_sparse.prune.channel import apply_plan, plan_channels
+from ultra_sparse.prune.channel import plan_channels, remove_channels
 from ultra_sparse.rules import assign_families, load_rules
 
 MODEL_13 = str(Path(__file__).resolve().parents[1] / "cfg" / "models" / "yolov13-tokenc3-lsnet-n.yaml")
@@ -74,7 +74,7 @@ def pruned_case(request):
     net = randomised(request.param)
     assignment = assign_families(net, load_rules(rules))
     plan = plan_channels(net, assignment, SparsityConfig(method="channel", rules=rules, **target), 64)
-    pruned = apply_plan(copy.deepcopy(net), plan)
+    pruned = remove_channels(copy.deepcopy(net), plan.remove)
     return request.param, net, plan, pruned
 
 
@@ -191,7 +191,7 @@ def test_round_to_16_halves_its_step_on_layers_narrower_than_32(yolov8n):
                        {"family": "conv", "ratio": 0.5, "classes": ["*"]}]}
     plan = plan_channels(net, assign_families(net, load_rules(rules)),
                          SparsityConfig(method="channel", round_to=16), 64)  # no target: every layer at 50%
-    pruned = apply_plan(copy.deepcopy(net), plan)
+    pruned = remove_channels(copy.deepcopy(net), plan.remove)
     dense = dict(net.named_modules())
     narrow_pruned = 0
     for name, layer in pruned.named_modules():
@@ -205,7 +205,7 @@ def test_round_to_16_halves_its_step_on_layers_narrower_than_32(yolov8n):
 def test_round_to_1_leaves_widths_unrounded(yolov8n):
     net, assignment = yolov8n
     plan = plan_channels(net, assignment, SparsityConfig(method="channel", sparsity=0.4, round_to=1), 64)
-    pruned = apply_plan(copy.deepcopy(net), plan)
+    pruned = remove_channels(copy.deepcopy(net), plan.remove)
     widths = [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)]
     assert any(w % 8 for w in widths if w >= 16)  # the rounding test above could fail
 
@@ -244,7 +244,7 @@ def test_a_channel_pruned_checkpoint_trains_as_a_dense_start():
     """Its channels are gone, not masked: no fine-tune-with-mask of its (few, chance) exact zeros."""
     from ultralytics import YOLO
 
-    from ultra_sparse.masking import decide_start
+    from ultra_sparse.training.start import decide_start
 
     net = YOLO("yolov8n.yaml").model
     assert decide_start(net, {}, {"config": {"method": "channel", "rules": "default"}}, epochs=3) is None
@@ -270,7 +270,7 @@ def test_blocks_of_families_kept_at_ratio_0_are_traced_as_twins():
     plan = plan_channels(net, assignment, SparsityConfig(method="channel"), 64)
     layers = {int(name.split(".")[1]) for name, kind in plan.remove if kind == "out"}
     assert layers and layers <= set(range(9))  # the backbone alone loses output channels
-    pruned = apply_plan(copy.deepcopy(net), plan)
+    pruned = remove_channels(copy.deepcopy(net), plan.remove)
     assert pruned(torch.zeros(1, 3, 64, 64))[0].shape[1] == net(torch.zeros(1, 3, 64, 64))[0].shape[1]
 
 

@@ -14,9 +14,9 @@ import torch
 from ultralytics import YOLO
 
 from ultra_sparse import SparsityConfig
-from ultra_sparse.channel_training import ChannelTraining
+from ultra_sparse.methods.channel import ChannelTraining
 from ultra_sparse.checkpoint import METADATA_KEY
-from ultra_sparse.masking import decide_start
+from ultra_sparse.training.start import decide_start
 from ultra_sparse.prune.channel import plan_channels, remove_channels
 from ultra_sparse.prune.channel_masks import channel_masks
 from ultra_sparse.prune.unstructured import apply_masks
@@ -155,7 +155,7 @@ def test_channel_run_ends_with_smaller_stock_checkpoints(channel_run):
     # the zeros were there while training: the epoch checkpoints hold the masked dense network and the state
     mid = torch.load(run / "weights" / "epoch2.pt", map_location="cpu", weights_only=False)
     state = mid[METADATA_KEY]
-    from ultra_sparse.trainer import unpack_mask
+    from ultra_sparse.methods.state import unpack_mask
 
     for net in [n for n in (mid.get("model"), mid.get("ema")) if n is not None]:
         params = dict(net.named_parameters())
@@ -335,7 +335,7 @@ def _broadcast_worker(rank: int, init: str, out: str) -> None:
     """One DDP rank: a network whose weights depend on the rank, then ``broadcast_state``; save what it holds."""
     import torch.distributed as dist
 
-    from ultra_sparse.masking import broadcast_state
+    from ultra_sparse.methods.state import broadcast_state
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from cli_helpers import cli, tree
-from ultra_sparse.new_classes import class_output_names, keeps_yaml_shapes, replace_class_outputs
+from ultra_sparse.training.new_classes import class_output_names, keeps_yaml_shapes, replace_class_outputs
 from ultra_sparse.synthetic import make_synthetic_dataset
 from ultra_sparse.synthetic_tasks import make_task_dataset
 

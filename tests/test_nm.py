@@ -171,7 +171,7 @@ def test_existing_zeros_are_pruned_first_and_nm_again_changes_nothing(base):
 
 
 def test_sparse_training_state_draws_the_pattern_through_element_masks(base):
-    from ultra_sparse.trainer import SparseTraining
+    from ultra_sparse.methods.state import SparseTraining
 
     model = copy.deepcopy(base)
     state = SparseTraining(model, SparsityConfig(method="nm"), epochs=3)

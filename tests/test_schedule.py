@@ -7,7 +7,7 @@ import torch
 
 from ultra_sparse.config import SparsityConfig
 from ultra_sparse.schedule import SparsitySchedule, cubic_sparsity, default_window
-from ultra_sparse.masking import SparseTraining, pack_mask, unpack_mask
+from ultra_sparse.methods.state import SparseTraining, pack_mask, unpack_mask
 
 
 def test_cubic_endpoints_and_monotone():

@@ -13,7 +13,8 @@ import torch
 
 from ultra_sparse.checkpoint import METADATA_KEY
 from ultra_sparse.config import SPARSITY_KEYS
-from ultra_sparse.trainer import SparseDetectionTrainer, unpack_mask
+from ultra_sparse.trainer import SparseDetectionTrainer
+from ultra_sparse.methods.state import unpack_mask
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

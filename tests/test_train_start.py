@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from ultra_sparse.checkpoint import METADATA_KEY
-from ultra_sparse.masking import unpack_mask
+from ultra_sparse.methods.state import unpack_mask
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -106,7 +106,7 @@ def test_nan_weight_is_refused_naming_the_parameter(trained_checkpoint, syntheti
 
 def test_resume_whose_masks_do_not_fit_is_refused_before_writing(trained_checkpoint, tmp_path):
     from ultra_sparse import SparseYOLO
-    from ultra_sparse.masking import pack_mask
+    from ultra_sparse.methods.state import pack_mask
 
     ckpt = _load(trained_checkpoint)
     run = tmp_path / "run"

@@ -1,10 +1,10 @@
 """ultra_sparse: module-aware sparsification for Ultralytics YOLO models (detect, segment, pose, OBB, classify)."""
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from . import nn  # registers the YOLOv13 / LSNet / TokenC3 layers with Ultralytics' YAML parser
 from .bench import benchmark_models
-from .callbacks import add_sparse_callbacks
+from .training.callbacks import add_sparse_callbacks
 from .compare import compare_models
 from .config import SparsityConfig
 from .model import SparseYOLO
@@ -12,7 +12,7 @@ from .oneshot import SparsifyResult, sparsify
 from .report import sparsity_report
 from .rules import load_rules
 from .schedule import SparsitySchedule
-from .trainer import (
+from .training.trainer import (
     SparseClassificationTrainer,
     SparseDetectionTrainer,
     SparseOBBTrainer,

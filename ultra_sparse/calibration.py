@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["buffers_kept", "calibration_batches", "loss_ready", "model_stride", "spread_indices"]
+__all__ = ["buffers_kept", "calibration_batches", "loss_ready", "model_imgsz", "model_stride", "spread_indices"]
 
 
 def calibration_batches(
@@ -146,3 +146,17 @@ def buffers_kept(model: nn.Module) -> Iterator[nn.Module]:
             for name, buffer in model.named_buffers():
                 if name in saved:
                     buffer.copy_(saved[name])
+
+
+def model_imgsz(net: nn.Module, default: int = 640) -> int:
+    """The image size ``net`` was trained at (its ``args``), else ``default``.
+
+    Examples:
+        >>> model_imgsz(nn.Conv2d(1, 1, 1))
+        640
+    """
+    args = getattr(net, "args", None) or {}
+    imgsz = (args if isinstance(args, dict) else vars(args)).get("imgsz", default)
+    if isinstance(imgsz, (list, tuple)):
+        imgsz = max(imgsz)
+    return int(imgsz) if isinstance(imgsz, (int, float)) and not isinstance(imgsz, bool) and imgsz > 0 else default

@@ -6,7 +6,7 @@ from typing import Any
 
 from ultralytics import YOLO
 
-from .trainer import SPARSE_TRAINERS
+from .training.trainer import SPARSE_TRAINERS
 from .validator import SPARSE_VALIDATORS
 
 __all__ = ["SparseYOLO"]
@@ -15,7 +15,7 @@ __all__ = ["SparseYOLO"]
 class SparseYOLO(YOLO):
     """``YOLO`` whose training and validation run the sparse trainer and validator of the model's task.
 
-    Detect, segment, pose, OBB and classify models train with the trainers of :mod:`ultra_sparse.trainer`; predict
+    Detect, segment, pose, OBB and classify models train with the trainers of :mod:`ultra_sparse.training.trainer`; predict
     and export are plain Ultralytics; checkpoints it writes load with ``YOLO(path)``.
 
     Examples:

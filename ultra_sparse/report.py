@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 
-from .checkpoint import atomic_write_bytes
 from .prune.nm import nm_eligibility, nm_violations, pattern_fraction
 from .rules import Assignment, RuleSet, WeightInfo, assign_families, load_rules, network_of
 
 __all__ = [
     "family_widths", "format_file_size", "format_report_md", "log_report", "pattern_of", "reconstruction_line",
-    "report_documents", "sparsity_report", "write_report",
+    "report_documents", "sparsity_report",
 ]
 
 
@@ -133,6 +131,8 @@ def pattern_of(config: Mapping[str, Any] | None) -> tuple[int, int] | None:
         >>> pattern_of({"method": "unstructured", "nm": "2:4"}) is None
         True
     """
+    # Method branch on a STORED config (a checkpoint's or report's dict, of any version): the report renders files
+    # below the method registry, and only the N:M section depends on the method.
     if not config or config.get("method") != "nm":
         return None
     n, m = str(config.get("nm", "2:4")).split(":")
@@ -202,17 +202,6 @@ def report_documents(report: Mapping[str, Any], title: str = "Sparsity report") 
         True
     """
     return json.dumps(report, indent=2).encode(), format_report_md(report, title).encode()
-
-
-def write_report(
-    report: Mapping[str, Any], folder: str | Path, title: str = "Sparsity report", stem: str = "report"
-) -> tuple[Path, Path]:
-    """Write ``<stem>.json`` and ``<stem>.md`` into ``folder`` (atomically) and return their paths."""
-    folder = Path(folder)
-    json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
-    for path, payload in zip((json_path, md_path), report_documents(report, title)):
-        atomic_write_bytes(path, payload)
-    return json_path, md_path
 
 
 def _layer_table(layers: list[dict], pattern: str | None) -> list[str]:

@@ -36,6 +36,8 @@ __all__ = [
     "preset_names",
     "recorded_rules",
     "rules_as_dict",
+    "trained_network",
+    "unwrap",
 ]
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
@@ -419,3 +421,25 @@ def _parse_rule(item: Any, where: str) -> Rule:
     if protect and ratio != 0:
         raise ValueError(f"{where}: a protected family must have ratio 0, got {ratio!r}")
     return Rule(family, float(ratio), tuple(classes), layers, protect)
+
+
+def trained_network(model: nn.Module) -> nn.Module:
+    """The network whose weights are trained and saved: unwrapped, and the student when distilling.
+
+    Examples:
+        >>> trained_network(nn.DataParallel(nn.Linear(1, 1))).__class__.__name__
+        'Linear'
+    """
+    net = unwrap(model)
+    return getattr(net, "student_model", None) or net
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DataParallel / DistributedDataParallel / ``torch.compile`` wrappers (any Ultralytics version)."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model

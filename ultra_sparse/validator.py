@@ -34,7 +34,7 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.metrics import DetMetrics
 
 from .report import sparsity_report
-from .masking import trained_network
+from .rules import trained_network
 from .rules import network_of
 
 __all__ = [

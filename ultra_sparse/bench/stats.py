@@ -199,6 +199,7 @@ def pair_kind(same_shapes: bool, method: str | None = None) -> str:
         >>> pair_kind(True), pair_kind(True, "nm"), pair_kind(False), pair_kind(False, "unstructured")
         ('unstructured', 'nm', 'structured', 'structured')
     """
+    # Method branch on the name stored in a checkpoint's metadata: benchmark statistics stay free of the pruning code.
     if not same_shapes or method == "channel":
         return "structured"
     return "nm" if method == "nm" else "unstructured"

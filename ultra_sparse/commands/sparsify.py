@@ -8,10 +8,11 @@ from typing import Any
 from ultralytics.nn.tasks import guess_model_task
 
 from ..bench import parse_device
-from ..calibration import calibration_batches, loss_ready, model_stride
+from ..calibration import calibration_batches, loss_ready, model_imgsz, model_stride
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig, positive_int
-from ..oneshot import model_imgsz, result_metadata, sparsify
+from ..methods import method_of, result_metadata
+from ..oneshot import sparsify
 from ..report import format_file_size, log_report, report_documents
 from ..rules import load_rules
 from .common import (
@@ -101,7 +102,7 @@ def run(args: dict[str, Any]) -> None:
     model, ckpt = load_checkpoint(model_path)
     check_finite(model, f"model={model_path}")
     imgsz = given_imgsz or model_imgsz(model)
-    weights_name = f"{model_path.stem}-{_suffix(config)}.pt"
+    weights_name = f"{model_path.stem}-{method_of(config).suffix(config)}.pt"
     if out is not None:
         out = Path(out)
         if out.suffix != ".pt":
@@ -135,7 +136,7 @@ def run(args: dict[str, Any]) -> None:
         claimed,
     )
     log_report(result.report, title=f"Sparsity report: {weights.name}")
-    if config.method == "channel":
+    if method_of(config).removes:
         _log_channel(result.report["channel"], weights, json_path, md_path)
         return
     t, nm = result.report["totals"], result.report["nm"]
@@ -168,13 +169,3 @@ def _log_channel(section: dict[str, Any], weights: Path, json_path: Path, md_pat
         f"not 'yolo train')\n"
         f"  reports    {json_path}, {md_path}"
     )
-
-
-def _suffix(config: SparsityConfig) -> str:
-    """The output name's suffix: ``sparse``, ``pruned`` for ``method=channel``, or ``2of4`` for ``method=nm nm=2:4``."""
-    if config.method == "channel":
-        return "pruned"
-    if config.method == "nm":
-        n, m = config.nm_pattern
-        return f"{n}of{m}"
-    return "sparse"

@@ -63,7 +63,7 @@ KEYS = {  # documented here; every Ultralytics train key is taken too and checke
 def run(args: dict[str, Any]) -> None:
     """Train ``args['model']`` with :class:`~ultra_sparse.model.SparseYOLO`; user errors raise ValueError etc."""
     from ..model import SparseYOLO
-    from ..trainer import check_resumable
+    from ..training.preflight import check_resumable
 
     args = dict(args)
     model = args.pop("model", None)

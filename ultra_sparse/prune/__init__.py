@@ -33,6 +33,8 @@ def element_masks(assignment: Assignment, criterion: Criterion, sparsity: float 
     Returns:
         (MaskResult): Masks, scale factor, family ratios and zero counts.
     """
+    # Method branch kept below the registry (ultra_sparse.methods): the mask state that every method's training builds
+    # on draws element masks here, and the registry imports that state, so it cannot be looked up from here.
     if config.method == "unstructured":
         return compute_masks(assignment, criterion, sparsity, config.scope)
     if config.method == "nm":

@@ -1,60 +1,46 @@
-"""The mask state of a sparse training run and the one decision of how a run starts.
+"""The mask state of a sparse training run: :class:`SparseTraining` and the small tools every mask state shares.
 
-Both :mod:`ultra_sparse.trainer` and :mod:`ultra_sparse.callbacks` use this module, so they start the same way:
+It sits with the methods, below the registry: each method's ``training_state`` builds on it (the element methods use it
+as it is, the channel method subclasses it), and :mod:`ultra_sparse.training` drives whichever state a method made.
 
-- :func:`decide_start` reads the start network, its checkpoint's ``ultra_sparse`` metadata and the sparsity keys, and
-  returns a :class:`StartPlan` (or ``None`` for plain training). It checks everything that can be checked before the
-  first epoch: rules, window, reachability of the target, NaN/Inf weights.
-- :class:`SparseTraining` holds the keep-masks (parameter name -> bool tensor) and the
-  :class:`~ultra_sparse.schedule.SparsitySchedule`, with a plain-data state for checkpoints (masks bit-packed).
+:class:`SparseTraining` holds the keep-masks (parameter name -> bool tensor) of an element method (``unstructured``,
+``nm``) and the :class:`~ultra_sparse.schedule.SparsitySchedule`, with a plain-data state for checkpoints (masks
+bit-packed by :func:`pack_mask`). The trainer and the callbacks drive it through a small protocol that every mask state
+keeps (the channel method's :class:`~ultra_sparse.methods.channel.training.ChannelTraining` too): ``prune``, ``apply``,
+``bind``, ``clear_optimizer_state``, ``sparsity``, ``reached``, ``check_reachable``, ``progress``, ``state_dict``,
+``load_state_dict`` and the attributes ``config``, ``schedule``, ``masks``, ``assignment`` and ``batchwise``.
 
-Start rules:
-
-- ``method=channel`` runs hold channel masks instead (:class:`ultra_sparse.channel_training.ChannelTraining`, made by
-  :func:`training_state`) and start from a dense model;
-- a start is **sparse** when its checkpoint carries ``ultra_sparse`` metadata of a zeroing method, or at least
-  ``SPARSE_START_ZEROS`` of its prunable weights are exact zeros (sparse checkpoints from other tools); a
-  channel-pruned checkpoint (``method=channel`` metadata) is dense: its removed channels are gone, not masked;
-- a sparse start keeps its zeros as the mask, in every Conv/Linear weight that holds them, whatever ``rules=`` say
-  (zeros in protected families never regrow); without ``sparsity=`` it fine-tunes with exactly those zeros;
-- without ``rules=``, the rules recorded in the checkpoint's metadata apply (a parsed dict, a preset or a path).
+Examples:
+    >>> m = torch.tensor([[True, False, True]])
+    >>> torch.equal(unpack_mask(*pack_mask(m)), m)
+    True
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
-from ultralytics.utils import LOGGER, colorstr
 
-from .checkpoint import METADATA_KEY, check_finite
-from .config import SparsityConfig
-from .importance import get_criterion
-from .prune import element_masks
-from .prune.unstructured import apply_masks, masks_from_zeros
-from .rules import assign_families, check_prunable, load_rules, recorded_rules, rules_as_dict
-from .schedule import SparsitySchedule, default_window
+from ..config import SparsityConfig
+from ..importance import get_criterion
+from ..prune import element_masks
+from ..prune.unstructured import apply_masks, masks_from_zeros
+from ..rules import assign_families, check_prunable, load_rules, rules_as_dict
+from ..schedule import SparsitySchedule, default_window
 
 __all__ = [
-    "SPARSE_START_ZEROS",
     "SparseTraining",
-    "StartPlan",
+    "broadcast_masks",
     "broadcast_state",
-    "decide_start",
-    "training_state",
     "pack_mask",
     "prunable_zero_fraction",
+    "refuse_taylor",
     "resolved_schedule",
-    "start_is_sparse",
-    "start_training",
-    "trained_network",
     "unpack_mask",
-    "unwrap",
+    "zero_fraction",
 ]
-
-SPARSE_START_ZEROS = 0.01  # a start model with this fraction of exact zeros (prunable weights) is treated as sparse
 
 
 class SparseTraining:
@@ -73,6 +59,7 @@ class SparseTraining:
         prunable (tuple[str, ...]): Names of the weights the rules let grow their masks (sparsity is counted on them).
         schedule (SparsitySchedule): Epoch -> target sparsity.
         config (SparsityConfig): The config with schedule, prune_start and prune_end resolved.
+        batchwise (bool): Whether the trainer follows the ramp at every batch end (element masks grow at epoch ends).
 
     Examples:
         >>> from ultralytics import YOLO
@@ -85,9 +72,11 @@ class SparseTraining:
         0.5
     """
 
+    batchwise = False
+
     def __init__(self, net: nn.Module, config: SparsityConfig, epochs: int, sparse_start: bool = False):
         """Bind to ``net``, take its zeros as the first mask and resolve the schedule."""
-        _check_training_config(config)
+        refuse_taylor(config)
         self.assignment = assign_families(net, load_rules(config.rules))
         check_prunable(self.assignment, config.sparsity)
         self.prunable = tuple(w.name for w in self.assignment.prunable)
@@ -100,14 +89,14 @@ class SparseTraining:
         initial = self.sparsity(net)
         final = config.sparsity
         if final is None:  # the rule ratios as written decide the final sparsity
-            final = _zero_fraction(self._masks_at(None, config).values())
+            final = zero_fraction(self._masks_at(None, config).values())
         kind = config.schedule or ("oneshot" if sparse_start else "gradual")
         self.config, self.schedule = resolved_schedule(config, kind, epochs, final, initial)
 
     def sparsity(self, net: nn.Module) -> float:
         """Fraction of exact zeros over the prunable weights of ``net`` (the model or its EMA, matched by name)."""
         params = dict(net.named_parameters())
-        return _zero_fraction(params[name].detach() for name in self.prunable)
+        return zero_fraction(params[name].detach() for name in self.prunable)
 
     def reached(self, net: nn.Module) -> bool:
         """Whether ``net`` holds at least the zeros of the schedule's final target (counted exactly)."""
@@ -143,7 +132,7 @@ class SparseTraining:
         self.apply(net)  # scores must see the current zeros
         grown = self._masks_at(target, self.config)
         self.masks = {n: m & grown[n].to(m.device) if n in grown else m for n, m in self.masks.items()}
-        _broadcast(self.masks)
+        broadcast_masks(self.masks)
         return True
 
     def apply(self, *modules: nn.Module | None) -> None:
@@ -219,156 +208,6 @@ def resolved_schedule(
     return config.replace(schedule=kind, prune_start=start, prune_end=end), schedule
 
 
-@dataclass(frozen=True)
-class StartPlan:
-    """How a sparse run starts, decided once by :func:`decide_start`.
-
-    Attributes:
-        config (SparsityConfig): The keys with the rules resolved (given, recorded in the checkpoint, or default);
-            for a fine-tune with mask, ``sparsity`` is the start's own and ``schedule`` is ``oneshot``.
-        sparse_start (bool): The start's zeros are the first mask.
-        fine_tune (bool): A sparse start without ``sparsity=``: train with exactly its zeros.
-    """
-
-    config: SparsityConfig
-    sparse_start: bool
-    fine_tune: bool
-
-
-def decide_start(
-    net: nn.Module, keys: Mapping[str, Any], metadata: Mapping[str, Any] | None, epochs: int, imgsz: int = 640
-) -> StartPlan | None:
-    """Decide how a run starts, and refuse now what would fail later.
-
-    Args:
-        net (nn.Module): The start network (the student when distilling).
-        keys (Mapping[str, Any]): The sparsity keys given (only these; defaults are not keys).
-        metadata (Mapping | None): The start checkpoint's ``ultra_sparse`` entry.
-        epochs (int): Length of the run.
-        imgsz (int): The run's image size (``method=channel`` counts GFLOPs at it).
-
-    Returns:
-        (StartPlan | None): The plan, or None for a dense start without sparsity keys (plain training).
-
-    Raises:
-        ValueError: Bad keys, ``method=channel`` from a sparse start, rules with nothing to prune, ``prune_end`` after the last epoch,
-            an unreachable target, or NaN/Inf weights (naming the parameter).
-
-    Examples:
-        >>> from ultralytics import YOLO
-        >>> decide_start(YOLO("yolo11n.yaml").model, {}, None, epochs=3) is None
-        True
-        >>> decide_start(YOLO("yolo11n.yaml").model, {"sparsity": 0.5}, None, epochs=3).config.sparsity
-        0.5
-    """
-    config = SparsityConfig(**keys)
-    _check_training_config(config)
-    if "rules" not in keys:  # a checkpoint made with custom rules goes on with them
-        config = config.replace(rules=recorded_rules({METADATA_KEY: metadata or {}}))
-    zeros = prunable_zero_fraction(net, config.rules)
-    zero_metadata = bool(metadata) and (metadata.get("config") or {}).get("method") != "channel"  # pruned: dense
-    sparse_start = zero_metadata or zeros >= SPARSE_START_ZEROS
-    if not keys and not sparse_start:
-        return None
-    check_finite(net, "model")
-    if config.method == "channel" and sparse_start:
-        raise ValueError(
-            f"method=channel training starts from a dense model; this one holds {zeros:.2%} zeros over its prunable "
-            "weights (a sparse checkpoint), which channel pruning would not keep: start from the dense checkpoint"
-        )
-    fine_tune = sparse_start and config.sparsity is None
-    if fine_tune:  # keep the start's zeros; an N:M pattern fixes its own sparsity, so nm takes no sparsity=
-        config = config.replace(schedule="oneshot", **({} if config.method == "nm" else {"sparsity": zeros}))
-    training_state(net, config, epochs, sparse_start, imgsz).check_reachable(net)
-    return StartPlan(config, sparse_start, fine_tune)
-
-
-def training_state(
-    net: nn.Module,
-    config: SparsityConfig,
-    epochs: int,
-    sparse_start: bool = False,
-    imgsz: int = 640,
-    refit: Callable[[nn.Module, dict], dict] | None = None,
-    batches: Callable[[], list[dict]] | None = None,
-) -> SparseTraining:
-    """The mask state of a run: channel masks for ``method=channel``, element masks otherwise.
-
-    ``refit`` and ``batches`` are handed to :class:`~ultra_sparse.channel_training.ChannelTraining` (``method=channel``
-    only).
-
-    Examples:
-        >>> from ultralytics import YOLO
-        >>> type(training_state(YOLO("yolo11n.yaml").model, SparsityConfig(method="channel"), 3)).__name__
-        'ChannelTraining'
-    """
-    if config.method == "channel":
-        from .channel_training import ChannelTraining
-
-        return ChannelTraining(net, config, epochs, imgsz, refit, batches)
-    return SparseTraining(net, config, epochs, sparse_start)
-
-
-def start_training(
-    net: nn.Module,
-    plan: StartPlan,
-    epochs: int,
-    imgsz: int = 640,
-    refit: Callable[[nn.Module, dict], dict] | None = None,
-    batches: Callable[[], list[dict]] | None = None,
-) -> SparseTraining:
-    """Bind a plan to the network being trained: first masks, one-shot pruning, and one log line.
-
-    ``refit`` (``method=channel`` only) is called wherever a step grows the channel removal, one-shot included;
-    ``batches`` (``method=channel importance=taylor``) gives the calibration batches each plan ranks channels on.
-
-    Examples:
-        >>> from ultralytics import YOLO
-        >>> net = YOLO("yolo11n.yaml").model
-        >>> state = start_training(net, decide_start(net, {"sparsity": 0.3, "schedule": "oneshot"}, None, 3), 3)
-        >>> round(state.sparsity(net), 4)
-        0.3
-    """
-    state = training_state(net, plan.config, epochs, plan.sparse_start, imgsz, refit, batches)
-    if state.config.schedule == "oneshot":
-        state.prune(net)
-    state.apply(net)
-    c, s = state.config, state.schedule
-    step = "batch by batch" if c.method == "channel" and not c.reconstruct else f"every {c.prune_freq}"
-    ramp = f", epochs {c.prune_start}->{c.prune_end} {step}" if c.schedule == "gradual" else ""
-    unit = {"flops": " of GFLOPs", "sparsity": " of prunable parameters"}.get(getattr(state, "key", ""), "")
-    what = (
-        "fine-tune with the model's zeros as mask"
-        if plan.fine_tune
-        else f"{c.schedule} to {s.final:.2%}{unit} ({state.assignment.ruleset.name} rules, {c.method}, {c.importance}, "
-        f"scope={c.scope}{ramp})"
-    )
-    LOGGER.info(f"{colorstr('sparsity:')} {what}; now {state.sparsity(net):.2%} of prunable weights are zero")
-    return state
-
-
-def trained_network(model: nn.Module) -> nn.Module:
-    """The network whose weights are trained and saved: unwrapped, and the student when distilling.
-
-    Examples:
-        >>> trained_network(nn.DataParallel(nn.Linear(1, 1))).__class__.__name__
-        'Linear'
-    """
-    net = unwrap(model)
-    return getattr(net, "student_model", None) or net
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside DataParallel / DistributedDataParallel / ``torch.compile`` wrappers (any Ultralytics version)."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def pack_mask(mask: torch.Tensor) -> tuple[tuple[int, ...], torch.Tensor]:
     """Pack a bool mask into (shape, uint8 tensor of 8 elements per byte).
 
@@ -398,31 +237,29 @@ def prunable_zero_fraction(net: nn.Module, rules: str | dict = "default") -> flo
         >>> prunable_zero_fraction(YOLO("yolo11n.yaml").model) < 1e-5  # random init: an exact zero is rare
         True
     """
-    return _zero_fraction(w.weight.detach() for w in assign_families(net, load_rules(rules)).prunable)
+    return zero_fraction(w.weight.detach() for w in assign_families(net, load_rules(rules)).prunable)
 
 
-def start_is_sparse(net: nn.Module, rules: str | dict = "default") -> bool:
-    """Whether ``net`` holds at least SPARSE_START_ZEROS exact zeros over its prunable weights.
+def refuse_taylor(config: SparsityConfig) -> None:
+    """Refuse ``importance=taylor`` for masks of single weights in training (it ranks whole channels there).
 
     Examples:
-        >>> from ultralytics import YOLO
-        >>> start_is_sparse(YOLO("yolo11n.yaml").model)
-        False
+        >>> refuse_taylor(SparsityConfig(importance="l1"))
     """
-    return prunable_zero_fraction(net, rules) >= SPARSE_START_ZEROS
-
-
-def _check_training_config(config: SparsityConfig) -> None:
-    """Refuse the settings that exist for one-shot ``sparsify`` only."""
-    if config.importance == "taylor" and config.method != "channel":
+    if config.importance == "taylor":
         raise ValueError(
             "importance=taylor ranks whole channels in training (method=channel); masks of single weights use l1, l2, "
             "l1l2 or lamp"
         )
 
 
-def _zero_fraction(tensors: Iterable[torch.Tensor]) -> float:
-    """Fraction of zeros (or False entries) over all given tensors."""
+def zero_fraction(tensors: Iterable[torch.Tensor]) -> float:
+    """Fraction of zeros (or False entries) over all given tensors.
+
+    Examples:
+        >>> zero_fraction([torch.tensor([0.0, 1.0]), torch.tensor([True, False])])
+        0.5
+    """
     total = nonzero = 0
     for t in tensors:
         total += t.numel()
@@ -430,7 +267,7 @@ def _zero_fraction(tensors: Iterable[torch.Tensor]) -> float:
     return 1.0 - nonzero / total if total else 0.0
 
 
-def _broadcast(masks: dict[str, torch.Tensor]) -> None:
+def broadcast_masks(masks: dict[str, torch.Tensor]) -> None:
     """Under DDP, give every rank rank 0's masks (they are computed from identical weights; this makes it certain)."""
     import torch.distributed as dist
 

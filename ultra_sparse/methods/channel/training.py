@@ -10,7 +10,7 @@ first refits, through the ``refit`` callback, the layers that have lost inputs; 
 batch by batch. When the run ends, the zeroed channels are removed for real: last.pt and best.pt are
 smaller dense networks of stock classes that compute exactly what the masked ones did.
 
-:class:`ChannelTraining` has the interface of :class:`ultra_sparse.masking.SparseTraining` that the trainer uses,
+:class:`ChannelTraining` has the interface of :class:`ultra_sparse.methods.state.SparseTraining` that the trainer uses,
 so the trainer drives both kinds of run the same way.
 """
 
@@ -24,12 +24,15 @@ import torch
 import torch.nn as nn
 from ultralytics.utils import LOGGER, colorstr
 
-from .calibration import loss_ready
-from .config import SparsityConfig
-from .masking import SparseTraining, _broadcast, _check_training_config, resolved_schedule, unpack_mask
-from .prune.channel import plan_channels
-from .prune.channel_masks import Removal, channel_masks, merge_removals, pack_removal, unpack_removal
-from .rules import assign_families, check_prunable, load_rules
+from ...calibration import loss_ready
+from ...checkpoint import METADATA_KEY
+from ...config import SparsityConfig
+from ...prune.channel import ChannelPlan, plan_channels
+from ...prune.channel_masks import Removal, channel_masks, merge_removals, pack_removal, unpack_removal
+from ...rules import assign_families, check_prunable, load_rules
+from ..state import SparseTraining, broadcast_masks, resolved_schedule, unpack_mask
+from ..base import result_metadata
+from .oneshot import remove_planned
 
 __all__ = ["ChannelTraining", "remove_zeroed_channels"]
 
@@ -82,7 +85,6 @@ class ChannelTraining(SparseTraining):
         """Bind to ``net`` with nothing zeroed yet and resolve the schedule."""
         if config.method != "channel":
             raise ValueError(f"ChannelTraining needs method=channel, got method={config.method!r}")
-        _check_training_config(config)
         self.assignment = assign_families(net, load_rules(config.rules))
         check_prunable(self.assignment, config.sparsity if config.flops is None else config.flops)
         self.prunable = tuple(w.name for w in self.assignment.prunable)
@@ -98,6 +100,11 @@ class ChannelTraining(SparseTraining):
         if final is None:  # the family ratios as written decide how much is removed
             final = self._plan(net, None, ranked=False).estimate[self.key]
         self.config, self.schedule = resolved_schedule(config, config.schedule or "gradual", epochs, min(final, 0.999))
+
+    @property
+    def batchwise(self) -> bool:
+        """Whether the ramp is followed at every batch end: without a refit (``reconstruct=False``)."""
+        return not self.config.reconstruct
 
     def reached(self, net: nn.Module) -> bool:
         """Whether the final target has been planned and zeroed (a channel plan hits it within one channel group)."""
@@ -131,7 +138,7 @@ class ChannelTraining(SparseTraining):
             steps = (self.reconstruction or {}).get("steps", 0) + 1
             self.reconstruction = {**self.refit(net, removal), "steps": steps}
         self.masks = channel_masks(net, removal)
-        _broadcast(self.masks)
+        broadcast_masks(self.masks)
         return True
 
     def progress(self, net: nn.Module) -> str:
@@ -207,10 +214,6 @@ def remove_zeroed_channels(data: bytes) -> bytes:
     Returns:
         (bytes): The serialised checkpoint with the smaller network.
     """
-    from .checkpoint import METADATA_KEY
-    from .oneshot import remove_planned, result_metadata
-    from .prune.channel import ChannelPlan
-
     ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     state = ckpt.get(METADATA_KEY)
     if not isinstance(state, dict) or "removal" not in state or ckpt.get("model") is None:
