@@ -12,6 +12,7 @@ from .. import __version__
 from ..bench import parse_device
 from ..calibration import calibration_batches, loss_ready, model_stride
 from ..compare import check_inputs
+from ..methods import method_of
 from ..rules import assign_families, load_rules
 from ..scan import (
     Evaluator,
@@ -155,10 +156,11 @@ def run(args: dict[str, Any]) -> None:
                 "groups_max": options.groups, "margin": options.margin,
                 "ladder": None if ladder is None else list(ladder)}
     refit = f", refitted on {sum(len(b['img']) for b in batches)} calibration images" if batches else ""
+    channels = method_of(config).removes
     result = {
         "version": __version__, **settings, "sparsity": config.sparsity, "flops": config.flops,
         "reconstruct": config.reconstruct, "calib_batches": config.calib_batches if batches else None,
-        "round_to": config.round_to if config.method == "channel" else None,
+        "round_to": config.round_to if channels else None,
         "importance": config.importance, "scope": config.scope, "wall_s": round(wall, 1), **result,
         "description": f"scanned by ultra-sparse {__version__} on {model} with {data} at imgsz={imgsz} for "
         f"{target_key}={target} by {metric} (method={config.method}, importance={config.importance}, "
@@ -166,7 +168,7 @@ def run(args: dict[str, Any]) -> None:
     }
     paths = write_scan(result, claim_run_dir(project, name, "scan"))
     base_line = f"base allocation {result['base'][metric]:.4f}; " if result["base"] else ""
-    unit = " of its channels" if config.method == "channel" else ""
+    unit = " of its channels" if channels else ""
     kept, tried = sum(t["accepted"] for t in result["refinement"]), len(result["refinement"])
     LOGGER.info(
         f"\nultra-sparse scan: {result['validations']} validations in {wall / 60:.1f} min "
@@ -180,7 +182,7 @@ def run(args: dict[str, Any]) -> None:
                     for g in result["groups"])
         + f"\n  rules  {paths['rules']}\n  curves {paths['csv']}, {paths['json']}, {paths['plot']}\n"
         f"  next:  ultra-sparse sparsify model={model} rules={paths['rules']} {target_key}={target}"
-        + (f" method=channel round_to={config.round_to}" if config.method == "channel" else "")
+        + (f" method={config.method} round_to={config.round_to}" if channels else "")
         + (f" data={data}" if batches else "")
         + (f" importance={config.importance}" if config.importance != "l1" else "")
     )

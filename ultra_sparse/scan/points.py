@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..config import SparsityConfig
 from ..importance import get_criterion, loss_gradients, taylor_scores
+from ..methods import method_of
 from ..oneshot import sparsify
 from ..prune import element_masks
 from ..prune.unstructured import apply_masks
@@ -166,7 +167,7 @@ def make_pruner(
         ['RestoreWeights', 'PruneCopy']
     """
     check_method(config.method)
-    pruner = RestoreWeights if config.method == "unstructured" else PruneCopy
+    pruner = PruneCopy if method_of(config).removes else RestoreWeights
     return pruner(network, config, batches)
 
 
