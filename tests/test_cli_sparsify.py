@@ -154,9 +154,9 @@ def test_help_lists_every_key(tmp_path):
 def test_taylor_importance_uses_calibration_data(tmp_path, trained_checkpoint, synthetic_data):
     model = tmp_path / "best.pt"
     shutil.copy(trained_checkpoint, model)
-    args = ["sparsify", f"model={model}", "sparsity=0.3", f"data={synthetic_data}", "imgsz=64", "calib_batches=2"]
-    taylor = cli(*args, "importance=taylor", f"out={tmp_path / 'taylor.pt'}", cwd=tmp_path)
-    l1 = cli(*args, "importance=l1", f"out={tmp_path / 'l1.pt'}", cwd=tmp_path)
+    args = ["sparsify", f"model={model}", "sparsity=0.3", f"data={synthetic_data}", "imgsz=64"]
+    taylor = cli(*args, "importance=taylor", "calib_batches=2", f"out={tmp_path / 'taylor.pt'}", cwd=tmp_path)
+    l1 = cli(*args, "importance=l1", f"out={tmp_path / 'l1.pt'}", cwd=tmp_path)  # calib_batches= is taylor's key
     assert taylor.returncode == 0 and l1.returncode == 0, taylor.stderr + l1.stderr
     zeros = {}
     for name in ("taylor", "l1"):

@@ -124,6 +124,7 @@ class SparsityConfig:
         if self.reconstruct and self.method != "channel":
             raise ValueError(f"reconstruct=True needs method=channel (method={self.method!r} keeps every channel)")
         object.__setattr__(self, "nm", _nm_pattern(self.nm))
+        _check_method_keys(self)
         if self.method == "nm":
             _check_nm(self)
         if self.prune_start is not None and self.prune_end is not None and self.prune_end < self.prune_start:
@@ -202,6 +203,30 @@ def _nm_pattern(value: Any) -> str:
     if not 0 < n < m <= 32:
         raise ValueError(f"nm={echo(value)} needs 0 < N < M <= 32")
     return f"{n}:{m}"
+
+
+def _check_method_keys(config: SparsityConfig) -> None:
+    """Refuse a key of another method set away from its default: it would be silently ignored.
+
+    A key left at its default changes nothing under any method (stored configs hold the defaults of every key).
+
+    Examples:
+        >>> SparsityConfig(sparsity=0.3, round_to=16)
+        Traceback (most recent call last):
+        ...
+        ValueError: round_to=16 applies to method=channel only (this is method='unstructured'): add method=channel or drop round_to=
+    """
+    defaults = {f.name: f.default for f in fields(SparsityConfig)}
+    owners = {"nm": ("nm",), "round_to": ("channel",)}
+    if config.importance != "taylor":
+        owners["calib_batches"] = ("channel",)  # the refit's images; importance=taylor ranks on them under any method
+    for key, methods in owners.items():
+        value = getattr(config, key)
+        if config.method not in methods and value != defaults[key]:
+            raise ValueError(
+                f"{key}={value} applies to method={methods[0]} only (this is method={config.method!r}): "
+                f"add method={methods[0]} or drop {key}="
+            )
 
 
 def _check_nm(config: SparsityConfig) -> None:
