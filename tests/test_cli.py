@@ -321,3 +321,21 @@ def test_passthrough_predict_writes_what_yolo_predict_writes(tmp_path, trained_c
     written = {name: sorted(p.relative_to(tmp_path / name) for p in (tmp_path / name).rglob("*") if p.is_file())
                for name in ("ours", "yolo")}
     assert written["yolo"] and written["ours"] == written["yolo"]  # the annotated image, as 'yolo predict' saves it
+
+
+@pytest.mark.parametrize("mode, keys", [
+    ("sparsify", ["method=channel", "flops=0.3"]),
+    ("val", ["data={data}"]),
+    ("train", ["data={data}", "epochs=1"]),
+    ("benchmark", ["dense={model}", "sparse={model}"]),
+    ("scan", ["data={data}", "sparsity=0.5"]),
+])
+def test_an_image_size_that_cannot_be_allocated_is_one_line(tmp_path, monkeypatch, capfd, model, synthetic_data, mode,
+                                                            keys):
+    """imgsz=100000 ended in an allocation RuntimeError or a cv2.error traceback, after the run folder was made."""
+    keys = [k.format(data=synthetic_data, model=model) for k in keys]
+    keys = keys if mode == "benchmark" else [f"model={model}", *keys]
+    before = tree(tmp_path)
+    status, _, err = run_cli(monkeypatch, capfd, mode, *keys, "imgsz=100000", f"project={tmp_path / 'runs'}")
+    assert "imgsz=100000 is larger than 8192" in one_error_line(status, err)
+    assert tree(tmp_path) == before

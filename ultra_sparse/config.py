@@ -254,6 +254,31 @@ def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{key}={echo(value)} is not one of {', '.join(choices)}")
 
 
+MAX_IMGSZ = 8192  # largest image side taken: one 3 x 8192 x 8192 image is 0.8 GB in FP32 before any feature map
+
+
+def check_imgsz(value: object, key: str = "imgsz") -> int:
+    """Return ``value`` if it is a positive integer of at most :data:`MAX_IMGSZ`, else raise naming it.
+
+    Larger sizes cannot be allocated on common machines; they are refused before any work instead of failing inside
+    torch or OpenCV.
+
+    Examples:
+        >>> check_imgsz(640)
+        640
+        >>> check_imgsz(100000)
+        Traceback (most recent call last):
+        ...
+        ValueError: imgsz=100000 is larger than 8192, the largest image size taken (its tensors could not be allocated)
+    """
+    value = positive_int(key, value)
+    if value > MAX_IMGSZ:
+        raise ValueError(
+            f"{key}={value} is larger than {MAX_IMGSZ}, the largest image size taken (its tensors could not be allocated)"
+        )
+    return value
+
+
 def positive_int(key: str, value: object) -> int:
     """Return ``value`` if it is a positive integer (not a bool), else raise naming ``key``.
 

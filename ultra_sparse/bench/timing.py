@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from ..config import check_imgsz
 from ..messages import echo
 from .models import check_comparable, kind_of_pair, model_facts, prepare_for_timing
 from .stats import MIN_RUNS, outcome, ratio_summary, speed_note, summarize, verdict
@@ -282,6 +283,7 @@ def check_settings(imgsz: Any, batch: Any, runs: Any, warmup: Any, backend: Any)
             raise TypeError(f"{key}={echo(value)} must be an integer")
         if value < low:
             raise ValueError(f"{key}={value} must be at least {low}")
+    check_imgsz(imgsz)
     if imgsz % 32:
         raise ValueError(f"imgsz={imgsz} must be a multiple of 32")
     backends = resolve_backends(backend)

@@ -10,7 +10,7 @@ from ultralytics.nn.tasks import guess_model_task
 from ..bench import parse_device
 from ..calibration import calibration_batches, loss_ready, model_imgsz, model_stride
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
-from ..config import SparsityConfig, positive_int
+from ..config import SparsityConfig, check_imgsz, positive_int
 from ..methods import method_of, result_metadata
 from ..oneshot import sparsify
 from ..report import format_file_size, log_report, report_documents
@@ -88,7 +88,7 @@ def run(args: dict[str, Any]) -> None:
     out = args.pop("out", None)
     project, name = args.pop("project", None), args.pop("name", None)
     data, device = args.pop("data", None), parse_device(args.pop("device", "cpu"))
-    given_imgsz = positive_int("imgsz", args.pop("imgsz")) if "imgsz" in args else None
+    given_imgsz = check_imgsz(args.pop("imgsz")) if "imgsz" in args else None
     batch = positive_int("batch", args.pop("batch", 8))
     compress = args.pop("compress", True)
     if not isinstance(compress, bool):

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..bench import parse_device
 from ..compare import check_inputs, validate
-from ..config import positive_int
+from ..config import check_imgsz, positive_int
 from ..rules import recorded_rules
 from .benchmark import settings_from
 from .common import OUTPUT_KEYS, check_new_file, claimed_run_dir, run_dir, write_new_files
@@ -39,8 +39,8 @@ def run(args: dict[str, Any]) -> None:
     args = dict(args)
     model, data = args.pop("model", None), args.pop("data", None)
     settings = settings_from(args, batch=16)
-    for key in ("imgsz", "batch"):
-        positive_int(key, settings[key])
+    check_imgsz(settings["imgsz"])
+    positive_int("batch", settings["batch"])
     device = parse_device(settings["device"], settings["half"])
     if data is None:
         raise ValueError("data= is required (a dataset YAML)")

@@ -6,7 +6,7 @@ import numbers
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from ..config import SparsityConfig, check_choice, positive_int
+from ..config import SparsityConfig, check_choice, check_imgsz, positive_int
 from ..messages import echo
 from .allocation import DEFAULT_BUDGET, DEFAULT_MARGIN, MAX_LADDER_RATIO, check_metric, default_ladder
 from .points import check_method
@@ -81,7 +81,8 @@ class ScanConfig:
             raise ValueError("ladder= needs context=dense (context=target tests each group around its base ratio)")
         if self.groups is None:
             object.__setattr__(self, "groups", 12 if self.context == "target" else 9)
-        for name in ("imgsz", "batch", "groups", "budget"):
+        check_imgsz(self.imgsz)
+        for name in ("batch", "groups", "budget"):
             positive_int(name, getattr(self, name))
         if self.context == "dense":
             ladder = default_ladder(target) if self.ladder is None else self.ladder

@@ -20,7 +20,7 @@ import torch.nn as nn
 from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
 
 from ..checkpoint import METADATA_KEY, load_checkpoint
-from ..config import SparsityConfig
+from ..config import SparsityConfig, check_imgsz
 from ..methods import method_of
 from ..rules import trained_network
 from .new_classes import class_output_names, keeps_yaml_shapes
@@ -76,6 +76,7 @@ def preflight(
 
         raise ValueError(f"distill_model= needs ultralytics 8.4.77 or later (installed: {ultralytics.__version__})")
     args = get_cfg(cfg, overrides)  # Ultralytics' own key checks, with its suggestions
+    check_imgsz(imgsz_of(args.imgsz))  # a size whose batches cannot be allocated fails here, not in the first epoch
     if args.resume:
         path = args.resume if isinstance(args.resume, (str, Path)) and Path(args.resume).exists() else None
         if path is None:
