@@ -339,3 +339,17 @@ def test_an_image_size_that_cannot_be_allocated_is_one_line(tmp_path, monkeypatc
     status, _, err = run_cli(monkeypatch, capfd, mode, *keys, "imgsz=100000", f"project={tmp_path / 'runs'}")
     assert "imgsz=100000 is larger than 8192" in one_error_line(status, err)
     assert tree(tmp_path) == before
+
+
+def test_a_classify_model_with_a_dataset_yaml_is_one_line_before_any_folder(tmp_path, monkeypatch, capfd, synthetic_data):
+    """Ultralytics raised a RuntimeError traceback for this task/data mismatch after writing the run folder."""
+    from ultralytics.nn.tasks import ClassificationModel
+
+    model = tmp_path / "cls.pt"
+    torch.save({"model": ClassificationModel("yolo11n-cls.yaml", nc=3, verbose=False).half(), "train_args": {"task": "classify"}},
+               model)
+    before = tree(tmp_path)
+    status, _, err = run_cli(monkeypatch, capfd, "train", f"model={model}", f"data={synthetic_data}", "sparsity=0.5",
+                             "epochs=1", "imgsz=64", f"project={tmp_path / 'runs'}")
+    assert "is a dataset YAML and this is a classify run" in one_error_line(status, err)
+    assert tree(tmp_path) == before

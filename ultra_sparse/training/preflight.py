@@ -107,7 +107,7 @@ def preflight(
                 "importance=taylor ranks channels by the loss on a detection-style dataset's images; a classify "
                 "run ranks them by l1, l2 or lamp"
             )
-    check_data(args.data)
+    check_data(args.data, task)
     model = str(args.model or "")
     checkpoint = model.lower().endswith(".pt")
     if freeze_bn and not checkpoint:
@@ -191,12 +191,18 @@ def dataset_fields(data: Any) -> dict[str, Any]:
     return {"nc": nc, **{k: fields[k] for k in ("kpt_shape", "channels") if k in fields}}
 
 
-def check_data(data: Any) -> None:
-    """Refuse a dataset YAML that does not exist (Ultralytics would look for it only after writing the run folder)."""
+def check_data(data: Any, task: str = "detect") -> None:
+    """Refuse a dataset YAML that does not exist, or a YAML for a classify run (Ultralytics would find out only after
+    writing the run folder, with a traceback)."""
     from ultralytics.utils.checks import check_file
 
     text = str(data or "")
     if "://" in text or Path(text).suffix not in {".yaml", ".yml"}:
         return  # URLs, dataset names and classification folders are Ultralytics' to resolve
+    if task == "classify":
+        raise ValueError(
+            f"data={data} is a dataset YAML and this is a classify run, which trains on a dataset folder "
+            "(data=path/to/dir with train/ and val/ folders of class folders)"
+        )
     if not check_file(text, download=False, hard=False):
         raise FileNotFoundError(f"data={data} not found (pass the dataset YAML by path)")
