@@ -104,7 +104,9 @@ def test_nan_weight_is_refused_naming_the_parameter(trained_checkpoint, syntheti
     assert not (tmp_path / "runs").exists()
 
 
-def test_resume_whose_masks_do_not_fit_is_refused_before_writing(trained_checkpoint, tmp_path):
+@pytest.mark.parametrize("damaged, message", [(False, "do not fit"), (True, "damaged: a stored mask of 24 bits")])
+def test_resume_whose_masks_do_not_fit_is_refused_before_writing(trained_checkpoint, tmp_path, damaged, message):
+    """A stored shape that its packed bits cannot fill raised a RuntimeError traceback from reshape."""
     from ultra_sparse import SparseYOLO
     from ultra_sparse.methods.state import pack_mask
 
@@ -113,10 +115,13 @@ def test_resume_whose_masks_do_not_fit_is_refused_before_writing(trained_checkpo
     ckpt.update(epoch=0, optimizer={"state": {}, "param_groups": []})
     ckpt["train_args"] = {**ckpt["train_args"], "epochs": 2, "save_dir": str(run), "project": str(tmp_path), "name": "run"}
     config = {"sparsity": 0.3, "schedule": "oneshot"}
-    ckpt[METADATA_KEY] = {"config": config, "schedule": {}, "masks": {"model.0.conv.weight": pack_mask(torch.ones(1, 2, 3, 3, dtype=torch.bool))}}
+    shape, packed = pack_mask(torch.ones(1, 2, 3, 3, dtype=torch.bool))
+    if damaged:
+        shape = (16, 3, 3, 3)  # the layer's real shape, with the bits of a smaller mask
+    ckpt[METADATA_KEY] = {"config": config, "schedule": {}, "masks": {"model.0.conv.weight": (shape, packed)}}
     (run / "weights").mkdir(parents=True)
     torch.save(ckpt, run / "weights" / "last.pt")
-    with pytest.raises(ValueError, match="do not fit"):
+    with pytest.raises(ValueError, match=message):
         SparseYOLO(str(run / "weights" / "last.pt")).train(resume=True)
     assert sorted(p.name for p in run.rglob("*")) == ["last.pt", "weights"]
 

@@ -39,6 +39,7 @@ __all__ = [
     "refuse_taylor",
     "resolved_schedule",
     "unpack_mask",
+    "unpack_masks",
     "zero_fraction",
 ]
 
@@ -171,10 +172,9 @@ class SparseTraining:
         Raises:
             ValueError: If the stored masks do not fit this network (names or shapes).
         """
-        masks = {name: unpack_mask(*packed) for name, packed in state["masks"].items()}
-        misfit = [n for n, m in masks.items() if self._shapes.get(n) != tuple(m.shape)]
-        if misfit or not set(self.prunable) <= set(masks):
-            where = misfit[0] if misfit else sorted(set(self.prunable) - set(masks))[0]
+        masks = unpack_masks(state["masks"], self._shapes, "sparsity")
+        if not set(self.prunable) <= set(masks):
+            where = sorted(set(self.prunable) - set(masks))[0]
             raise ValueError(f"the checkpoint's sparsity masks do not fit this model (first misfit: {where})")
         self.config = SparsityConfig(**state["config"])
         self.schedule.load_state_dict(state["schedule"])
@@ -223,10 +223,39 @@ def pack_mask(mask: torch.Tensor) -> tuple[tuple[int, ...], torch.Tensor]:
 
 
 def unpack_mask(shape: tuple[int, ...], packed: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`pack_mask`."""
+    """Inverse of :func:`pack_mask`.
+
+    Raises:
+        ValueError: If ``packed`` does not hold exactly the bits of ``shape`` (a damaged or edited state).
+
+    Examples:
+        >>> unpack_mask((17, 3), pack_mask(torch.ones(16, 3, dtype=torch.bool))[1])
+        Traceback (most recent call last):
+        ...
+        ValueError: a stored mask of 48 bits cannot have shape (17, 3) (51 elements)
+    """
+    size = int(torch.Size(shape).numel())
+    if packed.numel() != -(-size // 8):
+        raise ValueError(f"a stored mask of {8 * packed.numel()} bits cannot have shape {tuple(shape)} ({size} elements)")
     bits = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
     flat = (packed.reshape(-1, 1) & bits).ne(0).reshape(-1)
-    return flat[: int(torch.Size(shape).numel())].reshape(shape)
+    return flat[:size].reshape(shape)
+
+
+def unpack_masks(stored: dict[str, Any], shapes: dict[str, tuple[int, ...]], kind: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's packed masks, unpacked and checked against the network's weight ``shapes``.
+
+    Raises:
+        ValueError: If a mask is damaged or does not fit (names the first misfit); ``kind`` names the masks.
+    """
+    try:
+        masks = {name: unpack_mask(*packed) for name, packed in stored.items()}
+    except ValueError as e:
+        raise ValueError(f"the checkpoint's {kind} masks are damaged: {e}") from None
+    misfit = [n for n, m in masks.items() if shapes.get(n) != tuple(m.shape)]
+    if misfit:
+        raise ValueError(f"the checkpoint's {kind} masks do not fit this model (first misfit: {misfit[0]})")
+    return masks
 
 
 def prunable_zero_fraction(net: nn.Module, rules: str | dict = "default") -> float:

@@ -30,7 +30,7 @@ from ...config import SparsityConfig
 from ...prune.channel import ChannelPlan, plan_channels
 from ...prune.channel_masks import Removal, channel_masks, merge_removals, pack_removal, unpack_removal
 from ...rules import assign_families, check_prunable, load_rules
-from ..state import SparseTraining, broadcast_masks, resolved_schedule, unpack_mask
+from ..state import SparseTraining, broadcast_masks, resolved_schedule, unpack_masks
 from ..base import result_metadata
 from .oneshot import remove_planned
 
@@ -166,10 +166,7 @@ class ChannelTraining(SparseTraining):
         Raises:
             ValueError: If the stored masks do not fit this network (names or shapes).
         """
-        masks = {name: unpack_mask(*packed) for name, packed in state["masks"].items()}
-        misfit = [n for n, m in masks.items() if self._shapes.get(n) != tuple(m.shape)]
-        if misfit:
-            raise ValueError(f"the checkpoint's channel masks do not fit this model (first misfit: {misfit[0]})")
+        masks = unpack_masks(state["masks"], self._shapes, "channel")
         self.config = SparsityConfig(**state["config"])
         self.schedule.load_state_dict(state["schedule"])
         self.removal = unpack_removal(state["removal"])
