@@ -158,13 +158,18 @@ def test_unreachable_target_is_refused(base):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing was changed
 
 
-def test_nan_weight_is_named(base):
+@pytest.mark.parametrize("where", ["first", "head"])
+@pytest.mark.parametrize("settings", [{"sparsity": 0.1}, {"method": "channel", "flops": 0.3, "imgsz": 64},
+                                      {"method": "nm", "nm": "2:4"}], ids=["unstructured", "channel", "nm"])
+def test_nan_weight_is_named_by_every_method(base, where, settings):
+    """method=channel, and a NaN in the protected head, returned a model without a word through the Python API."""
     model = clone(base)
-    name, param = next((n, p) for n, p in model.named_parameters() if n.endswith("conv.weight"))
+    convs = [(n, p) for n, p in model.named_parameters() if n.endswith("conv.weight")]
+    name, param = convs[0] if where == "first" else next((n, p) for n, p in convs if n.startswith("model.23."))
     with torch.no_grad():
         param[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match=name.replace(".", r"\.")):
-        sparsify(model, sparsity=0.1)
+        sparsify(model, **settings)
 
 
 def test_mask_that_does_not_fit_is_refused(base):

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
+from .checkpoint import check_finite
 from .config import SparsityConfig
 from .methods import SparsifyResult, method_of
 from .rules import assign_families, check_prunable, load_rules, network_of
@@ -71,6 +72,7 @@ def sparsify(
     elif kwargs:
         raise TypeError("pass either config or keyword settings, not both")
     net = network_of(model)
+    check_finite(net, "model")  # every method, the head too: a NaN anywhere makes the pruned model useless
     assignment = assign_families(net, load_rules(config.rules))
     check_prunable(assignment, config.sparsity)
     if net is not model and hasattr(model, "predictor"):
