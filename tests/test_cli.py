@@ -353,3 +353,17 @@ def test_a_classify_model_with_a_dataset_yaml_is_one_line_before_any_folder(tmp_
                              "epochs=1", "imgsz=64", f"project={tmp_path / 'runs'}")
     assert "is a dataset YAML and this is a classify run" in one_error_line(status, err)
     assert tree(tmp_path) == before
+
+
+def test_a_run_that_fails_on_its_data_leaves_no_run_folder(tmp_path, monkeypatch, capfd, synthetic_data):
+    """Ultralytics writes the run folder before it reads the labels: a segment model on a detection set left one."""
+    from ultralytics.nn.tasks import SegmentationModel
+
+    model = tmp_path / "seg.pt"
+    torch.save({"model": SegmentationModel("yolo11n-seg.yaml", nc=3, verbose=False).half(), "train_args": {"task": "segment"}},
+               model)
+    before = tree(tmp_path)
+    status, _, err = run_cli(monkeypatch, capfd, "segment", "train", f"model={model}", f"data={synthetic_data}",
+                             "epochs=1", "imgsz=64", "workers=0", f"project={tmp_path / 'runs' / 'seg'}")
+    assert "segment dataset" in one_error_line(status, err).lower()
+    assert tree(tmp_path) == before and not (tmp_path / "runs").exists()

@@ -26,7 +26,7 @@ from ultralytics.utils import LOGGER, colorstr
 
 from ..checkpoint import METADATA_KEY, atomic_write_bytes, deflate_zip
 
-__all__ = ["atomic_strip", "captured_saves", "with_metadata", "write_captured"]
+__all__ = ["atomic_strip", "captured_saves", "fresh_run_dir", "remove_unstarted_run", "with_metadata", "write_captured"]
 
 _CAPTURED: ContextVar[dict | None] = ContextVar("ultra_sparse_captured_checkpoints", default=None)
 
@@ -112,3 +112,42 @@ def with_metadata(data: bytes, metadata: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(ckpt, buffer)
     return buffer.getvalue()
+
+
+def fresh_run_dir(cfg: Any, overrides: dict) -> Path | None:
+    """The outermost folder that Ultralytics' trainer will create for these settings (the run folder, or the new
+    ``project=`` folder above it), or None on resume or where the run folder exists.
+
+    Examples:
+        >>> fresh_run_dir(None, {"project": "/tmp/no-such-project-x", "name": "run", "mode": "train"})
+        PosixPath('/tmp/no-such-project-x')
+    """
+    from ultralytics.cfg import DEFAULT_CFG, get_cfg, get_save_dir
+
+    args = get_cfg(cfg or DEFAULT_CFG, overrides)
+    if args.resume:
+        return None
+    folder = Path(get_save_dir(args)).absolute()
+    if folder.exists():
+        return None
+    while not folder.parent.exists():
+        folder = folder.parent
+    return folder
+
+
+def remove_unstarted_run(folder: Path | None) -> None:
+    """Remove a folder this run created when it holds nothing but Ultralytics' ``args.yaml`` and empty folders.
+
+    Ultralytics writes the run folder before it reads the data; a run that fails there (a detection dataset for a
+    segment model, say) would leave a run that never trained. Any other file keeps the folder whole.
+    """
+    if folder is None or not folder.is_dir():
+        return
+    files = [p for p in folder.rglob("*") if not p.is_dir()]
+    if len(files) > 1 or any(p.name != "args.yaml" for p in files):
+        return
+    for file in files:
+        file.unlink()
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        sub.rmdir()
+    folder.rmdir()

@@ -58,7 +58,7 @@ from ..validator import sparse_validator
 from .new_classes import replace_class_outputs
 from .preflight import imgsz_of, preflight, rebuild_reason
 from .refit import RunCalibration, refit_layers
-from .saving import atomic_strip, captured_saves, with_metadata, write_captured
+from .saving import atomic_strip, captured_saves, fresh_run_dir, remove_unstarted_run, with_metadata, write_captured
 from .start import start_training, training_state
 
 __all__ = [
@@ -102,7 +102,12 @@ class SparseTrainerMixin:
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._calibration: RunCalibration | None = None
         self._plan, self._resume_state = preflight(self.task, self.freeze_bn, cfg, overrides, own, self._check_task)
-        super().__init__(cfg, overrides, _callbacks)
+        self._fresh_dir = fresh_run_dir(cfg, overrides)
+        try:
+            super().__init__(cfg, overrides, _callbacks)
+        except BaseException:
+            remove_unstarted_run(self._fresh_dir)  # Ultralytics wrote the run folder, then failed on the data
+            raise
         if self.resume and own:
             LOGGER.warning(f"Resume ignores {sorted(own)}, using the checkpoint's sparsity state.")
 
@@ -165,8 +170,12 @@ class SparseTrainerMixin:
 
     def train(self):
         """Train; for multi-GPU runs the sparsity keys travel to the DDP workers inside ``vars(self.args)``."""
-        with self._ddp_args():
-            return super().train()
+        try:
+            with self._ddp_args():
+                return super().train()
+        except BaseException:
+            remove_unstarted_run(self._fresh_dir)  # a run that failed before its first checkpoint leaves no folder
+            raise
 
     @contextmanager
     def _ddp_args(self) -> Iterator[None]:
