@@ -51,9 +51,11 @@ class SparseCallbacks:
 
     def __init__(self, keys: dict[str, Any]):
         """Check the keys; masks are built when training starts."""
-        refusal = method_of(SparsityConfig(**keys)).callbacks
-        if refusal:
-            raise ValueError(refusal)
+        config = SparsityConfig(**keys)
+        method = method_of(config)
+        if method.callbacks:
+            raise ValueError(method.callbacks)
+        method.check_training(config)  # keys the method never trains with (importance=taylor) are refused now
         self.keys = dict(keys)
         self.sparse: SparseTraining | None = None
 
