@@ -232,12 +232,3 @@ def test_current_families_take_exact_unstructured_and_nm_zeros(name):
     with torch.no_grad():
         model.model.eval()(torch.rand(1, 3, 64, 64))  # the forward of the sparse network still runs
 
-
-def test_callbacks_refuse_keys_the_method_never_trains_with_at_once():
-    """add_sparse_callbacks(importance='taylor') was refused only once train() started, after the run folder."""
-    from ultralytics import YOLO
-
-    from ultra_sparse import add_sparse_callbacks
-
-    with pytest.raises(ValueError, match="importance=taylor ranks whole channels in training"):
-        add_sparse_callbacks(YOLO("yolo11n.yaml"), sparsity=0.3, importance="taylor")

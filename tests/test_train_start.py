@@ -295,3 +295,13 @@ def test_no_epoch_before_the_target_becomes_best():
     trainer.score = 0.5  # first epoch at the target
     trainer.validate()
     assert trainer.best_fitness == 0.5
+
+
+def test_callbacks_refuse_keys_the_method_never_trains_with_at_once():
+    """add_sparse_callbacks(importance='taylor') was refused only once train() started, after the run folder."""
+    from ultralytics import YOLO
+
+    from ultra_sparse import add_sparse_callbacks
+
+    with pytest.raises(ValueError, match="importance=taylor ranks whole channels in training"):
+        add_sparse_callbacks(YOLO("yolo11n.yaml"), sparsity=0.3, importance="taylor")
