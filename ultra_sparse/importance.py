@@ -20,7 +20,19 @@ import torch.nn as nn
 
 from .calibration import buffers_kept
 
-__all__ = ["Criterion", "get_criterion", "l1", "l1l2", "l2", "lamp", "loss_gradients", "taylor_scores"]
+__all__ = [
+    "TAYLOR_NEEDS_DATA",
+    "Criterion",
+    "get_criterion",
+    "l1",
+    "l1l2",
+    "l2",
+    "lamp",
+    "loss_gradients",
+    "taylor_scores",
+]
+
+TAYLOR_NEEDS_DATA = "importance=taylor needs data= (a dataset YAML whose train split calibrates it)"  # one wording
 
 
 @dataclass(frozen=True)
@@ -120,7 +132,7 @@ def _loss_passes(model: nn.Module, batches: Iterable[dict], params: dict[str, nn
             p.requires_grad_(flags[n])
         model.train(training)
     if not seen:
-        raise ValueError("importance=taylor needs at least one calibration batch, got none")
+        raise ValueError(f"{TAYLOR_NEEDS_DATA}: no calibration batch was given")
 
 
 def loss_gradients(model: nn.Module, batches: Iterable[dict]) -> dict[str, torch.Tensor]:
@@ -204,7 +216,7 @@ def get_criterion(name: str, taylor: dict[str, torch.Tensor] | None = None) -> C
     """
     if name == "taylor":
         if taylor is None:
-            raise ValueError("importance=taylor needs calibration scores (pass data= to sparsify)")
+            raise ValueError(f"{TAYLOR_NEEDS_DATA}: no calibration scores were given")
         return Criterion(lambda param_name, weight: taylor[param_name])
     if name not in _CRITERIA:
         raise ValueError(f"importance={name!r} is not one of {', '.join([*_CRITERIA, 'taylor'])}")

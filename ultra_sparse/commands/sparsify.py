@@ -11,6 +11,7 @@ from ..bench import parse_device
 from ..calibration import calibration_batches, loss_ready, model_imgsz, model_stride
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig, check_imgsz, positive_int
+from ..importance import TAYLOR_NEEDS_DATA
 from ..methods import method_of, result_metadata
 from ..oneshot import sparsify
 from ..report import format_file_size, log_report, report_documents
@@ -96,7 +97,7 @@ def run(args: dict[str, Any]) -> None:
     config, _ = SparsityConfig.from_args(args)
     load_rules(config.rules)  # fail on a bad rules file before any work
     if config.importance == "taylor" and not data:
-        raise ValueError("importance=taylor needs data= (a dataset YAML whose train split calibrates it)")
+        raise ValueError(TAYLOR_NEEDS_DATA)
     config = config.calibrated(bool(data))
     model_path = Path(model_path)
     model, ckpt = load_checkpoint(model_path)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..config import SparsityConfig
-from ..importance import get_criterion, taylor_scores
+from ..importance import TAYLOR_NEEDS_DATA, get_criterion, taylor_scores
 from ..prune import element_masks
 from ..prune.unstructured import apply_masks
 from ..report import pattern_of, sparsity_report
@@ -97,5 +97,5 @@ def _taylor(
             )
         return scores
     if batches is None:
-        raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
+        raise ValueError(TAYLOR_NEEDS_DATA)
     return taylor_scores(net, batches, [w.name for w in assignment.prunable])

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from ..calibration import model_stride
 from ..config import SparsityConfig
-from ..importance import loss_gradients
+from ..importance import TAYLOR_NEEDS_DATA, loss_gradients
 from ..rules import Assignment
 from .channel_count import MAX_CHANNEL_RATIO, LayerCosts, SlotCounter, output_positions, search_scale
 from .channel_trace import TWIN_CLASSES, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy
@@ -131,7 +131,7 @@ def plan_channels(
     """
     if config.importance == "taylor" and gradients is None:
         if batches is None:
-            raise ValueError("importance=taylor needs calibration data: pass data= (a dataset YAML)")
+            raise ValueError(TAYLOR_NEEDS_DATA)
         gradients = loss_gradients(net, batches)  # the real network's: in the traced copy whole blocks are stand-ins
     with _one_thread():  # a few passes on stride-sized inputs: starting threads costs more than the work
         return _plan(net, assignment, config, imgsz, gradients)
