@@ -12,6 +12,7 @@ from ..calibration import calibration_batches, loss_ready, model_imgsz, model_st
 from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig, check_imgsz, positive_int
 from ..importance import TAYLOR_NEEDS_DATA
+from ..latency import check_latency_settings, find_flops
 from ..methods import method_of, result_metadata
 from ..oneshot import sparsify
 from ..report import format_file_size, log_report, report_documents
@@ -30,7 +31,7 @@ __all__ = ["FLAGS", "HELP", "KEYS", "run"]
 HELP = (
     "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10 | flops=0.5] [rules=default] [importance=l1]\n"
     "                             [scope=global|layer] [method=unstructured|channel|nm] [nm=2:4] [round_to=8] [data=D]\n"
-    "                             [reconstruct=True]\n"
+    "                             [reconstruct=True] [latency=0.6 backend=openvino [quantize=8]]\n"
     "                             [name=..] [out=PATH] [compress=True]\n\n"
     "Zeroes weights of a trained checkpoint family by family (method=nm: N of every M consecutive input-channel\n"
     "weights kept), or removes whole channels (method=channel: smaller, faster dense layers), and writes a NEW\n"
@@ -44,6 +45,10 @@ KEYS = {
     "and size; sparsity= is the fraction of prunable params removed, flops= of GFLOPs) or nm (N:M semi-structured "
     "zeros for sparse tensor cores; the pattern fixes the zeros, so sparsity= is not taken)",
     "flops": "method=channel: fraction of GFLOPs to remove (Ultralytics' get_flops at the model's imgsz), in [0, 1)",
+    "latency": "method=channel: latency to reach, as a ratio to the dense model's on backend= (e.g. 0.6); flops= is "
+    "found by measuring: candidates are pruned, exported and timed against the dense model on this machine",
+    "backend": "with latency=: the runtime timed, onnxruntime, openvino or torchscript",
+    "quantize": "with latency=: the precision timed, 32 (default), 16 or 8 (INT8, calibrated on data=)",
     "round_to": ROUND_TO_HELP,
     "nm": "method=nm: N:M pattern, N kept in every group of M consecutive input channels (default 2:4); layers "
     "whose input channels per group are not a multiple of M stay dense and are listed in the report",
@@ -94,8 +99,12 @@ def run(args: dict[str, Any]) -> None:
     compress = args.pop("compress", True)
     if not isinstance(compress, bool):
         raise TypeError(f"compress={compress!r} must be True or False")
+    latency, backend, quantize = args.pop("latency", None), args.pop("backend", None), args.pop("quantize", 32)
     config, _ = SparsityConfig.from_args(args)
     load_rules(config.rules)  # fail on a bad rules file before any work
+    target = check_latency_settings(latency, backend, quantize, config, data) if latency is not None else None
+    if target is None and (backend is not None or quantize != 32):
+        raise ValueError("backend= and quantize= go with latency= (a measured target: latency=0.6 backend=openvino)")
     if config.importance == "taylor" and not data:
         raise ValueError(TAYLOR_NEEDS_DATA)
     config = config.calibrated(bool(data))
@@ -115,6 +124,9 @@ def run(args: dict[str, Any]) -> None:
     for path in outputs:
         check_new_file(path, "out" if out is not None else "project")
 
+    search = None
+    if target is not None:
+        config, search = find_flops(model, config, target, imgsz, data)
     batches = None
     if config.importance == "taylor" or config.reconstruct:
         model.to(device)
@@ -126,7 +138,7 @@ def run(args: dict[str, Any]) -> None:
 
     metadata = result_metadata(result, config, source=str(model_path))
     payload = checkpoint_bytes(model, ckpt, metadata, compress=compress)
-    report = {**result.report, "file": checkpoint_file_size(payload)}
+    report = {**result.report, "file": checkpoint_file_size(payload), **({"latency_search": search} if search else {})}
     claimed = None
     if out is None:
         claimed = claim_run_dir(project, name, "sparsify")
@@ -138,7 +150,7 @@ def run(args: dict[str, Any]) -> None:
     )
     log_report(result.report, title=f"Sparsity report: {weights.name}")
     if method_of(config).removes:
-        _log_channel(result.report["channel"], weights, json_path, md_path)
+        _log_channel(result.report["channel"], weights, json_path, md_path, search)
         return
     t, nm = result.report["totals"], result.report["nm"]
     pattern = f"; {nm['pattern']} holds in all {nm['eligible_layers']} eligible layers" if nm and nm["holds"] else ""
@@ -157,9 +169,22 @@ def _outputs(weights: Path, folder: Path) -> tuple[Path, Path, Path]:
     return weights, folder / f"{stem}.json", folder / f"{stem}.md"
 
 
-def _log_channel(section: dict[str, Any], weights: Path, json_path: Path, md_path: Path) -> None:
-    """The closing lines of a ``method=channel`` run."""
+def _log_channel(section: dict[str, Any], weights: Path, json_path: Path, md_path: Path, search: dict | None) -> None:
+    """The closing lines of a ``method=channel`` run: sizes, the latency search, and whether it needs a refit."""
     from ultralytics.utils import LOGGER
+
+    if search:
+        c = search["chosen"]
+        LOGGER.info(
+            f"\nultra-sparse: latency={search['latency']} on {search['backend']} (quantize={search['quantize']}): "
+            f"flops={c['flops']} measured {c['ratio']:.3f} of dense (IQR {c['iqr']:.3f}) after {len(search['probes'])} "
+            f"probes in {search['wall_s']:.0f} s; {search['note']}"
+        )
+    if not section.get("reconstruction"):
+        LOGGER.warning(
+            "ultra-sparse: no refit without data=: a channel-pruned model may detect little until it is refitted "
+            "(sparsify ... data=D) or fine-tuned ('ultra-sparse train')"
+        )
 
     p, g = section["params"], section["gflops"]
     ratio = g["after"] / g["before"] if g["before"] else float("nan")

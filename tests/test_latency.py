@@ -1,0 +1,71 @@
+"""Latency targets: the flops= search finds the plan a known latency curve implies; sparsify latency= runs it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from ultra_sparse.config import SparsityConfig
+from ultra_sparse.latency import check_latency_settings, search_flops
+
+
+@pytest.mark.parametrize("target", [0.45, 0.6, 0.75, 0.9])
+@pytest.mark.parametrize("curve", [lambda f: 1.0 - 0.8 * f, lambda f: 1.0 - 0.6 * f ** 0.5, lambda f: 0.35 + 0.65 * (1 - f) ** 2])
+def test_search_finds_the_plan_a_known_latency_curve_implies(curve, target):
+    calls = []
+
+    def measure(flops):
+        calls.append(flops)
+        return curve(flops), 0.01
+
+    best, probes = search_flops(measure, target, max_probes=7, tolerance=0.02)
+    assert best is not None and target - 0.02 <= best.ratio <= target  # at most the target, and close to it
+    assert len(probes) == len(calls) <= 7 and [p.flops for p in probes] == calls
+    assert best == max((p for p in probes if p.ratio <= target), key=lambda p: p.ratio)
+    assert search_flops(measure, target)[0] == best  # given the measurements, reproducible
+
+
+def test_search_keeps_the_best_probe_of_a_noisy_curve_and_says_when_none_reaches():
+    noisy = {0.45: 0.62, 0.675: 0.58, 0.5625: 0.61, 0.6188: 0.57, 0.5906: 0.585}
+    best, probes = search_flops(lambda f: (noisy.get(f, 0.59), 0.02), 0.6, max_probes=5, tolerance=0.001)
+    assert best.ratio == max(p.ratio for p in probes if p.ratio <= 0.6) and len(probes) == 5
+    best, probes = search_flops(lambda f: (0.95, 0.0), 0.5, max_probes=4)
+    assert best is None and len(probes) == 4 and probes[-1].flops > 0.8  # pushed to the upper bound
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(latency=1.2), "in (0, 1)"),
+    (dict(latency=0.6, method="unstructured"), "add method=channel"),
+    (dict(latency=0.6, flops=0.5), "not both"),
+    (dict(latency=0.6, backend="tensorrt"), "needs backend="),
+    (dict(latency=0.6, quantize="32,8"), "one precision"),
+    (dict(latency=0.6, quantize=8), "needs data="),
+])
+def test_latency_settings_are_refused_before_any_work(kwargs, message):
+    method = kwargs.pop("method", "channel")
+    flops = kwargs.pop("flops", None)
+    settings = {"backend": "torchscript", "quantize": 32, "data": None, **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_latency_settings(settings["latency"], settings["backend"], settings["quantize"],
+                               SparsityConfig(method=method, flops=flops), settings["data"])
+
+
+@pytest.mark.slow
+def test_sparsify_latency_target_measures_probes_and_reports_them(tmp_path, trained_checkpoint):
+    from ultra_sparse.cli import main
+
+    out = tmp_path / "pruned.pt"
+    assert main(["sparsify", f"model={trained_checkpoint}", "method=channel", "latency=0.8", "backend=torchscript",
+                 "imgsz=64", f"out={out}"]) == 0
+    report = json.loads((tmp_path / "pruned-report.json").read_text())
+    search = report["latency_search"]
+    assert search["backend"] == "torchscript" and 1 <= len(search["probes"]) <= 7 and "this machine" in search["note"]
+    chosen = search["chosen"]
+    assert chosen["ratio"] <= 0.8 and chosen in search["probes"]
+    stored = torch.load(out, map_location="cpu", weights_only=False)["ultra_sparse"]["config"]
+    assert stored["flops"] == chosen["flops"]  # the plan kept is the measured one
+    assert report["channel"]["gflops"]["after"] < report["channel"]["gflops"]["before"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned-report.json", "pruned-report.md", "pruned.pt"]

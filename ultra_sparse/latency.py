@@ -1,0 +1,221 @@
+"""Latency targets for channel pruning: the GFLOPs to remove are found by measuring on the deployment runtime.
+
+GFLOPs map poorly to latency (half the GFLOPs of a YOLOv9t gave 0.68-0.78 of its latency here: memory-bound layers,
+the never-pruned Detect head, pre- and post-processing stay). ``latency=L backend=B`` therefore searches the
+``flops=`` target: each probe prunes a copy of the model at one GFLOPs fraction, exports it to the backend's runtime
+and times it interleaved against the dense model's artifact; bisection keeps the plan whose measured latency ratio is
+at most ``L`` and closest to it. The search is bounded (``max_probes``) and, given the measurements, deterministic.
+The measurement is of the machine it runs on: run it on the deployment CPU.
+
+:func:`search_flops` is the search alone (any ``measure`` function, so it is tested with a fake timer);
+:class:`ArtifactProbe` measures one probe with Ultralytics' exporter and the artifact runners of :mod:`.deploy`.
+
+Examples:
+    >>> curve = lambda flops: (1.0 - 0.8 * flops, 0.01)  # a known latency curve: ratio falls with GFLOPs removed
+    >>> best, probes = search_flops(curve, target=0.6)
+    >>> best.flops, round(best.ratio, 3), len(probes)
+    (0.5062, 0.595, 4)
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from .bench import ratio_summary, time_interleaved
+from .checkpoint import save_checkpoint
+from .config import SparsityConfig
+from .deploy import artifact_runner, export_artifact
+from .methods import method_of
+
+__all__ = ["BACKEND_FORMATS", "ArtifactProbe", "Probe", "check_latency_settings", "find_flops", "search_flops"]
+
+BACKEND_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "torchscript": "torchscript"}  # backend -> format
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One measured candidate: the GFLOPs fraction removed and the pruned/dense latency ratio (median, IQR)."""
+
+    flops: float
+    ratio: float
+    iqr: float
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain dict, for reports."""
+        return asdict(self)
+
+
+def search_flops(
+    measure: Callable[[float], tuple[float, float]],
+    target: float,
+    low: float = 0.0,
+    high: float = 0.9,
+    max_probes: int = 7,
+    tolerance: float = 0.02,
+) -> tuple[Probe | None, list[Probe]]:
+    """Bisect the removed-GFLOPs fraction until a probe's measured latency ratio is at most ``target`` and within
+    ``tolerance`` of it, or ``max_probes`` probes were made.
+
+    A probe whose ratio is above ``target`` moves the search to more removal, one at or below it to less. The kept
+    probe is the measured one at or below ``target`` closest to it (the curve is not trusted to be monotonic).
+
+    Args:
+        measure (Callable[[float], tuple[float, float]]): ``flops -> (ratio median, ratio IQR)``.
+        target (float): The latency ratio wanted, in (0, 1).
+        low (float): Least GFLOPs fraction searched.
+        high (float): Most GFLOPs fraction searched.
+        max_probes (int): Bound on the measurements.
+        tolerance (float): A ratio within this below ``target`` ends the search.
+
+    Returns:
+        (tuple[Probe | None, list[Probe]]): The kept probe (None when none reached ``target``) and every probe in order.
+
+    Examples:
+        >>> best, probes = search_flops(lambda f: (1.0 - 0.5 * f, 0.0), target=0.5)  # 0.5 is out of reach below 0.9
+        >>> best is None, len(probes)
+        (True, 7)
+    """
+    if not 0 < target < 1:
+        raise ValueError(f"latency={target} must be a ratio to the dense model's latency in (0, 1)")
+    probes: list[Probe] = []
+    best = None
+    for _ in range(max_probes):
+        flops = round((low + high) / 2, 4)
+        ratio, iqr = measure(flops)
+        probe = Probe(flops, float(ratio), float(iqr))
+        probes.append(probe)
+        if probe.ratio <= target:
+            if best is None or probe.ratio > best.ratio:
+                best = probe
+            if target - probe.ratio <= tolerance:
+                break
+            high = flops
+        else:
+            low = flops
+    return best, probes
+
+
+class ArtifactProbe:
+    """Measure pruned candidates of one network on one runtime: ``probe(flops) -> (ratio median, ratio IQR)``.
+
+    The dense network is exported once; each candidate is pruned on a copy (without the refit: it changes no shape,
+    so no latency), saved, exported the same way and timed interleaved with the dense artifact, batch 1 on the CPU.
+
+    Args:
+        net (nn.Module): The dense network (left unchanged).
+        config (SparsityConfig): The channel settings (rules, importance, round_to, ...); ``flops`` is set per probe.
+        backend (str): A key of :data:`BACKEND_FORMATS`.
+        quantize (int): 32, 16 or 8 (INT8 calibrated on ``data``).
+        imgsz (int): Image size of export and timing.
+        folder (Path): Where the artifacts of the probes go.
+        data (str, optional): Dataset YAML for INT8 calibration.
+        runs (int): Timed rounds per probe.
+        warmup (int): Untimed rounds first.
+    """
+
+    def __init__(self, net: nn.Module, config: SparsityConfig, backend: str, quantize: int, imgsz: int, folder: Path,
+                 data: str | None = None, runs: int = 30, warmup: int = 5):
+        """Export and load the dense artifact."""
+        if backend not in BACKEND_FORMATS:
+            raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKEND_FORMATS)}")
+        self.net, self.config, self.quantize, self.imgsz = net, config, quantize, imgsz
+        self.fmt, self.folder, self.data, self.runs, self.warmup = BACKEND_FORMATS[backend], Path(folder), data, runs, warmup
+        self.dense = self._runner(copy.deepcopy(net), "dense")
+
+    def __call__(self, flops: float) -> tuple[float, float]:
+        """Prune a copy at ``flops``, export and time it against the dense artifact; return the ratio's median, IQR."""
+        from .oneshot import sparsify
+
+        candidate = copy.deepcopy(self.net)
+        sparsify(candidate, self.config.replace(flops=flops, sparsity=None, reconstruct=False), imgsz=self.imgsz)
+        runner = self._runner(candidate, f"flops-{flops:.4f}")
+        times = time_interleaved({"dense": self.dense, "pruned": runner}, self.runs, self.warmup)
+        ratio = ratio_summary(times["dense"], times["pruned"])
+        return ratio.median, ratio.iqr
+
+    def _runner(self, net: nn.Module, name: str) -> Callable[[], Any]:
+        """Save ``net`` as a checkpoint, export it to the backend's format and return its runner."""
+        from ultralytics.utils import LOGGER
+
+        folder = self.folder / name
+        weights = save_checkpoint(net, {}, self.folder / f"{name}.pt", {}, compress=False)
+        level = LOGGER.level
+        LOGGER.setLevel("WARNING")  # the exporter's own lines, once per probe, are not the user's business
+        try:
+            artifact = export_artifact(weights, self.fmt, self.quantize, folder, self.imgsz, self.data)
+        finally:
+            LOGGER.setLevel(level)
+        return artifact_runner(artifact, self.fmt, self.imgsz)
+
+
+def check_latency_settings(latency: Any, backend: Any, quantize: Any, config: SparsityConfig, data: Any) -> dict:
+    """Check ``latency=``, ``backend=`` and ``quantize=`` of a latency target before any work; return them parsed.
+
+    Raises:
+        ValueError: A ratio outside (0, 1), another method than channel, a GFLOPs or sparsity target beside it, an
+            unknown backend, a missing runtime (naming the extra) or INT8 without ``data``.
+
+    Examples:
+        >>> check_latency_settings(0.6, "torchscript", 32, SparsityConfig(method="channel"), None)["format"]
+        'torchscript'
+    """
+    from numbers import Real
+
+    from .deploy import check_runtimes, parse_quantize
+
+    if isinstance(latency, bool) or not isinstance(latency, Real) or not 0 < latency < 1:
+        raise ValueError(f"latency={latency!r} must be a ratio to the dense model's latency in (0, 1), e.g. 0.6")
+    if not method_of(config).removes:
+        raise ValueError(f"latency= targets channel pruning: add method=channel (this is method={config.method!r})")
+    if config.flops is not None or config.sparsity is not None:
+        raise ValueError("give latency= or a flops=/sparsity= target, not both (latency= finds flops= by measuring)")
+    if backend not in BACKEND_FORMATS:
+        raise ValueError(f"latency= needs backend=, the runtime you deploy on: one of {', '.join(BACKEND_FORMATS)}")
+    precisions = parse_quantize(quantize)
+    if len(precisions) != 1:
+        raise ValueError(f"quantize={quantize} must be one precision with latency= (the one you deploy)")
+    if precisions[0] == 8 and not data:
+        raise ValueError("quantize=8 (INT8) needs data= (a dataset YAML) to calibrate on, as 'yolo export' does")
+    check_runtimes([BACKEND_FORMATS[backend]], precisions)
+    return {"latency": float(latency), "backend": backend, "format": BACKEND_FORMATS[backend], "quantize": precisions[0]}
+
+
+def find_flops(net: nn.Module, config: SparsityConfig, settings: dict, imgsz: int, data: Any = None,
+               max_probes: int = 7) -> tuple[SparsityConfig, dict[str, Any]]:
+    """Search the ``flops=`` that meets ``settings["latency"]`` on its backend; return the config and a report section.
+
+    The probes' artifacts live in a temporary folder, removed afterwards.
+
+    Raises:
+        ValueError: If no probe reached the target (the lowest ratio measured is named).
+    """
+    import tempfile
+    import time
+
+    from ultralytics.utils import LOGGER
+
+    clock = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ultra-sparse-latency-") as folder:
+        probe = ArtifactProbe(net, config, settings["backend"], settings["quantize"], imgsz, Path(folder), data)
+
+        def measure(flops: float) -> tuple[float, float]:
+            ratio, iqr = probe(flops)
+            LOGGER.info(f"ultra-sparse latency: flops={flops:.4f} -> {ratio:.3f} of dense (IQR {iqr:.3f})")
+            return ratio, iqr
+
+        best, probes = search_flops(measure, settings["latency"], max_probes=max_probes)
+    section = {
+        **settings, "probes": [p.to_dict() for p in probes], "chosen": best.to_dict() if best else None,
+        "wall_s": round(time.perf_counter() - clock, 1),
+        "note": "measured on this machine, batch 1: run the search on the CPU you deploy on",
+    }
+    if best is None:
+        lowest = min(probes, key=lambda p: p.ratio)
+        raise ValueError(f"latency={settings['latency']} was not reached on {settings['backend']}: the lowest ratio "
+                         f"measured was {lowest.ratio:.3f} at flops={lowest.flops}; raise latency=")
+    return config.replace(flops=best.flops), section
