@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from .bench import benchmark_models, check_comparable, check_settings, format_benchmark_md, parse_device
 from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
+from .config import comma_list
 from .deploy import check_deploy_settings, compare_artifacts, format_artifacts_md
 from .metrics import ACCURACY_KEYS
 from .plots import plot_comparison, plot_tradeoff
@@ -322,7 +323,7 @@ def reference_models(also: str | Path | Sequence[str | Path] | None) -> dict[str
     """
     if also is None:
         return {}
-    paths = [str(p).strip() for p in (also.split(",") if isinstance(also, str) else also) if str(p).strip()]
+    paths = comma_list("also", also if isinstance(also, str) else [str(p) for p in also], "a checkpoint path")
     names = {f"also-{Path(p).stem}": p for p in paths}
     if len(names) != len(paths):
         raise ValueError(f"also={','.join(paths)} names a checkpoint twice (or two with one file name)")

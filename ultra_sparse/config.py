@@ -15,12 +15,15 @@ from .messages import echo
 
 __all__ = [
     "IMPORTANCES",
+    "MAX_IMGSZ",
     "METHODS",
     "SCHEDULES",
     "SCOPES",
     "SPARSITY_KEYS",
     "SparsityConfig",
     "check_choice",
+    "check_imgsz",
+    "comma_list",
     "positive_int",
 ]
 
@@ -277,6 +280,27 @@ def check_imgsz(value: object, key: str = "imgsz") -> int:
             f"{key}={value} is larger than {MAX_IMGSZ}, the largest image size taken (its tensors could not be allocated)"
         )
     return value
+
+
+def comma_list(key: str, value: Any, choices: str) -> tuple[str, ...]:
+    """``value`` as a tuple of names: a comma list in one string, or a list of strings; none empty, none twice.
+
+    ``choices`` says what a name may be, for the error (membership is the caller's to check).
+
+    Examples:
+        >>> comma_list("format", "onnx, openvino", "onnx or openvino")
+        ('onnx', 'openvino')
+        >>> comma_list("format", "onnx,onnx", "onnx or openvino")
+        Traceback (most recent call last):
+        ...
+        ValueError: format='onnx,onnx' names a format twice
+    """
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{key}={echo(value)} must be {choices}, or a comma list of them")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{key}={echo(value)} names a {key} twice")
+    return tuple(names)
 
 
 def positive_int(key: str, value: object) -> int:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .artifact_weights import kernel_zero_fraction
 from .bench import ratio_summary, summarize, time_interleaved
+from .config import comma_list
 from .messages import echo
 from .metrics import ACCURACY_KEYS
 
@@ -69,15 +70,11 @@ def parse_formats(value: Any) -> tuple[str, ...]:
         >>> parse_formats(["onnx", "torchscript"])
         ('onnx', 'torchscript')
     """
-    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"format={echo(value)} must be one of {', '.join(FORMATS)} or a comma list of them")
+    names = comma_list("format", value, f"one of {', '.join(FORMATS)}")
     for name in names:
         if name not in FORMATS:
             raise ValueError(f"format={echo(name)} is not timed here; choose {', '.join(FORMATS)} (or a comma list)")
-    if len(set(names)) != len(names):
-        raise ValueError(f"format={echo(value)} names a format twice")
-    return tuple(names)
+    return names
 
 
 def parse_quantize(value: Any) -> tuple[int, ...]:

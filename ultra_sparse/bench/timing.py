@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..config import check_imgsz
+from ..config import check_imgsz, comma_list
 from ..messages import echo
 from .models import check_comparable, kind_of_pair, model_facts, prepare_for_timing
 from .stats import MIN_RUNS, outcome, ratio_summary, speed_note, summarize, verdict
@@ -255,14 +255,10 @@ def resolve_backends(backend: str | Sequence[str]) -> tuple[str, ...]:
     """
     if backend == "auto":
         return BACKENDS if not missing_onnx_packages() else ("torch",)
-    names = [b.strip() for b in backend.split(",")] if isinstance(backend, str) else backend
-    if not isinstance(names, (list, tuple)) or not names:
-        raise ValueError(f"backend={echo(backend)} must be auto, one of {', '.join(BACKENDS)}, or a comma list of them")
+    names = comma_list("backend", backend, f"auto, one of {', '.join(BACKENDS)}")
     for name in names:
         if name not in BACKENDS:
             raise ValueError(f"backend={echo(name)} is unknown; choose auto or {', '.join(BACKENDS)} (or both: torch,onnxruntime)")
-    if len(set(names)) != len(names):
-        raise ValueError(f"backend={echo(backend)} names a backend twice")
     if "onnxruntime" in names:
         check_onnx_packages()
     return tuple(names)
