@@ -28,7 +28,6 @@ CASES = {  # model -> (rules, target, split block classes that must lose hidden 
     "yolov9t.yaml": ("default", {"flops": 0.5}, {"RepNCSPELAN4"}),
     "yolov10n.yaml": ("default", {"flops": 0.5}, {"C2f", "C2fCIB"}),
     "yolo26n.yaml": ("default", {"flops": 0.5}, {"C3k2"}),  # end-to-end head: both branches take the same inputs
-    "yolo12n.yaml": ("default", {"flops": 0.5}, {"C3k2"}),  # area attention (A2C2f) kept whole
     MODEL_13: ("tokenc3_lsnet", {"sparsity": 0.3}, {"DSC3k2"}),
 }
 

@@ -98,7 +98,8 @@ def test_relative_runs_dir_and_project_put_every_output_where_ultralytics_does(t
 @pytest.mark.slow
 def test_demo_with_relative_runs_dir(tmp_path, user_env):
     """The README's demo with the pip-install default runs_dir=runs and no project= (it used to fail after training)."""
-    out = cli("demo", "epochs=1", "finetune_epochs=1", "n_train=8", "n_val=4", "imgsz=64", cwd=tmp_path, env=user_env)
+    out = cli("demo", "epochs=1", "finetune_epochs=1", "n_train=8", "n_val=4", "imgsz=64", "channel=False", cwd=tmp_path,
+              env=user_env)  # the channel leg is test_demo_channel_leg's
     assert out.returncode == 0, out.stderr[-3000:]
     run = ultralytics_save_dir(user_env, tmp_path, None, "demo", "sparse")
     assert (run / "finetune" / "weights" / "best.pt").is_file() and (run / "compare-finetuned" / "compare.json").is_file()

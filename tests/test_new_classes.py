@@ -13,7 +13,8 @@ from ultra_sparse.training.new_classes import class_output_names, keeps_yaml_sha
 from ultra_sparse.synthetic import make_synthetic_dataset
 from ultra_sparse.synthetic_tasks import make_task_dataset
 
-COMMON = ["imgsz=64", "batch=8", "workers=0", "device=cpu", "plots=False", "seed=0", "deterministic=True", "amp=False"]
+COMMON = ["imgsz=64", "batch=8", "workers=0", "device=cpu", "plots=False", "seed=0", "deterministic=True", "amp=False",
+          "val=False"]
 
 
 def _network(task: str, nc: int) -> nn.Module:
