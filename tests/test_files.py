@@ -96,13 +96,36 @@ def test_relative_runs_dir_and_project_put_every_output_where_ultralytics_does(t
 
 
 @pytest.mark.slow
-def test_demo_with_relative_runs_dir(tmp_path, user_env):
-    """The README's demo with the pip-install default runs_dir=runs and no project= (it used to fail after training)."""
-    out = cli("demo", "epochs=1", "finetune_epochs=1", "n_train=8", "n_val=4", "imgsz=64", "channel=False", cwd=tmp_path,
-              env=user_env)  # the channel leg is test_demo_channel_leg's
+def test_demo_with_relative_runs_dir_runs_every_step(tmp_path, user_env):
+    """The README's demo with the pip-install default runs_dir=runs and no project= (it used to fail after training):
+    every step runs and leaves its outputs where it says; fine-tuning never brings a pruned weight back, and the
+    channel leg's fine-tune keeps the pruned shapes."""
+    from ultra_sparse.rules import assign_families, load_rules
+
+    out = cli("demo", "epochs=1", "finetune_epochs=1", "n_train=16", "n_val=8", "imgsz=64", "sparsity=0.4",
+              cwd=tmp_path, env=user_env)
     assert out.returncode == 0, out.stderr[-3000:]
     run = ultralytics_save_dir(user_env, tmp_path, None, "demo", "sparse")
-    assert (run / "finetune" / "weights" / "best.pt").is_file() and (run / "compare-finetuned" / "compare.json").is_file()
+    assert (run / "data" / "data.yaml").is_file() and (run / "baseline" / "weights" / "best.pt").is_file()
+    zeros = {}
+    for path in (run / "sparsify" / "weights" / "best-sparse.pt", run / "finetune" / "weights" / "best.pt"):
+        net = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        zeros[path.name] = {w.name: w.weight == 0 for w in assign_families(net, load_rules("tokenc3_lsnet")).prunable}
+    assert zeros["best-sparse.pt"].keys() == zeros["best.pt"].keys()
+    for name, zero in zeros["best-sparse.pt"].items():
+        assert bool((zeros["best.pt"][name] | ~zero).all()), name
+    for name in ("compare-oneshot", "compare-finetuned"):
+        assert json.loads((run / name / "compare.json").read_text())["kind"] == "unstructured"
+        assert (run / name / "compare.md").is_file() and (run / name / "compare.png").is_file()
+    params = {}
+    for name in ("compare-pruned", "compare-pruned-finetuned"):
+        result = json.loads((run / name / "compare.json").read_text())
+        rows = {row["metric"]: row for row in result["rows"]}
+        assert result["kind"] == "structured" and "does not speed up" not in result["benchmark"]["note"]
+        assert rows["total params"]["sparse"] < rows["total params"]["dense"]
+        assert rows["GFLOPs"]["sparse"] < rows["GFLOPs"]["dense"]
+        params[name] = rows["total params"]["sparse"]
+    assert params["compare-pruned"] == params["compare-pruned-finetuned"]  # fine-tuning kept the pruned shapes
 
 
 def test_concurrent_runs_claim_separate_folders(tmp_path, trained_checkpoint):

@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from .bench import ratio_summary, time_interleaved
 from .checkpoint import save_checkpoint
-from .config import SparsityConfig
+from .config import SparsityConfig, positive_int
 from .deploy import artifact_runner, export_artifact
 from .methods import method_of
 
@@ -153,7 +153,8 @@ class ArtifactProbe:
         return artifact_runner(artifact, self.fmt, self.imgsz)
 
 
-def check_latency_settings(latency: Any, backend: Any, quantize: Any, config: SparsityConfig, data: Any) -> dict:
+def check_latency_settings(latency: Any, backend: Any, quantize: Any, config: SparsityConfig, data: Any,
+                           probes: Any = 7) -> dict:
     """Check ``latency=``, ``backend=`` and ``quantize=`` of a latency target before any work; return them parsed.
 
     Raises:
@@ -182,11 +183,12 @@ def check_latency_settings(latency: Any, backend: Any, quantize: Any, config: Sp
     if precisions[0] == 8 and not data:
         raise ValueError("quantize=8 (INT8) needs data= (a dataset YAML) to calibrate on, as 'yolo export' does")
     check_runtimes([BACKEND_FORMATS[backend]], precisions)
-    return {"latency": float(latency), "backend": backend, "format": BACKEND_FORMATS[backend], "quantize": precisions[0]}
+    return {"latency": float(latency), "backend": backend, "format": BACKEND_FORMATS[backend], "quantize": precisions[0],
+            "max_probes": positive_int("probes", probes)}
 
 
-def find_flops(net: nn.Module, config: SparsityConfig, settings: dict, imgsz: int, data: Any = None,
-               max_probes: int = 7) -> tuple[SparsityConfig, dict[str, Any]]:
+def find_flops(net: nn.Module, config: SparsityConfig, settings: dict, imgsz: int, data: Any = None
+               ) -> tuple[SparsityConfig, dict[str, Any]]:
     """Search the ``flops=`` that meets ``settings["latency"]`` on its backend; return the config and a report section.
 
     The probes' artifacts live in a temporary folder, removed afterwards.
@@ -208,7 +210,7 @@ def find_flops(net: nn.Module, config: SparsityConfig, settings: dict, imgsz: in
             LOGGER.info(f"ultra-sparse latency: flops={flops:.4f} -> {ratio:.3f} of dense (IQR {iqr:.3f})")
             return ratio, iqr
 
-        best, probes = search_flops(measure, settings["latency"], max_probes=max_probes)
+        best, probes = search_flops(measure, settings["latency"], max_probes=settings["max_probes"])
     section = {
         **settings, "probes": [p.to_dict() for p in probes], "chosen": best.to_dict() if best else None,
         "wall_s": round(time.perf_counter() - clock, 1),

@@ -31,7 +31,7 @@ __all__ = ["FLAGS", "HELP", "KEYS", "run"]
 HELP = (
     "usage: ultra-sparse sparsify model=best.pt [sparsity=0.10 | flops=0.5] [rules=default] [importance=l1]\n"
     "                             [scope=global|layer] [method=unstructured|channel|nm] [nm=2:4] [round_to=8] [data=D]\n"
-    "                             [reconstruct=True] [latency=0.6 backend=openvino [quantize=8]]\n"
+    "                             [reconstruct=True] [latency=0.6 backend=openvino [quantize=8] [probes=7]]\n"
     "                             [name=..] [out=PATH] [compress=True]\n\n"
     "Zeroes weights of a trained checkpoint family by family (method=nm: N of every M consecutive input-channel\n"
     "weights kept), or removes whole channels (method=channel: smaller, faster dense layers), and writes a NEW\n"
@@ -49,6 +49,7 @@ KEYS = {
     "found by measuring: candidates are pruned, exported and timed against the dense model on this machine",
     "backend": "with latency=: the runtime timed, onnxruntime, openvino or torchscript",
     "quantize": "with latency=: the precision timed, 32 (default), 16 or 8 (INT8, calibrated on data=)",
+    "probes": "with latency=: at most this many candidates are pruned, exported and timed (default 7)",
     "round_to": ROUND_TO_HELP,
     "nm": "method=nm: N:M pattern, N kept in every group of M consecutive input channels (default 2:4); layers "
     "whose input channels per group are not a multiple of M stay dense and are listed in the report",
@@ -100,11 +101,12 @@ def run(args: dict[str, Any]) -> None:
     if not isinstance(compress, bool):
         raise TypeError(f"compress={compress!r} must be True or False")
     latency, backend, quantize = args.pop("latency", None), args.pop("backend", None), args.pop("quantize", 32)
+    probes = args.pop("probes", 7)
     config, _ = SparsityConfig.from_args(args)
     load_rules(config.rules)  # fail on a bad rules file before any work
-    target = check_latency_settings(latency, backend, quantize, config, data) if latency is not None else None
-    if target is None and (backend is not None or quantize != 32):
-        raise ValueError("backend= and quantize= go with latency= (a measured target: latency=0.6 backend=openvino)")
+    target = check_latency_settings(latency, backend, quantize, config, data, probes) if latency is not None else None
+    if target is None and (backend is not None or quantize != 32 or probes != 7):
+        raise ValueError("backend=, quantize= and probes= go with latency= (a measured target: latency=0.6 backend=openvino)")
     if config.importance == "taylor" and not data:
         raise ValueError(TAYLOR_NEEDS_DATA)
     config = config.calibrated(bool(data))
