@@ -10,13 +10,16 @@ this module decides how many channels each group loses and which ones:
 - protected families (the head, DFL) lose no output channel: a group that would remove one is left whole (their
   first layers only lose the inputs the layers before them no longer produce; a depthwise layer among them, such
   as the first of Detect's class branch, loses the filters of those inputs, its channels being its inputs);
-- Ultralytics blocks that split ``cv1``'s output in two halves (C2f/C3k2/C2fCIB/DSC3k2/TokenC3, C2, ELAN, C2PSA,
-  PSA) are pruned inside: they are traced as twins (:mod:`ultra_sparse.prune.channel_trace`), the two halves lose
-  the SAME number of channels (each its own least important ones) and ``c`` is updated, so the stock ``forward``
-  (chunk) and ``forward_split`` both work; ADown's two input halves lose the same channels;
-- blocks whose channel layout lives in attributes (attention heads: ``num_heads``, ``key_dim``, ``head_dim``; LSConv's
-  kernel-sharing groups) and blocks this module does not know are left whole: their inputs and outputs keep every
-  channel, and the plan says which and why.
+- Ultralytics blocks that split ``cv1``'s output in equal parts (C2f/C3k2/C2fCIB/DSC3k2/TokenC3, C2, ELAN, C2PSA,
+  PSA: halves; HyperACE: thirds) are pruned inside: they are traced as twins
+  (:mod:`ultra_sparse.prune.channel_twins`), the parts lose the SAME number of channels (each its own least
+  important ones) and ``c`` is updated, so the stock ``forward`` (chunk) and ``forward_split`` both work; ADown's two
+  input halves lose the same channels;
+- LSConv (TokenC3, LSBlock) loses channels with the layers around it, each of its kernel-sharing groups the same
+  count, and its kernel branch (LKP) loses hidden channels (:mod:`ultra_sparse.prune.channel_trace`);
+- blocks whose channel layout lives in attributes (attention heads: ``num_heads``, ``key_dim``, ``head_dim``; the
+  hypergraph computation of HyperACE) and blocks this module does not know are left whole: their inputs and outputs
+  keep every channel, and the plan says which and why.
 
 The importance of every channel is computed once on the unpruned model and sorted once; trying a scale factor only
 counts channels (params and FLOPs per layer from its shape), so the search costs milliseconds. Only the chosen plan
@@ -28,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -37,7 +42,10 @@ from ..config import SparsityConfig
 from ..importance import TAYLOR_NEEDS_DATA, loss_gradients
 from ..rules import Assignment
 from .channel_count import MAX_CHANNEL_RATIO, LayerCosts, SlotCounter, output_positions, search_scale
-from .channel_trace import TWIN_CLASSES, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy
+from .channel_trace import (
+    WHOLE_REASONS, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy,
+)
+from .channel_twins import twin_pieces
 
 __all__ = ["MAX_CHANNEL_RATIO", "ChannelPlan", "output_positions", "plan_channels", "remove_channels"]
 
@@ -53,7 +61,8 @@ class _Group:
     parts: int  # equal parts that must lose the same channels (2 for an ADown input, else 1)
     scores: torch.Tensor  # one importance per slot, averaged over parts
     targets: dict[tuple[str, str], list[list[int]]]  # (module name, "out"|"in") -> per slot, its indices there
-    half: str | None = None  # "<twin block>:0" or ":1" where the group holds one half of a split block's cv1
+    half: str | None = None  # "<twin block>:<part>" where the group holds one part of a split block's cv1
+    pieces: int = 0  # parts of that split block's cv1 (all of which must lose the same count)
     order: np.ndarray = field(init=False)  # slots from least to most important
     cumulative: dict[tuple[str, str], np.ndarray] = field(init=False)  # key -> indices removed after n slots
 
@@ -148,15 +157,17 @@ def _plan(net, assignment, config, imgsz, gradients) -> ChannelPlan:
     # blocks of families kept at ratio 0 are still traced as twins: a stock chunk in the graph derails Torch-Pruning
     unpruned = {r.family for r in assignment.ruleset.rules if not r.protect and r.ratio == 0}
     head = {id(w.module) for w in assignment.weights if w.protected and w.family not in unpruned}
-    whole, twins, input_split = classify_blocks(net, head)
+    blocks = classify_blocks(net, head)
     stride = model_stride(net)
-    traced = tracing_copy(net, list(whole), twins, input_split, stride)
+    traced = tracing_copy(net, blocks, stride)
     modules = dict(traced.net.named_modules())
     with _traceable(traced.net):
         with _KeepGraph():
             graph = tp.DependencyGraph().build_dependency(
                 traced.net,
                 torch.zeros(1, 3, 2 * stride, 2 * stride),
+                forward_fn=traced.forward,
+                output_transform=traced.outputs,
                 customized_pruners={Sink: BlockPruner(traced.nodes)},
                 verbose=False,
             )
@@ -184,16 +195,18 @@ def _plan(net, assignment, config, imgsz, gradients) -> ChannelPlan:
     else:
         scale, counts, bracket = search_scale(counter, saved, target)
     family_ratios = {f: min(r * scale, MAX_CHANNEL_RATIO) for f, r in ratios.items()}
-    blocks = dict(net.named_modules())
-    whole_list = [{"name": n, "class": type(blocks[n]).__name__, "reason": why} for n, why in whole.items()]
-    halved = {g.half.rsplit(":", 1)[0] for g in groups if g.half}
+    modules = dict(net.named_modules())
+    keyed = {k[0].rsplit(".", 2)[0] for k in counter.removal(counts) if k[0].endswith(".qkv.conv")}
+    whole_list = [{"name": n, "class": type(modules[n]).__name__,
+                   "reason": WHOLE_REASONS["AttentionKeys"] if n in keyed else why} for n, why in blocks.whole.items()]
+    cut = {g.half.rsplit(":", 1)[0] for g in groups if g.half}
     whole_list += [
-        {"name": f"{n}.cv1", "class": type(blocks[n]).__name__, "reason": "its two halves keep every channel: the stock "
-         "forward cuts equal halves and one half feeds a block kept whole or a family that is not pruned"}
-        for n in twins if n not in halved
+        {"name": f"{n}.cv1", "class": type(modules[n]).__name__, "reason": "its cv1 keeps every channel: the stock "
+         "forward cuts it in equal parts and one part feeds a block kept whole or a family that is not pruned"}
+        for n in blocks.twins if n not in cut
     ]
     return ChannelPlan(
-        counter.removal(counts), scale, family_ratios, whole_list, sorted([*twins, *input_split]),
+        counter.removal(counts), scale, family_ratios, whole_list, sorted([*blocks.twins, *blocks.input_split]),
         costs.saved(counter.removed(counts)), bracket,
     )
 
@@ -238,13 +251,16 @@ def _pruner_of(module: nn.Module, function: Any) -> Any:
 
 
 def _update_attributes(net: nn.Module) -> None:
-    """Keep the stock blocks' channel attributes true to their layers after pruning (``c`` of split blocks)."""
+    """Keep the stock blocks' channel attributes true to their layers after pruning (``c`` of split blocks, an
+    attention's ``key_dim``)."""
     for m in net.modules():
         names = class_names(type(m))
         if "RepConv" in names:
             m.c1, m.c2 = m.conv1.conv.in_channels, m.conv1.conv.out_channels
-        if names & set(TWIN_CLASSES) and hasattr(m, "cv1") and hasattr(m, "c"):
-            m.c = m.cv1.conv.out_channels // 2
+        if "Attention" in names and isinstance(getattr(m, "key_dim", None), int) and hasattr(m, "qkv"):
+            m.key_dim = (m.qkv.conv.out_channels // m.num_heads - m.head_dim) // 2  # query/key channels per head
+        if twin_pieces(m) and hasattr(m, "cv1") and hasattr(m, "c"):
+            m.c = m.cv1.conv.out_channels // twin_pieces(m)
 
 
 def _plan_group(group, graph, importance, family, ratios, protected, traced: Traced) -> _Group | None:
@@ -252,6 +268,9 @@ def _plan_group(group, graph, importance, family, ratios, protected, traced: Tra
     from torch_pruning import ops
 
     names = graph._module2name
+    keys = traced.keys.get(names.get(group[0].dep.target.module, ""))
+    if keys is not None:
+        return _key_group(group, names[group[0].dep.target.module], keys, importance, family, ratios)
     targets: dict[tuple[str, str], dict[int, set[int]]] = {}
     families, halves, parts = set(), set(), 1
     for item in group:
@@ -288,6 +307,10 @@ def _plan_group(group, graph, importance, family, ratios, protected, traced: Tra
             families.add(family[name])
         if kind == "out" and half:
             halves.add(half)
+        if name in traced.parts:  # channels in equal parts (an LSConv's kernel groups): each loses the same count
+            if any(int(i) != int(r) for i, r in zip(idxs, root_idxs)):
+                return None  # not the root's numbering: the parts cannot be told apart
+            parts = math.lcm(parts, traced.parts[name])
         per_root = targets.setdefault((name, kind), {})
         for idx, root in zip(idxs, root_idxs):
             per_root.setdefault(int(root), set()).add(int(idx) + (offset if kind == "out" else 0))
@@ -306,22 +329,42 @@ def _plan_group(group, graph, importance, family, ratios, protected, traced: Tra
     scores = imp.detach().float().cpu().view(parts, slots).mean(0)
     full = {key: [sorted(set().union(*(per_root.get(s + p * slots, set()) for p in range(parts)))) for s in range(slots)]
             for key, per_root in targets.items()}
-    return _Group(min(families, key=lambda f: ratios.get(f, 0.0)), ratio, slots, parts, scores, full,
-                  halves.pop() if len(halves) == 1 else None)
+    half = halves.pop() if len(halves) == 1 else None
+    pieces = traced.pieces[half.rsplit(":", 1)[0]] if half else 0
+    return _Group(min(families, key=lambda f: ratios.get(f, 0.0)), ratio, slots, parts, scores, full, half, pieces)
+
+
+def _key_group(group, conv: str, keys: tuple[str, int, int, int], importance, family, ratios) -> _Group | None:
+    """The query/key channels of an attention's qkv conv: slot d is key channel d of q and k in every head.
+
+    Removing q channel d and k channel d of a head removes one term of its dot products, so the pruned attention
+    computes what the dense one computes with those channels zeroed (the softmax scale is an attribute and stays).
+    """
+    bn, heads, key_dim, head_dim = keys
+    fam = family.get(conv)
+    ratio = ratios.get(fam, 0.0) if fam else 0.0
+    imp = importance(group) if ratio > 0 else None
+    per_head = 2 * key_dim + head_dim
+    if imp is None or len(imp) != heads * per_head:
+        return None
+    slots = [sorted(h * per_head + offset + d for h in range(heads) for offset in (0, key_dim)) for d in range(key_dim)]
+    scores = torch.stack([imp[s].float().mean() for s in slots]).detach().cpu()
+    targets = {(conv, "out"): slots, **({(bn, "out"): slots} if bn else {})}
+    return _Group(fam, ratio, key_dim, 1, scores, targets)
 
 
 def _paired(groups: list[_Group]) -> list[_Group]:
-    """Drop a split block's half whose other half stays whole: the stock forward cuts ``cv1``'s output in equal halves.
+    """Drop the parts of a split block one of whose parts stays whole: the stock forward cuts ``cv1`` in equal parts.
 
-    Also refuses halves of unequal widths (never seen: ``cv1`` makes 2c channels).
+    Also refuses parts of unequal widths (never seen: ``cv1`` makes ``pieces * c`` channels).
     """
     by_half = {g.half: g for g in groups if g.half}
     kept = []
     for g in groups:
         if g.half:
-            block, side = g.half.rsplit(":", 1)
-            other = by_half.get(f"{block}:{1 - int(side)}")
-            if other is None or other.slots != g.slots:
+            block = g.half.rsplit(":", 1)[0]
+            others = [by_half.get(f"{block}:{i}") for i in range(g.pieces)]
+            if any(o is None or o.slots * o.parts != g.slots * g.parts for o in others):
                 continue
         kept.append(g)
     return kept

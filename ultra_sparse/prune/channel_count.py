@@ -29,15 +29,19 @@ class SlotCounter:
     """How many slots each group loses at a scale factor, and what that removes from every layer (no tracing)."""
 
     def __init__(self, groups: list, scope: str, round_to: int):
-        """Pool the slot scores of each family once (``scope=global``) and pair the halves of split blocks."""
+        """Pool the slot scores of each family once (``scope=global``) and tie the parts of split blocks."""
         self.groups, self.scope, self.round_to = groups, scope, round_to
         self.slots = np.array([g.slots for g in groups], dtype=np.int64)
-        # a half of a split block narrower than 16 is rounded as half of cv1 (its width 2c is what must stay a multiple)
-        self.parts = np.array([2 if g.half and g.slots < 16 else g.parts for g in groups], dtype=np.int64)
+        # a part of a split block narrower than 16 is rounded as part of cv1 (its width is what must stay a multiple)
+        self.parts = np.array([g.pieces if g.half and g.slots < 16 else g.parts for g in groups], dtype=np.int64)
+        self.widths = np.array([g.parts for g in groups], dtype=np.int64)  # channels one slot removes from each layer
         self.ratios = np.array([g.ratio for g in groups], dtype=np.float64)
         self.cap = np.floor(MAX_CHANNEL_RATIO * self.slots).astype(np.int64)
         index = {g.half: i for i, g in enumerate(groups) if g.half}
-        self.pairs = [(i, index[g.half[:-1] + "1"]) for i, g in enumerate(groups) if g.half and g.half.endswith(":0")]
+        self.ties = [
+            [index[f"{g.half.rsplit(':', 1)[0]}:{k}"] for k in range(g.pieces)]
+            for g in groups if g.half and g.half.endswith(":0")
+        ]
         self.families: list[tuple[float, np.ndarray]] = []
         if scope == "global":
             by_family: dict[str, list[int]] = {}
@@ -48,7 +52,7 @@ class SlotCounter:
                 self.families.append((groups[members[0]].ratio, np.array([i for _, i in pooled], dtype=np.int64)))
 
     def counts(self, scale: float) -> np.ndarray:
-        """Slots removed from each group at ``scale`` (halves equal, widths rounded)."""
+        """Slots removed from each group at ``scale`` (a split block's parts equal, widths rounded)."""
         raw = np.zeros(len(self.groups), dtype=np.int64)
         if self.scope == "global":
             for ratio, pooled in self.families:
@@ -57,11 +61,14 @@ class SlotCounter:
         else:
             raw = np.floor(np.minimum(self.ratios * scale, MAX_CHANNEL_RATIO) * self.slots + 1e-9).astype(np.int64)
         raw = np.minimum(raw, self.cap)
-        for a, b in self.pairs:
-            raw[a] = raw[b] = min(raw[a], raw[b])
         keep = np.array([rounded_keep(int(s - n), int(s), int(p), self.round_to)
                          for s, n, p in zip(self.slots, raw, self.parts)], dtype=np.int64)
-        return self.slots - keep
+        counts = self.slots - keep
+        for tie in self.ties:  # the parts of a split block lose the same number of CHANNELS (a slot may hold several)
+            unit = math.lcm(*(int(self.widths[i]) for i in tie))
+            channels = min(int(counts[i] * self.widths[i]) for i in tie) // unit * unit
+            counts[tie] = channels // self.widths[tie]
+        return counts
 
     def removed(self, counts: np.ndarray) -> dict[tuple[str, str], int]:
         """Number of channels each layer loses (``(name, "out" | "in")`` -> count) for slot counts ``counts``."""
@@ -82,9 +89,9 @@ class SlotCounter:
         return {key: sorted(idxs) for key, idxs in remove.items() if idxs}
 
     def differing(self, a: np.ndarray, b: np.ndarray) -> int:
-        """Groups whose counts differ between two plans, a split block's two halves counted once."""
+        """Groups whose counts differ between two plans, a split block's parts counted once."""
         diff = set(np.flatnonzero(a != b).tolist())
-        return len(diff) - sum(1 for i, j in self.pairs if i in diff and j in diff)
+        return len(diff) - sum(len(tie) - 1 for tie in self.ties if tie[0] in diff)
 
 
 def rounded_keep(keep: int, slots: int, parts: int, round_to: int) -> int:
@@ -145,14 +152,14 @@ def search_scale(counter: SlotCounter, saved, target: float) -> tuple[float, np.
 def _one_group_at_a_time(
     counter: SlotCounter, saved, target: float, below: np.ndarray, above: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Step from the plan below the target to the one above it one group at a time (a split block's two halves
+    """Step from the plan below the target to the one above it one group at a time (a split block's parts
     together), the group whose next channels matter least first; return the two plans around the target."""
-    twin = {a: b for a, b in counter.pairs} | {b: a for a, b in counter.pairs}
+    tie_of = {i: tie for tie in counter.ties for i in tie}
     steps, seen = [], set()
     for i in np.flatnonzero(below != above).tolist():
         if i in seen:
             continue
-        members = [i, twin[i]] if i in twin else [i]
+        members = tie_of.get(i, [i])
         seen.update(members)
         scores = [counter.groups[j].scores[counter.groups[j].order[below[j]:above[j]]] for j in members]
         steps.append((float(torch.cat(scores).mean()), members))

@@ -1,14 +1,14 @@
 """The throwaway copy of a network that Torch-Pruning traces for channel pruning, and what each block becomes in it.
 
-Torch-Pruning follows autograd from the output back to the input. Three kinds of Ultralytics blocks need help:
+Torch-Pruning follows autograd from the output back to the input. Four kinds of Ultralytics blocks need help:
 
-- split blocks (C2f and its kin C3k2/C2fCIB/C2fPSA/DSC3k2/TokenC3, C2, RepNCSPELAN4/ELAN1, C2PSA, PSA) chunk the
-  output of ``cv1`` in two halves, which Torch-Pruning 1.6.1 maps wrongly (C2f sends both halves into one concat).
-  In the copy each becomes a TWIN: ``cv1`` is replaced by two convolutions holding its first and second half
-  (``cv1a``, ``cv1b``) and the forward concatenates them as the block does, with no chunk. Everything inside
-  (bottlenecks, residual adds, RepConv branches) is traced as it is; the halves map back onto ``cv1``'s channels
-  (``cv1b`` channel j is ``cv1`` channel c + j);
-- blocks kept whole (attention heads, LSConv's kernel-sharing groups, blocks this project does not know) become one
+- split blocks (C2f and its kin, C2PSA, PSA, HyperACE) chunk the output of ``cv1`` in equal parts: in the copy they
+  become TWINS with one convolution per part (:mod:`ultra_sparse.prune.channel_twins`);
+- LSConv (LSNet's token mixer, also inside TokenC3 and LSBlock) shares one predicted kernel among the channels of each
+  of its ``groups``: in the copy its forward is ``x + bn(x)`` next to the kernel branch (LKP's convolutions, ending in
+  a sink), so its channels are pruned with the layers around it, every kernel group losing the same count
+  (``Traced.parts``), and LKP's hidden widths are pruned as groups of their own;
+- blocks kept whole (attention heads, the hypergraph computation, blocks this project does not know) become one
   SINK per input: a 1x1 convolution of the block's input and output widths, a node Torch-Pruning cannot prune
   through, so every channel group that reaches one stays whole;
 - ADown chunks its INPUT: it becomes one node of its own (:class:`BlockNode`) whose two input halves lose the same
@@ -28,18 +28,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["BlockNode", "BlockPruner", "Sink", "TWIN_CLASSES", "Traced", "class_names", "classify_blocks", "tracing_copy"]
+from .channel_twins import make_twin, twin_pieces, twin_ready
+
+__all__ = [
+    "BlockNode", "BlockPruner", "Blocks", "Sink", "Traced", "WHOLE_REASONS", "class_names", "classify_blocks",
+    "has_key_channels", "tracing_copy",
+]
 
 WHOLE_REASONS = {
     "Attention": "attention heads: qkv is reshaped by num_heads/key_dim/head_dim (not pruned head-wise)",
+    "AttentionKeys": "attention: its input and output widths stay (num_heads * head_dim must equal them); every head "
+    "loses the same number of query/key channels instead (key_dim; the softmax scale is kept)",
     "AAttn": "area attention heads: qkv is reshaped by num_heads/head_dim (not pruned head-wise)",
-    "LSConv": "kernels shared by channel groups (views by `groups`)",
+    "AdaHGComputation": "hypergraph convolution: prototypes and context_net are laid out by num_hyperedges/num_heads",
     "LKP": "kernels shared by channel groups (views by `groups`)",
     "SKA": "kernels shared by channel groups (views by `groups`)",
     "RepVGGDW": "RepVGGDW re-parameterises with its own channel count `dim`",
 }
-# blocks whose forward chunks/splits cv1's output in two equal halves: class -> forward of the twin
-TWIN_CLASSES = ("C2f", "C2", "RepNCSPELAN4", "C2PSA", "PSA")
+# blocks traced through a forward of their own in the copy (see the module doc)
+_STAND_INS = ("LSConv",)
 # blocks that chunk their input: pruned at their inputs and outputs (layers reading the input, layers writing the output)
 _INPUT_SPLIT = {"ADown": (("cv1", "cv2"), ("cv1", "cv2"))}
 _KNOWN = frozenset(
@@ -50,7 +57,8 @@ _KNOWN = frozenset(
         "RepBottleneck", "RepCSP", "SPP", "SPPF", "SPPELAN", "AConv", "SCDown", "CIB", "Concat", "PSABlock",
         "ABlock", "A2C2f", "BaseModel",
         # this project's blocks whose forward holds no channel count
-        "DSConv", "DSBottleneck", "DSC3k", "TokenC3Block", "LSBlock", "FullPAD_Tunnel", "DownsampleConv",
+        "DSConv", "DSBottleneck", "DSC3k", "TokenC3Block", "LSBlock", "FullPAD_Tunnel", "DownsampleConv", "C3AH",
+        "FuseModule",
     }
 )
 _LEAVES = (
@@ -67,12 +75,32 @@ class Traced:
         net (nn.Module): The copy (thrown away after planning).
         nodes (dict[nn.Module, BlockNode]): Sinks (blocks kept whole) and input-split blocks, by module of the copy.
         aliases (dict[str, tuple[str, int, str]]): Twin layer name of the copy -> (real layer name, offset of its
-            output channels in the real layer, twin block name + half ``":0"``/``":1"``).
+            output channels in the real layer, twin block name + part ``":0"``, ``":1"``, ...).
+        pieces (dict[str, int]): Twin block name -> parts its ``cv1`` is cut in.
+        parts (dict[str, int]): Real layer name -> equal parts its channels come in, each of which must lose the same
+            count (an LSConv's BatchNorm: its kernel groups).
+        side (list[torch.Tensor]): Outputs of the stand-ins' side branches, filled by a forward of the copy; traced
+            with the network's output so that their layers are in the graph.
+        keys (dict[str, tuple[str, int, int, int]]): An attention's qkv conv name -> (its BatchNorm's name,
+            ``num_heads``, ``key_dim``, ``head_dim``): the query/key channels that can be pruned in every head.
     """
 
     net: nn.Module
     nodes: dict[nn.Module, BlockNode] = field(default_factory=dict)
     aliases: dict[str, tuple[str, int, str]] = field(default_factory=dict)
+    pieces: dict[str, int] = field(default_factory=dict)
+    parts: dict[str, int] = field(default_factory=dict)
+    side: list[torch.Tensor] = field(default_factory=list)
+    keys: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
+
+    def forward(self, net: nn.Module, x: torch.Tensor):
+        """Torch-Pruning's ``forward_fn``: run the copy, its side branches collected afresh."""
+        self.side.clear()
+        return net(x)
+
+    def outputs(self, output) -> list:
+        """Torch-Pruning's ``output_transform``: the network's output and the side branches' outputs."""
+        return [output, *self.side]
 
     def take_gradients(self, gradients: dict[str, torch.Tensor]) -> None:
         """Set every parameter's ``.grad`` in the copy to the gradient of its counterpart in the real network.
@@ -98,14 +126,23 @@ def class_names(cls: type) -> set[str]:
     return {c.__name__ for c in cls.__mro__ if c not in (nn.Module, object)}
 
 
-def classify_blocks(net: nn.Module, protected: set[int]) -> tuple[dict[str, str], list[str], list[str]]:
-    """Sort the blocks of ``net``: kept whole (name -> reason), twins (names) and input-split blocks (names).
+@dataclass
+class Blocks:
+    """The special blocks of a network, by name: kept whole (name -> reason), twins, input-split and stand-ins."""
+
+    whole: dict[str, str] = field(default_factory=dict)
+    twins: list[str] = field(default_factory=list)
+    input_split: list[str] = field(default_factory=list)
+    stand_ins: list[str] = field(default_factory=list)
+
+
+def classify_blocks(net: nn.Module, protected: set[int]) -> Blocks:
+    """Sort the blocks of ``net`` into the kinds of the module doc.
 
     Blocks whose every conv/linear is protected (the head; ``protected`` holds their ids) are traced as they are.
     """
-    whole: dict[str, str] = {}
-    twins: list[str] = []
-    input_split: list[str] = []
+    blocks = Blocks()
+    whole, twins, input_split = blocks.whole, blocks.twins, blocks.input_split
 
     def visit(module: nn.Module, prefix: str) -> None:
         for child_name, child in module.named_children():
@@ -119,22 +156,25 @@ def classify_blocks(net: nn.Module, protected: set[int]) -> tuple[dict[str, str]
                 whole[name] = WHOLE_REASONS[special]
             elif names & set(_INPUT_SPLIT):
                 input_split.append(name)
-            elif names & set(TWIN_CLASSES) and _twin_ready(child):
+            elif names & set(_STAND_INS):
+                blocks.stand_ins.append(name)
+            elif twin_ready(child):
                 twins.append(name)
                 visit(child, f"{name}.")
-            elif names & set(TWIN_CLASSES):
-                whole[name] = f"{type(child).__name__}: its cv1 is not one ungrouped Conv of two equal halves"
+            elif twin_pieces(child):
+                whole[name] = f"{type(child).__name__}: its cv1 is not one ungrouped Conv of equal parts"
             elif isinstance(child, _LEAVES) or names & _KNOWN:
                 visit(child, f"{name}.")
             else:
                 whole[name] = f"{type(child).__name__}: unknown block, its channel layout may live in attributes"
 
     visit(net, "")
-    return whole, twins, input_split
+    return blocks
 
 
-def tracing_copy(net: nn.Module, whole: list[str], twins: list[str], input_split: list[str], stride: int) -> Traced:
-    """A deep copy of ``net`` where twins, sinks and input-split nodes replace the special blocks (see the module doc)."""
+def tracing_copy(net: nn.Module, blocks: Blocks, stride: int) -> Traced:
+    """A deep copy of ``net`` where twins, stand-ins, sinks and input-split nodes replace the special blocks."""
+    whole, twins, input_split = list(blocks.whole), blocks.twins, blocks.input_split
     traced = Traced(copy.deepcopy(net))
     modules = dict(traced.net.named_modules())
     shapes: dict[str, tuple[list[torch.Size], torch.Size]] = {}
@@ -164,10 +204,15 @@ def tracing_copy(net: nn.Module, whole: list[str], twins: list[str], input_split
                 delattr(module, key)
                 module.register_buffer(key, param.detach().clone())
     for name in twins:
-        _make_twin(modules[name], name, traced.aliases)
+        make_twin(modules[name], name, traced.aliases)
+        traced.pieces[name] = twin_pieces(modules[name])
+    for name in blocks.stand_ins:
+        _make_lsconv_stand_in(modules[name], name, traced)
     for name in whole:
         if name in shapes:
             _make_sinks(modules[name], *shapes[name], traced.nodes)
+            if has_key_channels(modules[name]):
+                _add_key_branch(modules[name], name, traced)
     for name in input_split:
         if name in shapes:
             block = modules[name]
@@ -176,6 +221,52 @@ def tracing_copy(net: nn.Module, whole: list[str], twins: list[str], input_split
             block.forward = types.MethodType(lambda self, x: self._stand_in(x), block)
             traced.nodes[block._stand_in] = BlockNode(block, name)
     return traced
+
+
+def has_key_channels(block: nn.Module) -> bool:
+    """True for an Ultralytics ``Attention`` (C2PSA, PSA) whose qkv conv holds ``[q k v]`` per head, ungrouped."""
+    conv = getattr(getattr(block, "qkv", None), "conv", None)
+    return (
+        "Attention" in class_names(type(block))
+        and all(isinstance(getattr(block, a, None), int) for a in ("num_heads", "key_dim", "head_dim"))
+        and isinstance(conv, nn.Conv2d)
+        and conv.groups == 1
+        and conv.out_channels == block.num_heads * (2 * block.key_dim + block.head_dim)
+    )
+
+
+def _add_key_branch(block: nn.Module, name: str, traced: Traced) -> None:
+    """An attention kept whole also runs its qkv conv into a sink, so that the query/key channels can be ranked."""
+    block.add_module("_keys", Sink(block.qkv.conv.out_channels, 1))
+    traced.nodes[block._keys] = BlockNode(block, None)
+    bn = f"{name}.qkv.bn" if isinstance(getattr(block.qkv, "bn", None), nn.BatchNorm2d) else ""
+    traced.keys[f"{name}.qkv.conv"] = (bn, block.num_heads, block.key_dim, block.head_dim)
+    whole_forward, side = block.forward, traced.side
+
+    def forward(self, x, *args, **kwargs):
+        side.append(self._keys(self.qkv(x)))
+        return whole_forward(x, *args, **kwargs)
+
+    block.forward = types.MethodType(forward, block)
+
+
+def _make_lsconv_stand_in(block: nn.Module, name: str, traced: Traced) -> None:
+    """LSConv in the copy: ``x + bn(x)``, with LKP's convolutions on ``x`` ending in a sink as a side branch.
+
+    Its output channels are its input channels (the residual) and SKA applies one kernel to all channels of a group,
+    so the channels come in ``lkp.groups`` equal parts; the kernels (LKP's last conv) stay whole.
+    """
+    lkp = block.lkp
+    block.add_module("_kernels", Sink(lkp.cv4.out_channels, 1))
+    traced.nodes[block._kernels] = BlockNode(block, None)
+    traced.parts[f"{name}.bn"] = lkp.groups
+    side = traced.side
+
+    def forward(self, x):
+        side.append(self._kernels(lkp.cv4(lkp.cv3(lkp.cv2(lkp.cv1(x))))))
+        return x + self.bn(x)
+
+    block.forward = types.MethodType(forward, block)
 
 
 class Sink(nn.Module):
@@ -212,79 +303,6 @@ def _make_sinks(block: nn.Module, inputs: list[torch.Size], output: torch.Size, 
         return sum(getattr(self, f"_sink{i}")(xs[i]) for i in range(count))
 
     block.forward = types.MethodType(forward, block)
-
-
-def _twin_ready(block: nn.Module) -> bool:
-    """True if the block's ``cv1`` is an Ultralytics Conv (conv, optional bn) of an even number of outputs."""
-    conv = getattr(getattr(block, "cv1", None), "conv", None)
-    return isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.out_channels % 2 == 0
-
-
-def _half(cv1: nn.Module, lo: int, hi: int) -> nn.Module:
-    """A copy of the Conv ``cv1`` that computes only its output channels ``lo:hi``."""
-    half = copy.deepcopy(cv1)
-    conv = half.conv
-    conv.weight = nn.Parameter(conv.weight.detach()[lo:hi].clone())
-    conv.out_channels = hi - lo
-    if conv.bias is not None:
-        conv.bias = nn.Parameter(conv.bias.detach()[lo:hi].clone())
-    bn = getattr(half, "bn", None)
-    if isinstance(bn, nn.BatchNorm2d):
-        bn.num_features = hi - lo
-        for key in ("weight", "bias"):
-            if getattr(bn, key) is not None:
-                setattr(bn, key, nn.Parameter(getattr(bn, key).detach()[lo:hi].clone()))
-        for key in ("running_mean", "running_var"):
-            if getattr(bn, key) is not None:
-                setattr(bn, key, getattr(bn, key)[lo:hi].clone())
-    return half
-
-
-def _make_twin(block: nn.Module, name: str, aliases: dict) -> None:
-    """Give a split block two half convolutions and a forward that concatenates them as the block does."""
-    c = block.cv1.conv.out_channels // 2
-    block.cv1a, block.cv1b = _half(block.cv1, 0, c), _half(block.cv1, c, 2 * c)
-    for half, offset, tag in (("cv1a", 0, ":0"), ("cv1b", c, ":1")):
-        for layer in ("conv", "bn"):
-            aliases[f"{name}.{half}.{layer}"] = (f"{name}.cv1.{layer}", offset, name + tag)
-    names = class_names(type(block))
-    kind = next(k for k in TWIN_CLASSES if k in names)
-    block.forward = types.MethodType(_TWIN_FORWARDS[kind], block)
-
-
-def _c2f_twin(self, x):
-    """C2f: both halves, then every inner block's output, concatenated."""
-    y = [self.cv1a(x), self.cv1b(x)]
-    y.extend(m(y[-1]) for m in self.m)
-    return self.cv2(torch.cat(y, 1))
-
-
-def _c2_twin(self, x):
-    """C2: the inner blocks on the first half, concatenated with the second."""
-    return self.cv2(torch.cat((self.m(self.cv1a(x)), self.cv1b(x)), 1))
-
-
-def _elan_twin(self, x):
-    """RepNCSPELAN4/ELAN1: both halves, cv2 on the second, cv3 on cv2's output, concatenated."""
-    y = [self.cv1a(x), self.cv1b(x)]
-    y.extend(m(y[-1]) for m in (self.cv2, self.cv3))
-    return self.cv4(torch.cat(y, 1))
-
-
-def _c2psa_twin(self, x):
-    """C2PSA: the PSA blocks on the second half, concatenated with the first."""
-    return self.cv2(torch.cat((self.cv1a(x), self.m(self.cv1b(x))), 1))
-
-
-def _psa_twin(self, x):
-    """PSA: attention and FFN residuals on the second half, concatenated with the first."""
-    b = self.cv1b(x)
-    b = b + self.attn(b)
-    b = b + self.ffn(b)
-    return self.cv2(torch.cat((self.cv1a(x), b), 1))
-
-
-_TWIN_FORWARDS = {"C2f": _c2f_twin, "C2": _c2_twin, "RepNCSPELAN4": _elan_twin, "C2PSA": _c2psa_twin, "PSA": _psa_twin}
 
 
 class BlockNode:
