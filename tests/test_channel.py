@@ -20,9 +20,11 @@ import ultra_sparse  # noqa: F401  (registers the project's YAML layers)
 from ultra_sparse.config import SparsityConfig
 from ultra_sparse.prune.channel import plan_channels, remove_channels
 from ultra_sparse.prune.channel_twins import twin_pieces
+from ultra_sparse.prune.head_layers import head_hidden_layers
 from ultra_sparse.rules import assign_families, load_rules
 
 MODEL_13 = str(Path(__file__).resolve().parents[1] / "cfg" / "models" / "yolov13-tokenc3-lsnet-n.yaml")
+HEAD_RATIO = {"rules": [{"family": "head", "ratio": 0.2, "classes": ["Detect"]}, {"family": "conv", "ratio": 0.22, "classes": ["*"]}]}
 CASES = {  # case -> (model, rules, target, split block classes that must lose hidden channels)
     "yolov8n": ("yolov8n.yaml", "default", {"flops": 0.5}, {"C2f"}),
     "yolo11n": ("yolo11n.yaml", "default", {"flops": 0.5}, {"C3k2"}),
@@ -32,6 +34,8 @@ CASES = {  # case -> (model, rules, target, split block classes that must lose h
     "yolov13-tokenc3": (MODEL_13, "tokenc3_lsnet", {"sparsity": 0.3}, {"DSC3k2"}),
     # every family at its default ratio: TokenC3 (LSConv inside) and HyperACE (cv1 in thirds) lose channels too
     "yolov13-default": (MODEL_13, "default", {"flops": 0.2}, {"DSC3k2", "TokenC3", "HyperACE"}),
+    # a rules file that gives the head a ratio: its branches' hidden layers lose channels (one-to-one branches too)
+    "yolo26n-head": ("yolo26n.yaml", HEAD_RATIO, {"flops": 0.5}, {"C3k2"}),
 }
 
 
@@ -75,7 +79,8 @@ def pruned_case(request):
     model, rules, target, _ = CASES[request.param]
     net = randomised(model)
     assignment = assign_families(net, load_rules(rules))
-    plan = plan_channels(net, assignment, SparsityConfig(method="channel", rules=rules, **target), 64)
+    config = SparsityConfig(method="channel", rules=rules if isinstance(rules, str) else "default", **target)
+    plan = plan_channels(net, assignment, config, 64)
     pruned = remove_channels(copy.deepcopy(net), plan.remove)
     return request.param, net, plan, pruned
 
@@ -163,8 +168,26 @@ def test_attention_loses_query_key_channels_in_every_head(pruned_case):
         assert all(i % per_head < 2 * before.key_dim for i in removed)
 
 
+def test_a_head_given_a_ratio_loses_hidden_channels_only(pruned_case):
+    name, net, plan, pruned = pruned_case
+    modules = dict(net.named_modules())
+    hidden = {n for n in head_hidden_layers(net) if modules[n].groups == 1}  # a depthwise one follows its inputs
+    shrunk = {key[0] for key in plan.remove if key[0] in hidden and key[1] == "out"}
+    if name != "yolo26n-head":
+        assert not shrunk  # the presets protect the head
+        return
+    assert {n.split(".")[2] for n in shrunk} >= {"cv2", "cv3", "one2one_cv2", "one2one_cv3"}
+    head = pruned.model[-1]
+    dense = net.model[-1]
+    for branch in ("cv2", "cv3", "one2one_cv2", "one2one_cv3"):
+        for new, old in zip(getattr(head, branch), getattr(dense, branch)):
+            assert new[-1].out_channels == old[-1].out_channels  # the predictions keep their layout
+
+
 def test_head_keeps_its_own_channels(pruned_case):
     name, net, plan, pruned = pruned_case
+    if name == "yolo26n-head":
+        return  # its head is given a ratio (the test above)
     head_index = len(net.model) - 1
     dense = dict(net.model[head_index].named_modules())
     for layer_name, layer in pruned.model[head_index].named_modules():

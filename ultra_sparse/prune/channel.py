@@ -9,7 +9,9 @@ this module decides how many channels each group loses and which ones:
   (``flops=``, Ultralytics' ``get_flops`` at the model's imgsz) reaches the target within one channel group;
 - protected families (the head, DFL) lose no output channel: a group that would remove one is left whole (their
   first layers only lose the inputs the layers before them no longer produce; a depthwise layer among them, such
-  as the first of Detect's class branch, loses the filters of those inputs, its channels being its inputs);
+  as the first of Detect's class branch, loses the filters of those inputs, its channels being its inputs); a head
+  the rules give a ratio loses channels in the hidden layers of its branches only
+  (:mod:`ultra_sparse.prune.head_layers`);
 - Ultralytics blocks that split ``cv1``'s output in equal parts (C2f/C3k2/C2fCIB/DSC3k2/TokenC3, C2, ELAN, C2PSA,
   PSA: halves; HyperACE: thirds) are pruned inside: they are traced as twins
   (:mod:`ultra_sparse.prune.channel_twins`), the parts lose the SAME number of channels (each its own least
@@ -46,6 +48,7 @@ from .channel_trace import (
     WHOLE_REASONS, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy,
 )
 from .channel_twins import twin_pieces
+from .head_layers import head_kept_layers
 
 __all__ = ["MAX_CHANNEL_RATIO", "ChannelPlan", "output_positions", "plan_channels", "remove_channels"]
 
@@ -151,12 +154,16 @@ def _plan(net, assignment, config, imgsz, gradients) -> ChannelPlan:
     import torch_pruning as tp
 
     importance = _importance(config.importance)
-    protected = {w.name.removesuffix(".weight") for w in assignment.weights if w.protected and not _depthwise(w.module)}
-    family = {w.name.removesuffix(".weight"): w.family for w in assignment.weights if not w.protected}
+    kept = head_kept_layers(net)  # a head given a ratio by the rules loses hidden channels only
+    protected = {w.name.removesuffix(".weight") for w in assignment.weights
+                 if (w.protected or w.name.removesuffix(".weight") in kept) and not _depthwise(w.module)}
+    family = {w.name.removesuffix(".weight"): w.family for w in assignment.weights
+              if not w.protected and w.name.removesuffix(".weight") not in kept}
     ratios = assignment.ruleset.ratios
     # blocks of families kept at ratio 0 are still traced as twins: a stock chunk in the graph derails Torch-Pruning
     unpruned = {r.family for r in assignment.ruleset.rules if not r.protect and r.ratio == 0}
-    head = {id(w.module) for w in assignment.weights if w.protected and w.family not in unpruned}
+    head = {id(w.module) for w in assignment.weights
+            if (w.protected or w.name.removesuffix(".weight") in kept) and w.family not in unpruned}
     blocks = classify_blocks(net, head)
     stride = model_stride(net)
     traced = tracing_copy(net, blocks, stride)

@@ -55,7 +55,7 @@ _KNOWN = frozenset(
         "Conv", "Conv2", "LightConv", "DWConv", "ConvTranspose", "DWConvTranspose2d", "RepConv", "GhostConv",
         "Focus", "Bottleneck", "BottleneckCSP", "C1", "C3", "C3x", "C3k", "C3Ghost", "GhostBottleneck", "RepC3",
         "RepBottleneck", "RepCSP", "SPP", "SPPF", "SPPELAN", "AConv", "SCDown", "CIB", "Concat", "PSABlock",
-        "ABlock", "A2C2f", "BaseModel",
+        "ABlock", "A2C2f", "BaseModel", "Detect", "DFL", "Proto",
         # this project's blocks whose forward holds no channel count
         "DSConv", "DSBottleneck", "DSC3k", "TokenC3Block", "LSBlock", "FullPAD_Tunnel", "DownsampleConv", "C3AH",
         "FuseModule",
