@@ -31,6 +31,7 @@ CASES = {  # case -> (model, rules, target, split block classes that must lose h
     "yolov9t": ("yolov9t.yaml", "default", {"flops": 0.5}, {"RepNCSPELAN4"}),
     "yolov10n": ("yolov10n.yaml", "default", {"flops": 0.5}, {"C2f", "C2fCIB"}),
     "yolo26n": ("yolo26n.yaml", "default", {"flops": 0.5}, {"C3k2"}),  # end-to-end head: same inputs for both branches
+    "yolo12n": ("yolo12n.yaml", "default", {"flops": 0.5}, {"C3k2"}),  # area attention loses whole heads
     "yolov13-tokenc3": (MODEL_13, "tokenc3_lsnet", {"sparsity": 0.3}, {"DSC3k2"}),
     # every family at its default ratio: TokenC3 (LSConv inside) and HyperACE (cv1 in thirds) lose channels too
     "yolov13-default": (MODEL_13, "default", {"flops": 0.2}, {"DSC3k2", "TokenC3", "HyperACE"}),
@@ -123,9 +124,9 @@ def test_fewer_params_and_gflops_as_counted(pruned_case):
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in net.parameters())
     dense, after = get_flops(net, 64), get_flops(pruned, 64)
     assert after < dense
-    # counted from channel counts as thop counts layers; get_flops extrapolates from stride-sized proxy images, which
-    # differs by up to ~2e-5 where the hypergraph and LSConv kernels change size
-    assert 1 - after / dense == pytest.approx(plan.estimate["flops"], abs=1e-4)
+    # counted from channel counts as thop counts layers; get_flops also counts what is not a layer (attention's
+    # products, which lose terms with the heads: ~1e-4 on yolo12n), the report gives the measured value
+    assert 1 - after / dense == pytest.approx(plan.estimate["flops"], abs=5e-4)
 
 
 def test_blocks_kept_whole_are_named_with_a_reason(pruned_case):
@@ -143,8 +144,10 @@ def test_blocks_kept_whole_are_named_with_a_reason(pruned_case):
             assert modules[w["name"]].conv.out_channels == dict(net.named_modules())[w["name"]].conv.out_channels
         for pname, p in dict(net.named_parameters()).items():
             if pname.startswith(w["name"] + ".") and not w["name"].endswith(".cv1"):
-                if "query/key" in w["reason"] and pname.startswith(w["name"] + ".qkv."):
-                    continue  # an attention's input and output stay; its query/key channels are pruned per head
+                if "widths stay" in w["reason"] and not pname.startswith(w["name"] + "._"):
+                    inner = pname.startswith((f"{w['name']}.qkv.", f"{w['name']}.pe.", f"{w['name']}.proj.conv"))
+                    if inner and "lost none" not in w["reason"]:
+                        continue  # an attention's input and output stay; its query/key channels or heads go
                 assert params[pname].shape == p.shape, pname
 
 
@@ -225,6 +228,30 @@ def test_lsconv_kernel_groups_lose_the_same_channels(pruned_case):
         assert block.lkp.cv4.out_channels == dense[f"{layer_name}.lkp.cv4"].out_channels  # the kernels stay whole
         shrunk += bool(removed)
     assert shrunk or name == "yolov13-tokenc3"  # at 6%, the -n model's 8-channel groups lose none
+
+
+def test_area_attention_loses_whole_heads(pruned_case):
+    """YOLO12's AAttn: whole heads go (q, k, v, their pe channels and proj columns); head_dim and the widths stay."""
+    name, net, plan, pruned = pruned_case
+    if name != "yolo12n":
+        return
+    dense = dict(net.named_modules())
+    lost = 0
+    for layer_name, attn in pruned.named_modules():
+        if type(attn).__name__ != "AAttn":
+            continue
+        before = dense[layer_name]
+        width = attn.num_heads * attn.head_dim
+        assert attn.head_dim == before.head_dim and attn.all_head_dim == width >= attn.head_dim
+        assert attn.qkv.conv.out_channels == 3 * width and attn.proj.conv.in_channels == attn.pe.conv.out_channels == width
+        assert attn.qkv.conv.in_channels == before.qkv.conv.in_channels  # the block's own input and output stay
+        assert attn.proj.conv.out_channels == before.proj.conv.out_channels
+        removed = sorted(plan.remove.get((f"{layer_name}.qkv.conv", "out"), []))
+        assert len(removed) % (3 * attn.head_dim) == 0
+        heads = {i // (3 * attn.head_dim) for i in removed}
+        assert removed == [i for h in sorted(heads) for i in range(3 * h * attn.head_dim, 3 * (h + 1) * attn.head_dim)]
+        lost += before.num_heads - attn.num_heads
+    assert lost
 
 
 def test_round_to_keeps_widths_multiples_of_8(pruned_case):

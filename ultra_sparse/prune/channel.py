@@ -47,6 +47,7 @@ from .channel_count import MAX_CHANNEL_RATIO, LayerCosts, SlotCounter, output_po
 from .channel_trace import (
     WHOLE_REASONS, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy,
 )
+from .channel_attention import AttentionSlots, update_attention_attributes
 from .channel_twins import twin_pieces
 from .head_layers import head_kept_layers
 
@@ -186,6 +187,7 @@ def _plan(net, assignment, config, imgsz, gradients) -> ChannelPlan:
             planned = _plan_group(group, graph, importance, family, ratios, protected, traced)
             if planned is not None:
                 groups.append(planned)
+    traced_attention = traced.attention
     del traced, graph
     groups = _paired(groups)
     counter = SlotCounter(groups, config.scope, config.round_to)
@@ -203,9 +205,13 @@ def _plan(net, assignment, config, imgsz, gradients) -> ChannelPlan:
         scale, counts, bracket = search_scale(counter, saved, target)
     family_ratios = {f: min(r * scale, MAX_CHANNEL_RATIO) for f, r in ratios.items()}
     modules = dict(net.named_modules())
-    keyed = {k[0].rsplit(".", 2)[0] for k in counter.removal(counts) if k[0].endswith(".qkv.conv")}
-    whole_list = [{"name": n, "class": type(modules[n]).__name__,
-                   "reason": WHOLE_REASONS["AttentionKeys"] if n in keyed else why} for n, why in blocks.whole.items()]
+    pruned_inside = {k[0].rsplit(".", 2)[0] for k in counter.removal(counts) if k[0].endswith(".qkv.conv")}
+    kinds = {s.qkv.rsplit(".", 2)[0]: s.kind for s in traced_attention.values()}
+    whole_list = [
+        {"name": n, "class": type(modules[n]).__name__, "reason": why if n not in kinds else WHOLE_REASONS[kinds[n]]
+         + ("" if n in pruned_inside else "; at this target it lost none")}
+        for n, why in blocks.whole.items()
+    ]
     cut = {g.half.rsplit(":", 1)[0] for g in groups if g.half}
     whole_list += [
         {"name": f"{n}.cv1", "class": type(modules[n]).__name__, "reason": "its cv1 keeps every channel: the stock "
@@ -264,8 +270,7 @@ def _update_attributes(net: nn.Module) -> None:
         names = class_names(type(m))
         if "RepConv" in names:
             m.c1, m.c2 = m.conv1.conv.in_channels, m.conv1.conv.out_channels
-        if "Attention" in names and isinstance(getattr(m, "key_dim", None), int) and hasattr(m, "qkv"):
-            m.key_dim = (m.qkv.conv.out_channels // m.num_heads - m.head_dim) // 2  # query/key channels per head
+        update_attention_attributes(m)
         if twin_pieces(m) and hasattr(m, "cv1") and hasattr(m, "c"):
             m.c = m.cv1.conv.out_channels // twin_pieces(m)
 
@@ -275,9 +280,9 @@ def _plan_group(group, graph, importance, family, ratios, protected, traced: Tra
     from torch_pruning import ops
 
     names = graph._module2name
-    keys = traced.keys.get(names.get(group[0].dep.target.module, ""))
-    if keys is not None:
-        return _key_group(group, names[group[0].dep.target.module], keys, importance, family, ratios)
+    slots = traced.attention.get(names.get(group[0].dep.target.module, ""))
+    if slots is not None:
+        return _attention_group(group, slots, importance, family, ratios)
     targets: dict[tuple[str, str], dict[int, set[int]]] = {}
     families, halves, parts = set(), set(), 1
     for item in group:
@@ -341,23 +346,15 @@ def _plan_group(group, graph, importance, family, ratios, protected, traced: Tra
     return _Group(min(families, key=lambda f: ratios.get(f, 0.0)), ratio, slots, parts, scores, full, half, pieces)
 
 
-def _key_group(group, conv: str, keys: tuple[str, int, int, int], importance, family, ratios) -> _Group | None:
-    """The query/key channels of an attention's qkv conv: slot d is key channel d of q and k in every head.
-
-    Removing q channel d and k channel d of a head removes one term of its dot products, so the pruned attention
-    computes what the dense one computes with those channels zeroed (the softmax scale is an attribute and stays).
-    """
-    bn, heads, key_dim, head_dim = keys
-    fam = family.get(conv)
+def _attention_group(group, slots: AttentionSlots, importance, family, ratios) -> _Group | None:
+    """The slots of an attention block (query/key channels, or whole heads), ranked by their qkv channels' scores."""
+    fam = family.get(slots.qkv)
     ratio = ratios.get(fam, 0.0) if fam else 0.0
     imp = importance(group) if ratio > 0 else None
-    per_head = 2 * key_dim + head_dim
-    if imp is None or len(imp) != heads * per_head:
+    if imp is None or len(imp) != slots.width:
         return None
-    slots = [sorted(h * per_head + offset + d for h in range(heads) for offset in (0, key_dim)) for d in range(key_dim)]
-    scores = torch.stack([imp[s].float().mean() for s in slots]).detach().cpu()
-    targets = {(conv, "out"): slots, **({(bn, "out"): slots} if bn else {})}
-    return _Group(fam, ratio, key_dim, 1, scores, targets)
+    scores = torch.stack([imp[s].float().mean() for s in slots.qkv_channels]).detach().cpu()
+    return _Group(fam, ratio, len(slots.qkv_channels), 1, scores, slots.targets)
 
 
 def _paired(groups: list[_Group]) -> list[_Group]:

@@ -28,18 +28,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .channel_attention import AttentionSlots, attention_slots
 from .channel_twins import make_twin, twin_pieces, twin_ready
 
 __all__ = [
     "BlockNode", "BlockPruner", "Blocks", "Sink", "Traced", "WHOLE_REASONS", "class_names", "classify_blocks",
-    "has_key_channels", "tracing_copy",
+    "tracing_copy",
 ]
 
 WHOLE_REASONS = {
     "Attention": "attention heads: qkv is reshaped by num_heads/key_dim/head_dim (not pruned head-wise)",
-    "AttentionKeys": "attention: its input and output widths stay (num_heads * head_dim must equal them); every head "
-    "loses the same number of query/key channels instead (key_dim; the softmax scale is kept)",
-    "AAttn": "area attention heads: qkv is reshaped by num_heads/head_dim (not pruned head-wise)",
+    "keys": "attention: its input and output widths stay (num_heads * head_dim must equal them); every head loses "
+    "the same number of query/key channels instead (key_dim; the softmax scale is kept)",
+    "heads": "area attention: its input and output widths stay; it loses whole heads instead (num_heads, "
+    "all_head_dim; head_dim and the scale are kept)",
+    "AAttn": "area attention heads: this version's forward reshapes the heads to the input's width",
     "AdaHGComputation": "hypergraph convolution: prototypes and context_net are laid out by num_hyperedges/num_heads",
     "LKP": "kernels shared by channel groups (views by `groups`)",
     "SKA": "kernels shared by channel groups (views by `groups`)",
@@ -81,8 +84,8 @@ class Traced:
             count (an LSConv's BatchNorm: its kernel groups).
         side (list[torch.Tensor]): Outputs of the stand-ins' side branches, filled by a forward of the copy; traced
             with the network's output so that their layers are in the graph.
-        keys (dict[str, tuple[str, int, int, int]]): An attention's qkv conv name -> (its BatchNorm's name,
-            ``num_heads``, ``key_dim``, ``head_dim``): the query/key channels that can be pruned in every head.
+        attention (dict[str, AttentionSlots]): An attention's qkv conv name -> its prunable slots (query/key
+            channels or whole heads, :mod:`ultra_sparse.prune.channel_attention`).
     """
 
     net: nn.Module
@@ -91,7 +94,7 @@ class Traced:
     pieces: dict[str, int] = field(default_factory=dict)
     parts: dict[str, int] = field(default_factory=dict)
     side: list[torch.Tensor] = field(default_factory=list)
-    keys: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
+    attention: dict[str, AttentionSlots] = field(default_factory=dict)
 
     def forward(self, net: nn.Module, x: torch.Tensor):
         """Torch-Pruning's ``forward_fn``: run the copy, its side branches collected afresh."""
@@ -211,8 +214,9 @@ def tracing_copy(net: nn.Module, blocks: Blocks, stride: int) -> Traced:
     for name in whole:
         if name in shapes:
             _make_sinks(modules[name], *shapes[name], traced.nodes)
-            if has_key_channels(modules[name]):
-                _add_key_branch(modules[name], name, traced)
+            slots = attention_slots(modules[name], name)
+            if slots is not None:
+                _add_slot_branch(modules[name], slots, traced)
     for name in input_split:
         if name in shapes:
             block = modules[name]
@@ -223,28 +227,15 @@ def tracing_copy(net: nn.Module, blocks: Blocks, stride: int) -> Traced:
     return traced
 
 
-def has_key_channels(block: nn.Module) -> bool:
-    """True for an Ultralytics ``Attention`` (C2PSA, PSA) whose qkv conv holds ``[q k v]`` per head, ungrouped."""
-    conv = getattr(getattr(block, "qkv", None), "conv", None)
-    return (
-        "Attention" in class_names(type(block))
-        and all(isinstance(getattr(block, a, None), int) for a in ("num_heads", "key_dim", "head_dim"))
-        and isinstance(conv, nn.Conv2d)
-        and conv.groups == 1
-        and conv.out_channels == block.num_heads * (2 * block.key_dim + block.head_dim)
-    )
-
-
-def _add_key_branch(block: nn.Module, name: str, traced: Traced) -> None:
-    """An attention kept whole also runs its qkv conv into a sink, so that the query/key channels can be ranked."""
-    block.add_module("_keys", Sink(block.qkv.conv.out_channels, 1))
-    traced.nodes[block._keys] = BlockNode(block, None)
-    bn = f"{name}.qkv.bn" if isinstance(getattr(block.qkv, "bn", None), nn.BatchNorm2d) else ""
-    traced.keys[f"{name}.qkv.conv"] = (bn, block.num_heads, block.key_dim, block.head_dim)
+def _add_slot_branch(block: nn.Module, slots: AttentionSlots, traced: Traced) -> None:
+    """An attention kept whole also runs its qkv conv into a sink, so that the qkv channels can be ranked."""
+    block.add_module("_slots", Sink(block.qkv.conv.out_channels, 1))
+    traced.nodes[block._slots] = BlockNode(block, None)
+    traced.attention[slots.qkv] = slots
     whole_forward, side = block.forward, traced.side
 
     def forward(self, x, *args, **kwargs):
-        side.append(self._keys(self.qkv(x)))
+        side.append(self._slots(self.qkv(x)))
         return whole_forward(x, *args, **kwargs)
 
     block.forward = types.MethodType(forward, block)
