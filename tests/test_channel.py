@@ -133,10 +133,13 @@ def test_blocks_kept_whole_are_named_with_a_reason(pruned_case):
     name, net, plan, pruned = pruned_case
     whole = {w["class"]: w["reason"] for w in plan.whole}
     if name == "yolo11n":
-        assert "num_heads" in whole["Attention"]
+        assert [a["what"] for a in plan.inside if a["class"] == "Attention"] == ["query/key channels per head 32 -> 24"]
         assert "equal parts" in whole["C2PSA"]  # its cv1 halves stay: one feeds attention
+    if name == "yolo12n":
+        assert {a["what"] for a in plan.inside if a["class"] == "AAttn"} == {"heads 4 -> 3"}
+        assert "none at this target" in whole["AAttn"]  # P4's two-head blocks keep both at this target
     if name.startswith("yolov13"):
-        assert {"AAttn", "AdaHGComputation"} <= set(whole)
+        assert "AdaHGComputation" in whole and "AAttn" in {*whole, *(a["class"] for a in plan.inside)}
         assert not {"LSConv", "HyperACE", "TokenC3", "LSBlock"} & set(whole)  # pruned inside, every kernel group alike
     params, modules = dict(pruned.named_parameters()), dict(pruned.named_modules())
     for w in plan.whole:  # a block kept whole keeps every weight of its own; a split block's whole cv1 its outputs
@@ -144,11 +147,10 @@ def test_blocks_kept_whole_are_named_with_a_reason(pruned_case):
             assert modules[w["name"]].conv.out_channels == dict(net.named_modules())[w["name"]].conv.out_channels
         for pname, p in dict(net.named_parameters()).items():
             if pname.startswith(w["name"] + ".") and not w["name"].endswith(".cv1"):
-                if "widths stay" in w["reason"] and not pname.startswith(w["name"] + "._"):
-                    inner = pname.startswith((f"{w['name']}.qkv.", f"{w['name']}.pe.", f"{w['name']}.proj.conv"))
-                    if inner and "lost none" not in w["reason"]:
-                        continue  # an attention's input and output stay; its query/key channels or heads go
                 assert params[pname].shape == p.shape, pname
+    for a in plan.inside:  # attention pruned inside: listed apart, its input and output widths kept
+        assert a["class"] in ("Attention", "AAttn") and a["name"] not in {w["name"] for w in plan.whole}
+        assert modules[a["name"]].qkv.conv.in_channels == dict(net.named_modules())[a["name"]].qkv.conv.in_channels
 
 
 def test_attention_loses_query_key_channels_in_every_head(pruned_case):

@@ -265,7 +265,8 @@ def _nm_lines(nm: Mapping[str, Any]) -> list[str]:
 
 
 def _channel_lines(section: Mapping[str, Any]) -> list[str]:
-    """Markdown lines of a ``method=channel`` result: totals, channels per family, blocks kept whole."""
+    """Markdown lines of a ``method=channel`` result: totals, channels per family, attention pruned inside, blocks
+    kept whole."""
     p, g, got = section["params"], section["gflops"], section["achieved"]
     target = ", ".join(f"{k}={v}" for k, v in (section["target"] or {}).items()) or "family ratios as written"
     lines = [
@@ -284,6 +285,9 @@ def _channel_lines(section: Mapping[str, Any]) -> list[str]:
             f"| {name} | {f['channels_before']:,} | {f['channels_after']:,} | {f['params_before']:,} | "
             f"{f['params_after']:,} | {_pct(f['ratio_asked'])} |"
         )
+    if section.get("inside"):
+        lines += ["", "Attention pruned inside (its input and output widths stay):", "", "| block | class | pruned |",
+                  "|---|---|---|", *[f"| `{a['name']}` | {a['class']} | {a['what']} |" for a in section["inside"]]]
     if section["whole"]:
         lines += ["", "Kept whole (every channel of their own stays):", "", "| block | class | reason |",
                   "|---|---|---|", *[f"| `{w['name']}` | {w['class']} | {w['reason']} |" for w in section["whole"]]]

@@ -192,7 +192,8 @@ def _log_channel(section: dict[str, Any], weights: Path, json_path: Path, md_pat
     ratio = g["after"] / g["before"] if g["before"] else float("nan")
     LOGGER.info(
         f"\nultra-sparse: channels removed: params {p['before']:,} -> {p['after']:,}, GFLOPs {g['before']:.4g} -> "
-        f"{g['after']:.4g} ({ratio:.2f}x) at imgsz {section['imgsz']}; {len(section['whole'])} blocks kept whole\n"
+        f"{g['after']:.4g} ({ratio:.2f}x) at imgsz {section['imgsz']}; {len(section['whole'])} blocks kept whole"
+        + (f", {len(section['inside'])} attention blocks pruned inside" if section.get("inside") else "") + "\n"
         f"  checkpoint {weights}, {format_file_size(checkpoint_file_size(weights))} (fine-tune it with 'ultra-sparse train', "
         f"not 'yolo train')\n"
         f"  reports    {json_path}, {md_path}"

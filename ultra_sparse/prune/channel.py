@@ -95,6 +95,8 @@ class ChannelPlan:
             from the channel counts; the measured values are in the report.
         bracket (dict[str, Any]): With a target: the removed fractions of the nearest plans ``below`` and ``above`` it
             and ``groups``, how many channel groups (a split block's two halves count as one) differ between them.
+        inside (list[dict]): Attention blocks pruned inside while their input and output widths stay: ``name``,
+            ``class``, ``what`` (query/key channels per head, or heads, before and after).
     """
 
     remove: dict[tuple[str, str], list[int]]
@@ -104,6 +106,7 @@ class ChannelPlan:
     split_blocks: list[str]
     estimate: dict[str, float] = field(default_factory=dict)
     bracket: dict[str, Any] = field(default_factory=dict)
+    inside: list[dict[str, str]] = field(default_factory=list)
 
 
 def plan_channels(
@@ -205,12 +208,12 @@ def _plan(net, assignment, config, imgsz, gradients) -> ChannelPlan:
         scale, counts, bracket = search_scale(counter, saved, target)
     family_ratios = {f: min(r * scale, MAX_CHANNEL_RATIO) for f, r in ratios.items()}
     modules = dict(net.named_modules())
-    pruned_inside = {k[0].rsplit(".", 2)[0] for k in counter.removal(counts) if k[0].endswith(".qkv.conv")}
+    removal = counter.removal(counts)
+    inside = _attention_inside(traced_attention, removal, modules)
     kinds = {s.qkv.rsplit(".", 2)[0]: s.kind for s in traced_attention.values()}
     whole_list = [
-        {"name": n, "class": type(modules[n]).__name__, "reason": why if n not in kinds else WHOLE_REASONS[kinds[n]]
-         + ("" if n in pruned_inside else "; at this target it lost none")}
-        for n, why in blocks.whole.items()
+        {"name": n, "class": type(modules[n]).__name__, "reason": WHOLE_REASONS.get(kinds.get(n), why)}
+        for n, why in blocks.whole.items() if n not in {i["name"] for i in inside}
     ]
     cut = {g.half.rsplit(":", 1)[0] for g in groups if g.half}
     whole_list += [
@@ -219,8 +222,8 @@ def _plan(net, assignment, config, imgsz, gradients) -> ChannelPlan:
         for n in blocks.twins if n not in cut
     ]
     return ChannelPlan(
-        counter.removal(counts), scale, family_ratios, whole_list, sorted([*blocks.twins, *blocks.input_split]),
-        costs.saved(counter.removed(counts)), bracket,
+        removal, scale, family_ratios, whole_list, sorted([*blocks.twins, *blocks.input_split]),
+        costs.saved(counter.removed(counts)), bracket, inside,
     )
 
 
@@ -355,6 +358,21 @@ def _attention_group(group, slots: AttentionSlots, importance, family, ratios) -
         return None
     scores = torch.stack([imp[s].float().mean() for s in slots.qkv_channels]).detach().cpu()
     return _Group(fam, ratio, len(slots.qkv_channels), 1, scores, slots.targets)
+
+
+def _attention_inside(attention: dict[str, AttentionSlots], removal, modules: dict[str, nn.Module]) -> list[dict]:
+    """The attention blocks a removal prunes inside, with what they lose (for the plan and the report)."""
+    inside = []
+    for slots in attention.values():
+        gone = set(removal.get((slots.qkv, "out"), ()))
+        lost = sum(1 for channels in slots.qkv_channels if channels[0] in gone)
+        if lost:
+            name = slots.qkv.rsplit(".", 2)[0]
+            unit = "query/key channels per head" if slots.kind == "keys" else "heads"
+            total = len(slots.qkv_channels)
+            inside.append({"name": name, "class": type(modules[name]).__name__,
+                           "what": f"{unit} {total} -> {total - lost}"})
+    return inside
 
 
 def _paired(groups: list[_Group]) -> list[_Group]:

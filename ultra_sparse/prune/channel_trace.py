@@ -38,10 +38,9 @@ __all__ = [
 
 WHOLE_REASONS = {
     "Attention": "attention heads: qkv is reshaped by num_heads/key_dim/head_dim (not pruned head-wise)",
-    "keys": "attention: its input and output widths stay (num_heads * head_dim must equal them); every head loses "
-    "the same number of query/key channels instead (key_dim; the softmax scale is kept)",
-    "heads": "area attention: its input and output widths stay; it loses whole heads instead (num_heads, "
-    "all_head_dim; head_dim and the scale are kept)",
+    "keys": "attention: its input and output widths must stay (num_heads * head_dim); its query/key channels can go, "
+    "none at this target",
+    "heads": "area attention: its input and output widths stay; it can lose whole heads, none at this target",
     "AAttn": "area attention heads: this version's forward reshapes the heads to the input's width",
     "AdaHGComputation": "hypergraph convolution: prototypes and context_net are laid out by num_hyperedges/num_heads",
     "LKP": "kernels shared by channel groups (views by `groups`)",

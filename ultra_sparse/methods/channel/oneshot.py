@@ -95,6 +95,7 @@ def remove_planned(net: nn.Module, assignment: Assignment, config: SparsityConfi
         ],
         "split_blocks": plan.split_blocks,
         "whole": plan.whole,
+        "inside": plan.inside,
         "reconstruction": None,
     }
     report = sparsity_report(net, after_assignment, None, config.to_dict())

@@ -129,7 +129,7 @@ class ChannelTraining(SparseTraining):
         self.apply(net)  # the plan must see the current zeros
         plan = self._plan(net, target)
         self.planned, self.estimate = target, plan.estimate
-        self.plan_facts = {k: getattr(plan, k) for k in ("scale", "family_ratios", "whole", "split_blocks", "bracket")}
+        self.plan_facts = {k: getattr(plan, k) for k in ("scale", "family_ratios", "whole", "inside", "split_blocks", "bracket")}
         removal = merge_removals(self.removal, plan.remove)
         if removal == self.removal:
             return False
