@@ -129,7 +129,7 @@ def export_onnx(net: nn.Module, folder: Path, stem: str, imgsz: int, batch: int)
     """Save ``net`` as a checkpoint and export it with Ultralytics to fp16 ONNX at a fixed batch."""
     from ultralytics import YOLO
 
-    weights = save_checkpoint(net.cpu(), {}, folder / f"{stem}-b{batch}.pt", {})
+    weights = save_checkpoint(net.cpu(), {}, folder / f"{stem}-b{batch}.pt", None)
     return Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, batch=batch, half=True, device=0, simplify=False))
 
 

@@ -344,11 +344,13 @@ def test_a_channel_pruned_checkpoint_trains_as_a_dense_start():
     """Its channels are gone, not masked: no fine-tune-with-mask of its (few, chance) exact zeros."""
     from ultralytics import YOLO
 
+    from ultra_sparse.metadata import SparseMetadata
     from ultra_sparse.training.start import decide_start
 
     net = YOLO("yolov8n.yaml").model
-    assert decide_start(net, {}, {"config": {"method": "channel", "rules": "default"}}, epochs=3) is None
-    assert decide_start(net, {}, {"config": {"method": "unstructured", "rules": "default"}}, epochs=3).fine_tune
+    channel, unstructured = (SparseMetadata({"method": m, "rules": "default"}) for m in ("channel", "unstructured"))
+    assert decide_start(net, {}, channel, epochs=3) is None
+    assert decide_start(net, {}, unstructured, epochs=3).fine_tune
 
 
 def test_blocks_of_families_kept_at_ratio_0_are_traced_as_twins():

@@ -118,7 +118,7 @@ def test_onnx_export_of_pruned_model_runs_in_onnxruntime(tmp_path, name, rules, 
 
     model = YOLO(name)
     sparsify(model, method="channel", rules=rules, imgsz=64, **target)
-    path = save_checkpoint(model.model, {}, tmp_path / "pruned.pt", {"method": "channel"})
+    path = save_checkpoint(model.model, {}, tmp_path / "pruned.pt", None)
     onnx = YOLO(str(path)).export(format="onnx", imgsz=64, device="cpu", simplify=False)
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])

@@ -15,7 +15,7 @@ from ultralytics import YOLO
 
 from ultra_sparse import SparsityConfig
 from ultra_sparse.methods.channel import ChannelTraining
-from ultra_sparse.checkpoint import METADATA_KEY
+from ultra_sparse.metadata import METADATA_KEY
 from ultra_sparse.training.start import decide_start
 from ultra_sparse.prune.channel import plan_channels, remove_channels
 from ultra_sparse.prune.channel_masks import channel_masks

@@ -302,9 +302,13 @@ def test_rules_are_recorded_as_parsed_rules(tmp_path, trained_checkpoint):
 
 
 def test_recorded_rules_reads_old_forms():
-    from ultra_sparse.rules import recorded_rules, rules_as_dict
+    from ultra_sparse.metadata import SparseMetadata, recorded_rules
+    from ultra_sparse.rules import rules_as_dict
 
-    assert recorded_rules({"ultra_sparse": {"config": {"rules": "tokenc3_lsnet"}}}) == "tokenc3_lsnet"
-    assert recorded_rules({"ultra_sparse": {"config": {"rules": "gone/rules.yaml"}}}) == "default"
+    def recorded(ckpt):
+        return recorded_rules(SparseMetadata.from_ckpt(ckpt))
+
+    assert recorded({"ultra_sparse": {"config": {"rules": "tokenc3_lsnet"}}}) == "tokenc3_lsnet"
+    assert recorded({"ultra_sparse": {"config": {"rules": "gone/rules.yaml"}}}) == "default"
     parsed = rules_as_dict("tokenc3_lsnet")
-    assert recorded_rules({"ultra_sparse": {"config": {"rules": parsed}}}) == parsed
+    assert recorded({"ultra_sparse": {"config": {"rules": parsed}}}) == parsed

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from ultra_sparse.checkpoint import METADATA_KEY
+from ultra_sparse.metadata import METADATA_KEY
 from ultra_sparse.compare import ACCURACY_KEYS
 from ultra_sparse.methods.state import unpack_mask
 from ultra_sparse.synthetic_tasks import TASKS, make_task_dataset

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ultra_sparse.checkpoint import METADATA_KEY
+from ultra_sparse.metadata import METADATA_KEY
 from ultra_sparse.config import SPARSITY_KEYS
 from ultra_sparse.trainer import SparseDetectionTrainer
 from ultra_sparse.methods.state import unpack_mask

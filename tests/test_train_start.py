@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from ultra_sparse.checkpoint import METADATA_KEY
+from ultra_sparse.metadata import METADATA_KEY
 from ultra_sparse.methods.state import unpack_mask
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .metadata import METADATA_KEY, SparseMetadata
+
 __all__ = [
-    "METADATA_KEY",
     "atomic_write_bytes",
     "check_finite",
     "checkpoint_bytes",
@@ -30,9 +31,6 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
 ]
-
-METADATA_KEY = "ultra_sparse"
-
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Load an Ultralytics ``.pt`` checkpoint as an FP32 model in eval mode, after checking the file is intact.
@@ -102,16 +100,19 @@ def check_finite(model: nn.Module, what: str = "model") -> None:
             raise ValueError(f"{what}: {kind} {name} holds NaN or Inf values; fix the checkpoint first")
 
 
-def checkpoint_bytes(model: nn.Module, ckpt: dict[str, Any], metadata: dict[str, Any], compress: bool = True) -> bytes:
+def checkpoint_bytes(
+    model: nn.Module, ckpt: dict[str, Any], metadata: SparseMetadata | None, compress: bool = True
+) -> bytes:
     """Serialise ``model`` as a stripped Ultralytics checkpoint and return the file's bytes.
 
     The checkpoint keeps the source checkpoint's keys (``train_args``, ``date``, ...), stores the model in FP16 as
-    Ultralytics does (zeros stay zeros), drops EMA and optimizer state, and puts ``metadata`` under ``ultra_sparse``.
+    Ultralytics does (zeros stay zeros), drops EMA and optimizer state, and puts ``metadata`` under ``ultra_sparse``
+    (without it, the source's record is dropped: it would describe another network).
 
     Args:
         model (nn.Module): The (sparsified) model.
         ckpt (dict): The checkpoint it was loaded from (``{}`` for a model built from YAML).
-        metadata (dict): What to store under the ``ultra_sparse`` key.
+        metadata (SparseMetadata | None): What to store under the ``ultra_sparse`` key.
         compress (bool): DEFLATE the zip entries (see :func:`deflate_zip`); plain ``torch.load`` still reads them.
 
     Returns:
@@ -123,14 +124,17 @@ def checkpoint_bytes(model: nn.Module, ckpt: dict[str, Any], metadata: dict[str,
     args = getattr(snapshot, "args", None)
     if args is not None and not isinstance(args, dict):
         snapshot.args = dict(vars(args))  # as Ultralytics stores it: a plain dict pickles without its classes
-    data = {**ckpt, "model": snapshot, "ema": None, "optimizer": None, "updates": None, METADATA_KEY: metadata}
+    data = {k: v for k, v in ckpt.items() if k != METADATA_KEY}
+    data.update(model=snapshot, ema=None, optimizer=None, updates=None)
+    if metadata is not None:
+        metadata.to_ckpt(data)
     buffer = io.BytesIO()
     torch.save(data, buffer)
     return deflate_zip(buffer.getvalue()) if compress else buffer.getvalue()
 
 
 def save_checkpoint(
-    model: nn.Module, ckpt: dict[str, Any], path: str | Path, metadata: dict[str, Any], compress: bool = True
+    model: nn.Module, ckpt: dict[str, Any], path: str | Path, metadata: SparseMetadata | None, compress: bool = True
 ) -> Path:
     """Write ``model`` as a new stripped Ultralytics checkpoint (see :func:`checkpoint_bytes`), never replacing a file.
 
@@ -138,7 +142,7 @@ def save_checkpoint(
         model (nn.Module): The (sparsified) model.
         ckpt (dict): The checkpoint it was loaded from (``{}`` for a model built from YAML).
         path (str | Path): New file to create.
-        metadata (dict): What to store under the ``ultra_sparse`` key.
+        metadata (SparseMetadata | None): What to store under the ``ultra_sparse`` key.
         compress (bool): DEFLATE the zip entries (smaller file, still loads with plain ``YOLO(path)``).
 
     Returns:

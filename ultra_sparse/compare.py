@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .bench import benchmark_models, check_comparable, check_settings, format_benchmark_md, parse_device
-from .checkpoint import METADATA_KEY, atomic_write_bytes, load_checkpoint
+from .checkpoint import atomic_write_bytes, load_checkpoint
 from .config import comma_list
 from .deploy import check_deploy_settings, compare_artifacts, format_artifacts_md
 from .metrics import ACCURACY_KEYS
 from .plots import plot_comparison, plot_tradeoff
 from .report import pattern_of, sparsity_report
-from .rules import load_rules, recorded_rules
+from .metadata import SparseMetadata, recorded_rules
+from .rules import load_rules
 
 __all__ = [
     "ACCURACY_KEYS",
@@ -30,7 +31,6 @@ __all__ = [
     "format_comparison_md",
     "reference_models",
     "row_names",
-    "rules_of",
     "validate",
     "write_comparison",
 ]
@@ -101,11 +101,6 @@ def check_inputs(weights: Mapping[str, Any], data: Any = None) -> dict[str, Any]
         except (FileNotFoundError, ValueError) as e:
             raise type(e)(f"{key}={str(e).split('=', 1)[-1]}") from None
     return loaded
-
-
-def rules_of(ckpt: Mapping[str, Any]) -> str | dict:
-    """The rules a sparse checkpoint was made with, if still loadable, else ``default`` (see ``recorded_rules``)."""
-    return recorded_rules(ckpt)
 
 
 def validate(
@@ -210,8 +205,9 @@ def compare_models(
         raise ValueError("also= places further models among the exported artifacts: add format= (e.g. format=openvino)")
     loaded = check_inputs({"dense": dense, "sparse": sparse, **references}, data)
     check_comparable({name: model for name, (model, _) in loaded.items()})
-    rules = rules_of(loaded["sparse"][1])
-    pattern = pattern_of((loaded["sparse"][1].get(METADATA_KEY) or {}).get("config"))
+    meta = SparseMetadata.from_ckpt(loaded["sparse"][1])
+    rules = recorded_rules(meta)
+    pattern = pattern_of(meta.config if meta else None)
     folder = Path(folder)
     sides = {}
     for name, path in (("dense", dense), ("sparse", sparse)):

@@ -143,7 +143,7 @@ class ArtifactProbe:
         from ultralytics.utils import LOGGER
 
         folder = self.folder / name
-        weights = save_checkpoint(net, {}, self.folder / f"{name}.pt", {}, compress=False)
+        weights = save_checkpoint(net, {}, self.folder / f"{name}.pt", None, compress=False)
         level = LOGGER.level
         LOGGER.setLevel("WARNING")  # the exporter's own lines, once per probe, are not the user's business
         try:

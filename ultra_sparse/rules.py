@@ -34,7 +34,6 @@ __all__ = [
     "load_rules",
     "network_of",
     "preset_names",
-    "recorded_rules",
     "rules_as_dict",
     "trained_network",
     "unwrap",
@@ -232,37 +231,6 @@ def rules_as_dict(spec: str | Path | dict | RuleSet) -> dict[str, Any]:
             item["layers"] = sorted(rule.layers)
         rules.append(item)
     return {"name": ruleset.name, "rules": rules}
-
-
-def recorded_rules(ckpt: dict[str, Any]) -> str | dict[str, Any]:
-    """The rules a checkpoint records under ``ultra_sparse`` (``config.rules``), or ``default`` if it records none.
-
-    Reads the parsed dict that checkpoints store and the older forms (a preset name, or a rules file path, which
-    only resolves from the folder it was given in: where it no longer loads, ``default`` is used with a warning).
-
-    Args:
-        ckpt (dict): A loaded checkpoint.
-
-    Returns:
-        (str | dict): Something :func:`load_rules` accepts.
-
-    Examples:
-        >>> recorded_rules({"ultra_sparse": {"config": {"rules": "tokenc3_lsnet"}}})
-        'tokenc3_lsnet'
-        >>> recorded_rules({})
-        'default'
-    """
-    from .checkpoint import METADATA_KEY
-
-    rules = ((ckpt.get(METADATA_KEY) or {}).get("config") or {}).get("rules") or "default"
-    try:
-        load_rules(rules)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        from ultralytics.utils import LOGGER
-
-        LOGGER.warning(f"ultra-sparse: the checkpoint's recorded rules no longer load ({e}); counting with default")
-        return "default"
-    return rules
 
 
 def check_prunable(assignment: Assignment, sparsity: float | None) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from ..checkpoint import METADATA_KEY
+from ..metadata import SparseMetadata
 from ..messages import echo
 from .stats import pair_kind
 
@@ -109,7 +109,8 @@ def kind_of_pair(dense: tuple[nn.Module, Mapping[str, Any]], sparse: tuple[nn.Mo
         (str): ``unstructured``, ``nm`` or ``structured``.
     """
     shapes = [{k: tuple(v.shape) for k, v in model.state_dict().items()} for model, _ in (dense, sparse)]
-    method = ((sparse[1].get(METADATA_KEY) or {}).get("config") or {}).get("method")
+    meta = SparseMetadata.from_ckpt(sparse[1])
+    method = meta.config.get("method") if meta else None
     return pair_kind(shapes[0] == shapes[1], method)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..checkpoint import METADATA_KEY, checkpoint_file_size, load_checkpoint
+from ..checkpoint import checkpoint_file_size, load_checkpoint
 from ..report import log_report, pattern_of, report_documents, sparsity_report
-from ..rules import load_rules, recorded_rules
+from ..metadata import SparseMetadata, recorded_rules
+from ..rules import load_rules
 from .common import OUTPUT_KEYS, check_new_file, claim_run_dir, run_dir, write_new_files
 
 __all__ = ["FLAGS", "HELP", "KEYS", "run"]
@@ -36,14 +37,15 @@ def run(args: dict[str, Any]) -> None:
     if args.get("save"):
         check_new_file(run_dir(args.get("project"), args.get("name"), "report"), "project")
     model, ckpt = load_checkpoint(args["model"])
-    metadata = ckpt.get(METADATA_KEY) or {}
-    recorded = recorded_rules(ckpt)
+    metadata = SparseMetadata.from_ckpt(ckpt) or SparseMetadata({})
+    recorded = recorded_rules(metadata)
     rules = args.get("rules") or recorded
-    same = recorded == (metadata.get("config") or {}).get("rules") and load_rules(rules) == load_rules(recorded)
-    config = metadata.get("config")
-    report = sparsity_report(model, rules, metadata.get("family_ratios") if same else None, config, pattern=pattern_of(config))
-    if metadata.get("channel"):  # what channel pruning removed (recorded when it ran: the removed channels are gone)
-        report["channel"] = metadata["channel"]
+    config = metadata.config or None
+    same = recorded == metadata.config.get("rules") and load_rules(rules) == load_rules(recorded)
+    ratios = metadata.result.get("family_ratios") if same else None
+    report = sparsity_report(model, rules, ratios, config, pattern=pattern_of(config))
+    if metadata.result.get("channel"):  # what channel pruning removed (recorded when it ran: those channels are gone)
+        report["channel"] = metadata.result["channel"]
     report["file"] = checkpoint_file_size(args["model"])
     title = f"Sparsity report: {args['model']}"
     log_report(report, title=title, layers=bool(args.get("layers")))

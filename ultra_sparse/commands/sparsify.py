@@ -9,11 +9,12 @@ from ultralytics.nn.tasks import guess_model_task
 
 from ..bench import parse_device
 from ..calibration import calibration_batches, loss_ready, model_imgsz, model_stride
-from ..checkpoint import METADATA_KEY, check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
+from ..checkpoint import check_finite, checkpoint_bytes, checkpoint_file_size, load_checkpoint
 from ..config import SparsityConfig, check_imgsz, positive_int
 from ..importance import TAYLOR_NEEDS_DATA
 from ..latency import check_latency_settings, find_flops
-from ..methods import method_of, result_metadata
+from ..metadata import SparseMetadata
+from ..methods import method_of
 from ..oneshot import sparsify
 from ..report import format_file_size, log_report, report_documents
 from ..rules import load_rules
@@ -138,7 +139,7 @@ def run(args: dict[str, Any]) -> None:
         result = sparsify(model, config, batches=batches, imgsz=given_imgsz)
     model.cpu()
 
-    metadata = result_metadata(result, config, source=str(model_path))
+    metadata = SparseMetadata.of_result(result, config, source=str(model_path))
     payload = checkpoint_bytes(model, ckpt, metadata, compress=compress)
     report = {**result.report, "file": checkpoint_file_size(payload), **({"latency_search": search} if search else {})}
     claimed = None
@@ -161,7 +162,7 @@ def run(args: dict[str, Any]) -> None:
         f"({t['all']['nonzero']:,}/{t['all']['params']:,} parameters non-zero)\n"
         f"  checkpoint {weights}, {format_file_size(report['file'])}\n  reports    {json_path}, {md_path}"
     )
-    if METADATA_KEY in ckpt:
+    if SparseMetadata.from_ckpt(ckpt) is not None:
         LOGGER.info(f"  note: {model_path} was already sparse; its zeros were kept and counted toward the target")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from ..bench import parse_device
 from ..compare import check_inputs, validate
 from ..config import check_imgsz, positive_int
-from ..rules import recorded_rules
+from ..metadata import SparseMetadata, recorded_rules
 from .benchmark import settings_from
 from .common import OUTPUT_KEYS, check_new_file, claimed_run_dir, run_dir, write_new_files
 
@@ -47,7 +47,7 @@ def run(args: dict[str, Any]) -> None:
     project, name = args.pop("project", None), args.pop("name", None)
     check_new_file(run_dir(project, name, "val"), "project")
     loaded = check_inputs({"model": model}, data)
-    rules = recorded_rules(loaded["model"][1])
+    rules = recorded_rules(SparseMetadata.from_ckpt(loaded["model"][1]))
     with claimed_run_dir(project, name, "val") as folder:
         result = validate(model, data, settings["imgsz"], settings["batch"], device, settings["half"], rules, folder)
         payload = {"model": str(model), "data": str(data), **settings, "device": device, "rules": rules, **result}

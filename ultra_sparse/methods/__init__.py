@@ -15,12 +15,12 @@ Examples:
 from __future__ import annotations
 
 from ..config import SparsityConfig
-from .base import Method, SparsifyResult, result_metadata
+from .base import Method, SparsifyResult
 from .channel import CHANNEL
 from .nm import NM
 from .unstructured import UNSTRUCTURED
 
-__all__ = ["METHODS", "Method", "SparsifyResult", "method_of", "result_metadata"]
+__all__ = ["METHODS", "Method", "SparsifyResult", "method_of"]
 
 METHODS: dict[str, Method] = {m.name: m for m in (UNSTRUCTURED, NM, CHANNEL)}
 

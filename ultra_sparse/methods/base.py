@@ -11,14 +11,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from .._version import __version__
 from ..config import SparsityConfig
-from ..rules import rules_as_dict
 
 if TYPE_CHECKING:
     from .state import SparseTraining
 
-__all__ = ["Method", "SparsifyResult", "result_metadata"]
+__all__ = ["Method", "SparsifyResult"]
 
 
 @dataclass(frozen=True)
@@ -72,27 +70,3 @@ class Method:
     suffix: Callable[[SparsityConfig], str]
     finish: Callable[[bytes], bytes] | None = None
     callbacks: str = ""
-
-
-def result_metadata(result: SparsifyResult, config: SparsityConfig, source: str | None = None) -> dict[str, Any]:
-    """What a pruned checkpoint stores under ``ultra_sparse``: plain data, usable wherever the file goes.
-
-    Version, the source path (when given), the config with its rules as a dict, the scale factor, the ratio asked of
-    each family, the totals of the report and, for ``method=channel``, its channel section.
-
-    Examples:
-        >>> from ultralytics import YOLO
-        >>> from ultra_sparse import sparsify
-        >>> result = sparsify(YOLO("yolo11n.yaml"), sparsity=0.1)
-        >>> sorted(result_metadata(result, SparsityConfig(sparsity=0.1)))[:3]
-        ['config', 'family_ratios', 'scale']
-    """
-    return {
-        "version": __version__,
-        **({"source": source} if source is not None else {}),
-        "config": {**config.to_dict(), "rules": rules_as_dict(config.rules)},
-        "scale": result.scale,
-        "family_ratios": {f["family"]: f["ratio_asked"] for f in result.report["families"]},
-        "totals": result.report["totals"],
-        **({"channel": result.report["channel"]} if "channel" in result.report else {}),
-    }

@@ -27,7 +27,8 @@ from ..config import SparsityConfig
 from ..importance import get_criterion
 from ..prune import element_masks
 from ..prune.unstructured import apply_masks, masks_from_zeros
-from ..rules import assign_families, check_prunable, load_rules, rules_as_dict
+from ..metadata import config_record
+from ..rules import assign_families, check_prunable, load_rules
 from ..schedule import SparsitySchedule, default_window
 
 __all__ = [
@@ -161,7 +162,7 @@ class SparseTraining:
     def state_dict(self) -> dict[str, Any]:
         """Plain-data state for a checkpoint: config, schedule position and bit-packed masks."""
         return {
-            "config": {**self.config.to_dict(), "rules": rules_as_dict(self.config.rules)},  # usable anywhere
+            "config": config_record(self.config),  # usable anywhere
             "schedule": self.schedule.state_dict(),
             "masks": {name: pack_mask(mask) for name, mask in self.masks.items()},
         }

@@ -23,7 +23,8 @@ from typing import Any
 import torch.nn as nn
 from ultralytics.utils import LOGGER, colorstr
 
-from ..checkpoint import METADATA_KEY, load_checkpoint
+from ..checkpoint import load_checkpoint
+from ..metadata import SparseMetadata
 from ..config import SparsityConfig
 from ..methods import method_of
 from ..methods.state import SparseTraining
@@ -67,7 +68,7 @@ class SparseCallbacks:
         if model.lower().endswith(".pt"):
             start, ckpt = load_checkpoint(model)
             _refuse_rebuilt(trained_network(start), net)
-            metadata = ckpt.get(METADATA_KEY)
+            metadata = SparseMetadata.from_ckpt(ckpt)
         plan = decide_start(net, self.keys, metadata, trainer.epochs)
         if plan is not None:
             self.sparse = start_training(net, plan, trainer.epochs)

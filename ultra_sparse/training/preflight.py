@@ -19,7 +19,8 @@ from typing import Any, Callable
 import torch.nn as nn
 from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
 
-from ..checkpoint import METADATA_KEY, load_checkpoint
+from ..checkpoint import load_checkpoint
+from ..metadata import SparseMetadata
 from ..config import SparsityConfig, check_imgsz
 from ..methods import method_of
 from ..rules import trained_network
@@ -87,8 +88,9 @@ def preflight(
             raise FileNotFoundError("resume: no checkpoint found; pass model=path/to/last.pt resume=True")
         ckpt = check_resumable(path)
         check_task(ckpt.get("ema") or ckpt.get("model"), args.task)
-        state = ckpt.get(METADATA_KEY)
-        if isinstance(state, dict) and "masks" in state:
+        meta = SparseMetadata.from_ckpt(ckpt)
+        state = meta.state if meta else None
+        if state is not None:
             net = trained_network((ckpt.get("ema") or ckpt["model"]).float())
             config = SparsityConfig(**state["config"])
             training_state(net, config, 1 << 30, True, state.get("imgsz", 640)).load_state_dict(state)
@@ -117,7 +119,7 @@ def preflight(
     metadata, net = None, None
     if checkpoint:
         net, ckpt = load_checkpoint(model)
-        metadata = ckpt.get(METADATA_KEY)
+        metadata = SparseMetadata.from_ckpt(ckpt)
     elif own:
         from ultralytics import YOLO
 

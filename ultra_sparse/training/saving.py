@@ -8,8 +8,10 @@ files in place at the end of a run (``strip_optimizer``); a kill during either w
 Examples:
     >>> import torch, io
     >>> buffer = io.BytesIO(); torch.save({"model": None}, buffer)
-    >>> torch.load(io.BytesIO(with_metadata(buffer.getvalue(), {"sparsity": 0.5})), weights_only=False)["ultra_sparse"]
-    {'sparsity': 0.5}
+    >>> from ultra_sparse.metadata import SparseMetadata
+    >>> record = SparseMetadata({"method": "nm"}, version="0.1")
+    >>> torch.load(io.BytesIO(with_metadata(buffer.getvalue(), record)), weights_only=False)["ultra_sparse"]
+    {'version': '0.1', 'config': {'method': 'nm'}}
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any, Callable, Iterator
 import torch
 from ultralytics.utils import LOGGER, colorstr
 
-from ..checkpoint import METADATA_KEY, atomic_write_bytes, deflate_zip
+from ..checkpoint import atomic_write_bytes, deflate_zip
+from ..metadata import SparseMetadata
 
 __all__ = ["atomic_strip", "captured_saves", "fresh_run_dir", "remove_unstarted_run", "with_metadata", "write_captured"]
 
@@ -105,10 +108,10 @@ def write_captured(captured: dict[Path, bytes], transform: Callable[[bytes], byt
         atomic_write_bytes(path, payloads[data])
 
 
-def with_metadata(data: bytes, metadata: dict[str, Any]) -> bytes:
+def with_metadata(data: bytes, metadata: SparseMetadata) -> bytes:
     """The serialised checkpoint ``data`` with ``metadata`` under its ``ultra_sparse`` key."""
     ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    ckpt[METADATA_KEY] = metadata
+    metadata.to_ckpt(ckpt)
     buffer = io.BytesIO()
     torch.save(ckpt, buffer)
     return buffer.getvalue()

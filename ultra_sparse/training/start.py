@@ -25,10 +25,10 @@ from typing import Any, Callable, Mapping
 import torch.nn as nn
 from ultralytics.utils import LOGGER, colorstr
 
-from ..checkpoint import METADATA_KEY, check_finite
+from ..checkpoint import check_finite
 from ..config import SparsityConfig
 from ..methods import METHODS, method_of
-from ..rules import recorded_rules
+from ..metadata import SparseMetadata, recorded_rules
 from ..methods.state import SparseTraining, prunable_zero_fraction
 
 __all__ = ["SPARSE_START_ZEROS", "StartPlan", "decide_start", "start_training", "training_state"]
@@ -53,14 +53,14 @@ class StartPlan:
 
 
 def decide_start(
-    net: nn.Module, keys: Mapping[str, Any], metadata: Mapping[str, Any] | None, epochs: int, imgsz: int = 640
+    net: nn.Module, keys: Mapping[str, Any], metadata: SparseMetadata | None, epochs: int, imgsz: int = 640
 ) -> StartPlan | None:
     """Decide how a run starts, and refuse now what would fail later.
 
     Args:
         net (nn.Module): The start network (the student when distilling).
         keys (Mapping[str, Any]): The sparsity keys given (only these; defaults are not keys).
-        metadata (Mapping | None): The start checkpoint's ``ultra_sparse`` entry.
+        metadata (SparseMetadata | None): The start checkpoint's ``ultra_sparse`` record.
         epochs (int): Length of the run.
         imgsz (int): The run's image size (``method=channel`` counts GFLOPs at it).
 
@@ -82,10 +82,10 @@ def decide_start(
     method = method_of(config)
     method.check_training(config)
     if "rules" not in keys:  # a checkpoint made with custom rules goes on with them
-        config = config.replace(rules=recorded_rules({METADATA_KEY: metadata or {}}))
+        config = config.replace(rules=recorded_rules(metadata))
     zeros = prunable_zero_fraction(net, config.rules)
-    recorded = METHODS.get(((metadata or {}).get("config") or {}).get("method"))
-    zero_metadata = bool(metadata) and not (recorded and recorded.removes)  # a channel-pruned start is dense
+    recorded = METHODS.get(metadata.method) if metadata else None
+    zero_metadata = metadata is not None and not (recorded and recorded.removes)  # a channel-pruned start is dense
     sparse_start = zero_metadata or zeros >= SPARSE_START_ZEROS
     if not keys and not sparse_start:
         return None

@@ -47,9 +47,9 @@ from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 
-from .._version import __version__
 from ..config import SPARSITY_KEYS, SparsityConfig
 from ..messages import echo
+from ..metadata import SparseMetadata
 from ..methods import method_of
 from ..methods.state import SparseTraining
 from ..rules import trained_network, unwrap
@@ -300,14 +300,11 @@ class SparseTrainerMixin:
         with atomic_strip(finish):  # method=channel removes its zeroed channels there
             return super().final_eval()
 
-    def sparsity_metadata(self) -> dict[str, Any]:
-        """What checkpoints store under ``ultra_sparse``: version, achieved and target sparsity, and the state."""
-        return {
-            "version": __version__,
-            "sparsity": self.sparse.sparsity(self._ema_net()),
-            "target": self.sparse.schedule.target(),
-            **self.sparse.state_dict(),
-        }
+    def sparsity_metadata(self) -> SparseMetadata:
+        """What checkpoints store under ``ultra_sparse``: the mask state, achieved and target sparsity."""
+        return SparseMetadata.of_training(
+            self.sparse.state_dict(), self.sparse.sparsity(self._ema_net()), self.sparse.schedule.target()
+        )
 
     def _handle_nan_recovery(self, epoch):
         """Recover as Ultralytics does (reloading last.pt), then re-apply the current masks to model and EMA."""

@@ -25,13 +25,12 @@ import torch.nn as nn
 from ultralytics.utils import LOGGER, colorstr
 
 from ...calibration import loss_ready
-from ...checkpoint import METADATA_KEY
 from ...config import SparsityConfig
+from ...metadata import SparseMetadata
 from ...prune.channel import ChannelPlan, plan_channels
 from ...prune.channel_masks import Removal, channel_masks, merge_removals, pack_removal, unpack_removal
 from ...rules import assign_families, check_prunable, load_rules
 from ..state import SparseTraining, broadcast_masks, resolved_schedule, unpack_masks
-from ..base import result_metadata
 from .oneshot import remove_planned
 
 __all__ = ["ChannelTraining", "remove_zeroed_channels"]
@@ -212,8 +211,9 @@ def remove_zeroed_channels(data: bytes) -> bytes:
         (bytes): The serialised checkpoint with the smaller network.
     """
     ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    state = ckpt.get(METADATA_KEY)
-    if not isinstance(state, dict) or "removal" not in state or ckpt.get("model") is None:
+    meta = SparseMetadata.from_ckpt(ckpt)
+    state = meta.state if meta else None
+    if state is None or "removal" not in state or ckpt.get("model") is None:
         return data
     config = SparsityConfig(**state["config"])
     net = ckpt["model"]
@@ -223,7 +223,7 @@ def remove_zeroed_channels(data: bytes) -> bytes:
     result = remove_planned(net, assign_families(net, load_rules(config.rules)), config, plan, int(state["imgsz"]))
     result.report["channel"]["reconstruction"] = state.get("reconstruction")
     ckpt["model"] = net.to(dtype)
-    ckpt[METADATA_KEY] = result_metadata(result, config)
+    SparseMetadata.of_result(result, config).to_ckpt(ckpt)
     p, g = result.report["channel"]["params"], result.report["channel"]["gflops"]
     LOGGER.info(
         f"{colorstr('ultra_sparse:')} zeroed channels removed: params {p['before']:,} -> {p['after']:,}, "
