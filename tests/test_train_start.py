@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from ultralytics.cfg import DEFAULT_CFG_DICT
 
 from ultra_sparse.metadata import METADATA_KEY
 from ultra_sparse.methods.state import unpack_mask
@@ -40,6 +41,9 @@ def _sparsify(source: Path, out: Path, *keys: str) -> Path:
 
     assert main(["sparsify", f"model={source}", f"out={out}", *keys]) == 0
     return out
+
+
+NEEDS_QAT = pytest.mark.skipif("quantize" not in DEFAULT_CFG_DICT, reason="this ultralytics has no quantize= key")
 
 
 def _write_yaml(path: Path, content: dict) -> Path:
@@ -76,6 +80,7 @@ def sparse30(trained_checkpoint, tmp_path_factory) -> Path:
         ({"sparsity": 0.995}, ValueError, "out of reach"),
         ({"method": "channel", "flops": 0.95}, ValueError, "out of reach"),
         ({"resume": True}, ValueError, "nothing to resume"),
+        pytest.param({"sparsity": 0.3, "quantize": 8}, ValueError, "quantize=8 .quantization-aware", marks=NEEDS_QAT),
     ],
 )
 def test_bad_runs_are_refused_before_anything_is_written(trained_checkpoint, synthetic_data, tmp_path, keys, error, match):
@@ -90,6 +95,15 @@ def test_bad_runs_are_refused_before_anything_is_written(trained_checkpoint, syn
     with pytest.raises(error, match=match):
         main(["train", f"model={trained_checkpoint}", *argv, f"project={project}", *_argv()])
     assert not project.exists()
+
+
+@NEEDS_QAT
+def test_quantization_aware_training_from_a_sparse_checkpoint_is_refused(sparse30, synthetic_data, tmp_path):
+    from ultra_sparse.cli import main
+
+    with pytest.raises(ValueError, match="fine-tune without it, then quantize the exported artifact"):
+        main(["train", f"model={sparse30}", f"data={synthetic_data}", "quantize=int8", f"project={tmp_path / 'runs'}", *_argv()])
+    assert not (tmp_path / "runs").exists()
 
 
 def test_nan_weight_is_refused_naming_the_parameter(trained_checkpoint, synthetic_data, tmp_path):

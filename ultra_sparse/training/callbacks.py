@@ -24,12 +24,13 @@ import torch.nn as nn
 from ultralytics.utils import LOGGER, colorstr
 
 from ..checkpoint import load_checkpoint
-from ..metadata import SparseMetadata
 from ..config import SparsityConfig
+from ..metadata import SparseMetadata
 from ..methods import method_of
 from ..methods.state import SparseTraining
 from ..rules import trained_network
 from .new_classes import keeps_yaml_shapes
+from .preflight import check_no_qat
 from .start import decide_start, start_training
 
 _REBUILT = (
@@ -70,6 +71,8 @@ class SparseCallbacks:
             _refuse_rebuilt(trained_network(start), net)
             metadata = SparseMetadata.from_ckpt(ckpt)
         plan = decide_start(net, self.keys, metadata, trainer.epochs)
+        if plan is not None or metadata is not None:
+            check_no_qat(trainer.args)
         if plan is not None:
             self.sparse = start_training(net, plan, trainer.epochs)
             self._restore(trainer, clear_state=True)

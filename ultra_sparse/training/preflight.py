@@ -20,14 +20,17 @@ import torch.nn as nn
 from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
 
 from ..checkpoint import load_checkpoint
-from ..metadata import SparseMetadata
 from ..config import SparsityConfig, check_imgsz
+from ..metadata import SparseMetadata
 from ..methods import method_of
 from ..rules import trained_network
 from .new_classes import class_output_names, keeps_yaml_shapes
 from .start import StartPlan, decide_start, training_state
 
-__all__ = ["check_data", "check_rebuild", "check_resumable", "dataset_fields", "imgsz_of", "preflight", "rebuild_reason"]
+__all__ = [
+    "check_data", "check_no_qat", "check_rebuild", "check_resumable", "dataset_fields", "imgsz_of", "preflight",
+    "rebuild_reason",
+]
 
 
 def check_resumable(path: str | Path) -> dict[str, Any]:
@@ -91,6 +94,7 @@ def preflight(
         meta = SparseMetadata.from_ckpt(ckpt)
         state = meta.state if meta else None
         if state is not None:
+            check_no_qat(args)
             net = trained_network((ckpt.get("ema") or ckpt["model"]).float())
             config = SparsityConfig(**state["config"])
             training_state(net, config, 1 << 30, True, state.get("imgsz", 640)).load_state_dict(state)
@@ -129,9 +133,35 @@ def preflight(
         return None, None
     check_rebuild(trained_network(net), args.data)
     plan = decide_start(trained_network(net), own, metadata, args.epochs, imgsz_of(args.imgsz))
+    if plan is not None or metadata is not None or not keeps_yaml_shapes(trained_network(net)):
+        check_no_qat(args)
     if plan is not None:  # reconstruct=None (method=channel): refit wherever the task can
         plan = replace(plan, config=plan.config.calibrated(task != "classify"))
     return plan, None
+
+
+def check_no_qat(args: Any) -> None:
+    """Refuse quantization-aware training (``quantize=8``) in a sparse run or from a sparse or pruned checkpoint.
+
+    Ultralytics' QAT (NVIDIA ModelOpt) wraps the layers whose zeros and pruned channels the run keeps in quantizers;
+    the masks, the channel plan and the checkpoints of this package do not follow them. Post-training INT8 of the
+    exported artifact composes with both and is measured by ``compare format=... quantize=8``.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> check_no_qat(SimpleNamespace(quantize=None))
+        >>> check_no_qat(SimpleNamespace(quantize=8))
+        Traceback (most recent call last):
+        ...
+        ValueError: quantize=8 (quantization-aware training) is not supported in a sparse run or from a sparse or pruned checkpoint; fine-tune without it, then quantize the exported artifact: ultra-sparse compare ... format=openvino quantize=8 data=D, or yolo export ... format=openvino quantize=8 data=D
+    """
+    quantize = getattr(args, "quantize", None)
+    if str(quantize).lower() in {"8", "int8"}:
+        raise ValueError(
+            f"quantize={quantize} (quantization-aware training) is not supported in a sparse run or from a sparse or "
+            "pruned checkpoint; fine-tune without it, then quantize the exported artifact: ultra-sparse compare ... "
+            "format=openvino quantize=8 data=D, or yolo export ... format=openvino quantize=8 data=D"
+        )
 
 
 def rebuild_reason(weights: nn.Module, data: dict) -> str:
