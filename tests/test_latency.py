@@ -70,3 +70,41 @@ def test_sparsify_latency_target_measures_probes_and_reports_them(tmp_path, trai
     assert stored["flops"] == chosen["flops"]  # the plan kept is the measured one
     assert report["channel"]["gflops"]["after"] < report["channel"]["gflops"]["before"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned-report.json", "pruned-report.md", "pruned.pt"]
+
+
+class _LinearLatency:
+    """A stand-in for the artifact probe: latency falls linearly with the GFLOPs removed (deterministic)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, flops: float) -> tuple[float, float]:
+        return 1.0 - 0.8 * flops, 0.01
+
+
+@pytest.mark.slow
+def test_train_latency_target_trains_to_the_measured_flops(tmp_path, trained_checkpoint, synthetic_data, monkeypatch):
+    """train latency=: the flops= the probes imply is found before the run and is what the run prunes to."""
+    from ultra_sparse import latency
+    from ultra_sparse.cli import main
+
+    monkeypatch.setattr(latency, "ArtifactProbe", _LinearLatency)
+    keys = ["imgsz=64", "batch=4", "workers=0", "device=cpu", "plots=False", "epochs=1", "optimizer=SGD"]
+    assert main(["train", f"model={trained_checkpoint}", f"data={synthetic_data}", "method=channel", "latency=0.7",
+                 "backend=torchscript", "probes=4", f"project={tmp_path}", "name=run", *keys]) == 0
+    record = torch.load(tmp_path / "run" / "weights" / "last.pt", map_location="cpu", weights_only=False)["ultra_sparse"]
+    flops = record["config"]["flops"]
+    assert 1.0 - 0.8 * flops <= 0.7 and 1.0 - 0.8 * flops == pytest.approx(0.7, abs=0.05)  # the curve's answer, 0.375
+    assert record["channel"]["achieved"]["flops"] == pytest.approx(flops, abs=0.03)  # the run pruned to it
+
+
+def test_train_latency_target_is_refused_before_any_work(tmp_path, trained_checkpoint, synthetic_data):
+    from ultra_sparse.cli import main
+
+    with pytest.raises(ValueError, match="add method=channel"):
+        main(["train", f"model={trained_checkpoint}", f"data={synthetic_data}", "latency=0.7", "backend=openvino",
+              f"project={tmp_path / 'runs'}"])
+    with pytest.raises(ValueError, match="must be a .pt"):
+        main(["train", "model=yolo11n.yaml", f"data={synthetic_data}", "method=channel", "latency=0.7",
+              "backend=torchscript", f"project={tmp_path / 'runs'}"])
+    assert not (tmp_path / "runs").exists()

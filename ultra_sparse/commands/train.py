@@ -12,7 +12,7 @@ HELP = (
     "usage: ultra-sparse train model=M data=D [sparsity=0.5] [schedule=gradual|oneshot] [rules=default]\n"
     "                          [importance=l1] [scope=global] [prune_start=N] [prune_end=N] [prune_freq=1]\n"
     "                          [method=unstructured|channel|nm] [flops=0.5] [round_to=8] [reconstruct=True]\n"
-    "                          [calib_batches=8] [freeze_bn=False]\n"
+    "                          [calib_batches=8] [freeze_bn=False] [latency=0.6 backend=openvino [quantize=8]]\n"
     "                          [any Ultralytics train key: epochs, imgsz, batch, optimizer, resume, ...]\n\n"
     "Trains like 'yolo train' (detect, segment, pose, obb, classify: the checkpoint's task decides) and keeps\n"
     "pruned weights exactly zero in the model, the EMA and every checkpoint. It trains the checkpoint's own network\n"
@@ -57,6 +57,13 @@ KEYS = {  # documented here; every Ultralytics train key is taken too and checke
     "scale and shift train (default False; for short fine-tunes of a channel-pruned model, see docs/channel.md; give "
     "it again with resume=True)",
     "distill_model": "teacher checkpoint for knowledge distillation (dis= weight; ultralytics 8.4.77+)",
+    "latency": "method=channel from a .pt: latency to reach, as a ratio to the dense model's on backend= (e.g. 0.6); "
+    "flops= is found before training by pruning, exporting and timing candidates of the start checkpoint on this "
+    "machine (see docs/channel.md)",
+    "backend": "with latency=: the runtime timed, onnxruntime, openvino or torchscript",
+    "quantize": "with latency=: the precision timed, 32 (default), 16 or 8 (INT8, calibrated on data=); without "
+    "latency=, Ultralytics' quantization-aware training, refused in sparse runs",
+    "probes": "with latency=: at most this many candidates are pruned, exported and timed (default 7)",
 }
 
 
@@ -74,4 +81,45 @@ def run(args: dict[str, Any]) -> None:
         check_resumable(model)  # Ultralytics would start a new run on a default dataset instead
     elif not args.get("data"):
         raise ValueError("data= is required (a dataset YAML), unless resuming with resume=True")
+    if "latency" in args:
+        args = measured_flops(str(model), args)
     SparseYOLO(str(model), task=task).train(**args)
+
+
+def measured_flops(model: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The train keys with ``latency=`` (and ``backend=``, ``quantize=``, ``probes=``) replaced by the ``flops=`` that
+    meets it, measured on the start checkpoint before training.
+
+    With the layer scope of channel pruning (its default), the widths a GFLOPs target gives depend on the weights only
+    where two groups tie at the target, so the run ends with the widths the probes timed, or next to them.
+
+    Raises:
+        ValueError: On a resume, a start that is not a ``.pt``, bad latency settings, or a target no probe reached.
+    """
+    from ultralytics.utils import LOGGER
+
+    from ..calibration import model_imgsz
+    from ..checkpoint import check_finite, load_checkpoint
+    from ..config import SparsityConfig, check_imgsz
+    from ..latency import check_latency_settings, find_flops
+
+    args = dict(args)
+    latency, backend = args.pop("latency"), args.pop("backend", None)
+    quantize, probes = args.pop("quantize", 32), args.pop("probes", 7)
+    if args.get("resume"):
+        raise ValueError("latency= decides a new run's flops=; resume=True goes on with the flops= it found")
+    if not model.lower().endswith(".pt"):
+        raise ValueError(f"latency= times pruned copies of the start checkpoint: model={model} must be a .pt")
+    config, _ = SparsityConfig.from_args(args)
+    target = check_latency_settings(latency, backend, quantize, config, args.get("data"), probes)
+    net, _ = load_checkpoint(model)
+    check_finite(net, f"model={model}")
+    imgsz = check_imgsz(max(args["imgsz"]) if isinstance(args.get("imgsz"), (list, tuple)) else args.get("imgsz") or model_imgsz(net))
+    found, search = find_flops(net, config, target, imgsz, args.get("data"))
+    chosen = search["chosen"]
+    LOGGER.info(
+        f"ultra-sparse: latency={search['latency']} on {search['backend']} (quantize={search['quantize']}): training "
+        f"to flops={found.flops}, measured {chosen['ratio']:.3f} of dense (IQR {chosen['iqr']:.3f}) after "
+        f"{len(search['probes'])} probes in {search['wall_s']:.0f} s; {search['note']}"
+    )
+    return {**args, "flops": found.flops}
