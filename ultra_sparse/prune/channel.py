@@ -47,7 +47,7 @@ from .channel_count import MAX_CHANNEL_RATIO, LayerCosts, SlotCounter, output_po
 from .channel_trace import (
     WHOLE_REASONS, BlockPruner, Sink, Traced, class_names, classify_blocks, tracing_copy,
 )
-from .channel_attention import AttentionSlots, update_attention_attributes
+from .channel_attention import AttentionSlots, attention_inside, update_attention_attributes
 from .channel_twins import twin_pieces
 from .head_layers import head_kept_layers
 
@@ -209,7 +209,7 @@ def _plan(net, assignment, config, imgsz, gradients) -> ChannelPlan:
     family_ratios = {f: min(r * scale, MAX_CHANNEL_RATIO) for f, r in ratios.items()}
     modules = dict(net.named_modules())
     removal = counter.removal(counts)
-    inside = _attention_inside(traced_attention, removal, modules)
+    inside = attention_inside(traced_attention.values(), removal, modules)
     kinds = {s.qkv.rsplit(".", 2)[0]: s.kind for s in traced_attention.values()}
     whole_list = [
         {"name": n, "class": type(modules[n]).__name__, "reason": WHOLE_REASONS.get(kinds.get(n), why)}
@@ -358,21 +358,6 @@ def _attention_group(group, slots: AttentionSlots, importance, family, ratios) -
         return None
     scores = torch.stack([imp[s].float().mean() for s in slots.qkv_channels]).detach().cpu()
     return _Group(fam, ratio, len(slots.qkv_channels), 1, scores, slots.targets)
-
-
-def _attention_inside(attention: dict[str, AttentionSlots], removal, modules: dict[str, nn.Module]) -> list[dict]:
-    """The attention blocks a removal prunes inside, with what they lose (for the plan and the report)."""
-    inside = []
-    for slots in attention.values():
-        gone = set(removal.get((slots.qkv, "out"), ()))
-        lost = sum(1 for channels in slots.qkv_channels if channels[0] in gone)
-        if lost:
-            name = slots.qkv.rsplit(".", 2)[0]
-            unit = "query/key channels per head" if slots.kind == "keys" else "heads"
-            total = len(slots.qkv_channels)
-            inside.append({"name": name, "class": type(modules[name]).__name__,
-                           "what": f"{unit} {total} -> {total - lost}"})
-    return inside
 
 
 def _paired(groups: list[_Group]) -> list[_Group]:

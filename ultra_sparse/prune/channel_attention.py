@@ -22,10 +22,11 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch.nn as nn
 
-__all__ = ["AttentionSlots", "attention_slots", "update_attention_attributes"]
+__all__ = ["AttentionSlots", "attention_inside", "attention_slots", "update_attention_attributes"]
 
 
 @dataclass
@@ -102,3 +103,27 @@ def update_attention_attributes(block: nn.Module) -> None:
     elif "AAttn" in classes and isinstance(getattr(block, "all_head_dim", None), int):
         block.num_heads = conv.out_channels // (3 * block.head_dim)
         block.all_head_dim = block.num_heads * block.head_dim
+
+
+def attention_inside(
+    attention: Iterable[AttentionSlots], removal: dict[tuple[str, str], list[int]], modules: dict[str, nn.Module]
+) -> list[dict[str, str]]:
+    """The attention blocks a channel removal prunes inside, with what each loses (for the plan and the report).
+
+    Examples:
+        >>> from ultralytics.nn.modules.block import Attention
+        >>> attn = Attention(64, num_heads=2)
+        >>> slots = attention_slots(attn, "attn")
+        >>> attention_inside([slots], {("attn.qkv.conv", "out"): slots.qkv_channels[0]}, {"attn": attn})
+        [{'name': 'attn', 'class': 'Attention', 'what': 'query/key channels per head 16 -> 15'}]
+    """
+    inside = []
+    for slots in attention:
+        gone = set(removal.get((slots.qkv, "out"), ()))
+        lost = sum(1 for channels in slots.qkv_channels if channels[0] in gone)
+        if lost:
+            name = slots.qkv.rsplit(".", 2)[0]
+            unit = "query/key channels per head" if slots.kind == "keys" else "heads"
+            total = len(slots.qkv_channels)
+            inside.append({"name": name, "class": type(modules[name]).__name__, "what": f"{unit} {total} -> {total - lost}"})
+    return inside
