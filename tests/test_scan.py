@@ -741,14 +741,14 @@ def test_channel_scan_writes_rules_that_channel_sparsify_takes(tmp_path, trained
     """method=channel scans with the other groups dense, which leaves families at ratio 0 while one is pruned."""
     out = subprocess.run(
         [*CLI, "scan", f"model={trained_checkpoint}", f"data={synthetic_data}", "method=channel", "context=dense",
-         "sparsity=0.3", "imgsz=64", "batch=8", "groups=3", f"project={tmp_path}", "name=scan"],
+         "sparsity=0.3", "imgsz=64", "batch=8", "groups=2", f"project={tmp_path}", "name=scan"],
         cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=300,
     )
     assert out.returncode == 0, out.stderr
     run = tmp_path / "scan"
     assert sorted(p.name for p in run.iterdir()) == ["rules.yaml", "sensitivity.csv", "sensitivity.json", "sensitivity.png"]
     result = json.loads((run / "sensitivity.json").read_text())
-    assert result["context"] == "dense" and len(result["groups"]) == 3
+    assert result["context"] == "dense" and len(result["groups"]) == 2
     assert f"rules={run / 'rules.yaml'} sparsity=0.3 method=channel" in out.stdout + out.stderr
     net, _ = load_checkpoint(trained_checkpoint)
     section = sparsify(net, method="channel", rules=str(run / "rules.yaml"), sparsity=0.3, imgsz=64).report["channel"]
