@@ -83,7 +83,7 @@ def test_channel_pruning_ranks_by_taylor_refits_and_shrinks_every_detection_styl
     assert main(["sparsify", f"model={base}", f"data={data}", "method=channel", "flops=0.3", "importance=taylor",
                  "imgsz=64", "calib_batches=1", f"out={one_shot}"]) == 0
     assert torch.load(one_shot, map_location="cpu", weights_only=False)[METADATA_KEY]["config"]["importance"] == "taylor"
-    assert main(["train", f"model={base}", f"data={data}", "epochs=2", "optimizer=SGD", "method=channel", "flops=0.3",
+    assert main(["train", f"model={base}", f"data={data}", "epochs=1", "optimizer=SGD", "method=channel", "flops=0.3",
                  "prune_end=1", "calib_batches=1", "importance=taylor", *_argv(project=tmp_path, name="ch")]) == 0
     dense = torch.load(base, map_location="cpu", weights_only=False)["model"]
     ckpt = torch.load(tmp_path / "ch" / "weights" / "last.pt", map_location="cpu", weights_only=False)
