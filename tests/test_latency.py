@@ -108,3 +108,52 @@ def test_train_latency_target_is_refused_before_any_work(tmp_path, trained_check
         main(["train", "model=yolo11n.yaml", f"data={synthetic_data}", "method=channel", "latency=0.7",
               "backend=torchscript", f"project={tmp_path / 'runs'}"])
     assert not (tmp_path / "runs").exists()
+
+
+def test_probes_are_timed_against_the_dense_fp32_artifact(tmp_path, monkeypatch):
+    """quantize=8: the candidates are INT8, the reference is the dense model's FP32 artifact (as compare reports)."""
+    from ultralytics import YOLO
+
+    from ultra_sparse import latency
+
+    exported = []
+    monkeypatch.setattr(latency, "export_artifact", lambda weights, fmt, quantize, *a: exported.append((fmt, quantize)))
+    monkeypatch.setattr(latency, "artifact_runner", lambda *a: (lambda: None))
+    probe = latency.ArtifactProbe(YOLO("yolov8n.yaml").model, SparsityConfig(method="channel"), "openvino", 8, 64,
+                                  tmp_path, data="data.yaml", runs=2, warmup=0)
+    probe(0.3)
+    assert exported == [("openvino", 32), ("openvino", 8)]
+
+
+class _PlanningLatency:
+    """A stand-in probe that makes the real plan of each candidate (so a plan out of reach fails as it would) and
+    returns a latency ratio that falls linearly with the GFLOPs removed."""
+
+    def __init__(self, net, config, backend, quantize, imgsz, folder, data=None):
+        self.net, self.config, self.imgsz, self.asked = net, config, imgsz, []
+
+    def __call__(self, flops: float) -> tuple[float, float]:
+        import copy
+
+        from ultra_sparse.oneshot import sparsify
+
+        self.asked.append(flops)
+        sparsify(copy.deepcopy(self.net), self.config.replace(flops=flops, reconstruct=False), imgsz=self.imgsz)
+        return 1.0 - 0.8 * flops, 0.0
+
+
+def test_search_stays_within_what_the_rules_can_remove(monkeypatch):
+    """A latency below the reach of the rules ends in the 'not reached' line naming the reach, not in a plan error."""
+    from ultralytics import YOLO
+
+    from ultra_sparse import latency
+
+    net, config = YOLO("yolov8n.yaml").model, SparsityConfig(method="channel")
+    reach = latency.reachable_flops(net, config, 64)
+    assert 0.3 < reach < 0.9  # the protected head holds GFLOPs no rule removes
+    probes = []
+    monkeypatch.setattr(latency, "ArtifactProbe", lambda *a, **k: probes.append(_PlanningLatency(*a, **k)) or probes[-1])
+    settings = check_latency_settings(0.1, "torchscript", 32, config, None, probes=4)
+    with pytest.raises(ValueError, match=rf"was not reached on torchscript.*remove at most flops={reach}"):
+        latency.find_flops(net, config, settings, 64)
+    assert len(probes[0].asked) == 4 and max(probes[0].asked) <= reach

@@ -20,6 +20,7 @@ Examples:
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +33,9 @@ from .config import SparsityConfig, positive_int
 from .deploy import artifact_runner, export_artifact
 from .methods import method_of
 
-__all__ = ["BACKEND_FORMATS", "ArtifactProbe", "Probe", "check_latency_settings", "find_flops", "search_flops"]
+__all__ = [
+    "BACKEND_FORMATS", "ArtifactProbe", "Probe", "check_latency_settings", "find_flops", "reachable_flops", "search_flops",
+]
 
 BACKEND_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "torchscript": "torchscript"}  # backend -> format
 
@@ -100,11 +103,37 @@ def search_flops(
     return best, probes
 
 
+def reachable_flops(net: nn.Module, config: SparsityConfig, imgsz: int, high: float = 0.9) -> float:
+    """The largest GFLOPs fraction, at most ``high``, that the channel rules of ``config`` can remove from ``net``.
+
+    The latency search bisects below it, so that no probe asks for a plan the rules cannot make (a network whose
+    protected head holds much of its GFLOPs reaches less than ``high``). Which channels go does not change how many
+    can go, so the plan is made with L1 ranking whatever ``importance`` says.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> reachable_flops(YOLO("yolov8n.yaml").model, SparsityConfig(method="channel"), 64) < 0.9
+        True
+    """
+    from .prune.channel import plan_channels
+    from .prune.channel_count import TargetOutOfReach
+    from .rules import assign_families, load_rules
+
+    planned = config.replace(flops=high, sparsity=None, importance="l1")
+    try:
+        plan_channels(net, assign_families(net, load_rules(config.rules)), planned, imgsz)
+    except TargetOutOfReach as error:
+        return math.floor(error.most * 1e4) / 1e4
+    return high
+
+
 class ArtifactProbe:
     """Measure pruned candidates of one network on one runtime: ``probe(flops) -> (ratio median, ratio IQR)``.
 
-    The dense network is exported once; each candidate is pruned on a copy (without the refit: it changes no shape,
-    so no latency), saved, exported the same way and timed interleaved with the dense artifact, batch 1 on the CPU.
+    The dense network is exported once, in FP32: the reference of every ratio, as in ``compare`` (so that
+    ``quantize=8`` counts what INT8 gives as well as what pruning gives). Each candidate is pruned on a copy (without
+    the refit: it changes no shape, so no latency), saved, exported at ``quantize`` and timed interleaved with the
+    dense artifact, batch 1 on the CPU.
 
     Args:
         net (nn.Module): The dense network (left unchanged).
@@ -125,7 +154,7 @@ class ArtifactProbe:
             raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKEND_FORMATS)}")
         self.net, self.config, self.quantize, self.imgsz = net, config, quantize, imgsz
         self.fmt, self.folder, self.data, self.runs, self.warmup = BACKEND_FORMATS[backend], Path(folder), data, runs, warmup
-        self.dense = self._runner(copy.deepcopy(net), "dense")
+        self.dense = self._runner(copy.deepcopy(net), "dense", 32)
 
     def __call__(self, flops: float) -> tuple[float, float]:
         """Prune a copy at ``flops``, export and time it against the dense artifact; return the ratio's median, IQR."""
@@ -133,13 +162,13 @@ class ArtifactProbe:
 
         candidate = copy.deepcopy(self.net)
         sparsify(candidate, self.config.replace(flops=flops, sparsity=None, reconstruct=False), imgsz=self.imgsz)
-        runner = self._runner(candidate, f"flops-{flops:.4f}")
+        runner = self._runner(candidate, f"flops-{flops:.4f}", self.quantize)
         times = time_interleaved({"dense": self.dense, "pruned": runner}, self.runs, self.warmup)
         ratio = ratio_summary(times["dense"], times["pruned"])
         return ratio.median, ratio.iqr
 
-    def _runner(self, net: nn.Module, name: str) -> Callable[[], Any]:
-        """Save ``net`` as a checkpoint, export it to the backend's format and return its runner."""
+    def _runner(self, net: nn.Module, name: str, quantize: int) -> Callable[[], Any]:
+        """Save ``net`` as a checkpoint, export it to the backend's format at ``quantize`` and return its runner."""
         from ultralytics.utils import LOGGER
 
         folder = self.folder / name
@@ -147,7 +176,7 @@ class ArtifactProbe:
         level = LOGGER.level
         LOGGER.setLevel("WARNING")  # the exporter's own lines, once per probe, are not the user's business
         try:
-            artifact = export_artifact(weights, self.fmt, self.quantize, folder, self.imgsz, self.data)
+            artifact = export_artifact(weights, self.fmt, quantize, folder, self.imgsz, self.data)
         finally:
             LOGGER.setLevel(level)
         return artifact_runner(artifact, self.fmt, self.imgsz)
@@ -207,17 +236,19 @@ def find_flops(net: nn.Module, config: SparsityConfig, settings: dict, imgsz: in
 
         def measure(flops: float) -> tuple[float, float]:
             ratio, iqr = probe(flops)
-            LOGGER.info(f"ultra-sparse latency: flops={flops:.4f} -> {ratio:.3f} of dense (IQR {iqr:.3f})")
+            LOGGER.info(f"ultra-sparse latency: flops={flops:.4f} -> {ratio:.3f} of dense FP32 (IQR {iqr:.3f})")
             return ratio, iqr
 
-        best, probes = search_flops(measure, settings["latency"], max_probes=settings["max_probes"])
+        high = reachable_flops(net, config, imgsz)
+        best, probes = search_flops(measure, settings["latency"], high=high, max_probes=settings["max_probes"])
     section = {
-        **settings, "probes": [p.to_dict() for p in probes], "chosen": best.to_dict() if best else None,
-        "wall_s": round(time.perf_counter() - clock, 1),
-        "note": "measured on this machine, batch 1: run the search on the CPU you deploy on",
+        **settings, "reachable_flops": high, "probes": [p.to_dict() for p in probes],
+        "chosen": best.to_dict() if best else None, "wall_s": round(time.perf_counter() - clock, 1),
+        "note": "ratios to the dense model's FP32 artifact, measured on this machine at batch 1: run the search on the "
+                "CPU you deploy on",
     }
     if best is None:
         lowest = min(probes, key=lambda p: p.ratio)
         raise ValueError(f"latency={settings['latency']} was not reached on {settings['backend']}: the lowest ratio "
-                         f"measured was {lowest.ratio:.3f} at flops={lowest.flops}; raise latency=")
+                         f"measured was {lowest.ratio:.3f} at flops={lowest.flops} (these rules remove at most flops={high}); raise latency=")
     return config.replace(flops=best.flops), section

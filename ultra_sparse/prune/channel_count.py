@@ -20,9 +20,26 @@ import torch.nn as nn
 
 from ..calibration import model_stride
 
-__all__ = ["MAX_CHANNEL_RATIO", "LayerCosts", "SlotCounter", "output_positions", "rounded_keep", "search_scale"]
+__all__ = [
+    "MAX_CHANNEL_RATIO", "LayerCosts", "SlotCounter", "TargetOutOfReach", "output_positions", "rounded_keep", "search_scale",
+]
 
 MAX_CHANNEL_RATIO = 0.9  # no group loses more than this fraction of its channels, whatever the scale factor
+
+
+class TargetOutOfReach(ValueError):
+    """A channel target above what the rules allow; ``most`` is the largest fraction they can remove.
+
+    Examples:
+        >>> error = TargetOutOfReach("the target 80.00% is out of reach", most=0.784)
+        >>> isinstance(error, ValueError), error.most
+        (True, 0.784)
+    """
+
+    def __init__(self, message: str, most: float):
+        """Keep the message and the reachable maximum."""
+        super().__init__(message)
+        self.most = most
 
 
 class SlotCounter:
@@ -129,9 +146,10 @@ def search_scale(counter: SlotCounter, saved, target: float) -> tuple[float, np.
     low, high = 0.0, top
     below, above = counter.counts(low), counter.counts(high)
     if saved(above) < target:
-        raise ValueError(
+        raise TargetOutOfReach(
             f"the target {target:.2%} is out of reach: at most {saved(above):.2%} can be removed with these rules "
-            f"(no group loses more than {MAX_CHANNEL_RATIO:.0%} of its channels; protected and whole blocks lose none)"
+            f"(no group loses more than {MAX_CHANNEL_RATIO:.0%} of its channels; protected and whole blocks lose none)",
+            most=saved(above),
         )
     for _ in range(60):
         mid = (low + high) / 2
