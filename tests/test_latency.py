@@ -152,7 +152,8 @@ def test_search_stays_within_what_the_rules_can_remove(monkeypatch):
     reach = latency.reachable_flops(net, config, 64)
     assert 0.3 < reach < 0.9  # the protected head holds GFLOPs no rule removes
     probes = []
-    monkeypatch.setattr(latency, "ArtifactProbe", lambda *a, **k: probes.append(_PlanningLatency(*a, **k)) or probes[-1])
+    monkeypatch.setattr(latency, "ArtifactProbe",
+                        lambda *a, **k: probes.append(_PlanningLatency(*a, **k)) or probes[-1])
     settings = check_latency_settings(0.1, "torchscript", 32, config, None, probes=4)
     with pytest.raises(ValueError, match=rf"was not reached on torchscript.*remove at most flops={reach}"):
         latency.find_flops(net, config, settings, 64)

@@ -34,7 +34,8 @@ from .deploy import artifact_runner, export_artifact
 from .methods import method_of
 
 __all__ = [
-    "BACKEND_FORMATS", "ArtifactProbe", "Probe", "check_latency_settings", "find_flops", "reachable_flops", "search_flops",
+    "BACKEND_FORMATS", "ArtifactProbe", "Probe", "check_latency_settings", "find_flops", "reachable_flops",
+    "search_flops",
 ]
 
 BACKEND_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "torchscript": "torchscript"}  # backend -> format
@@ -250,5 +251,6 @@ def find_flops(net: nn.Module, config: SparsityConfig, settings: dict, imgsz: in
     if best is None:
         lowest = min(probes, key=lambda p: p.ratio)
         raise ValueError(f"latency={settings['latency']} was not reached on {settings['backend']}: the lowest ratio "
-                         f"measured was {lowest.ratio:.3f} at flops={lowest.flops} (these rules remove at most flops={high}); raise latency=")
+                         f"measured was {lowest.ratio:.3f} at flops={lowest.flops} (these rules remove at most "
+                         f"flops={high}); raise latency=")
     return config.replace(flops=best.flops), section

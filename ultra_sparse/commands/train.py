@@ -57,9 +57,9 @@ KEYS = {  # documented here; every Ultralytics train key is taken too and checke
     "scale and shift train (default False; for short fine-tunes of a channel-pruned model, see docs/channel.md; give "
     "it again with resume=True)",
     "distill_model": "teacher checkpoint for knowledge distillation (dis= weight; ultralytics 8.4.77+)",
-    "latency": "method=channel from a .pt: latency to reach, as a ratio to the dense model's on backend= (e.g. 0.6); "
-    "flops= is found before training by pruning, exporting and timing candidates of the start checkpoint on this "
-    "machine (see docs/channel.md)",
+    "latency": "method=channel from a .pt: latency to reach, as a ratio to the dense model's FP32 latency on "
+    "backend= (e.g. 0.6); flops= is found before training by pruning, exporting and timing candidates of the start "
+    "checkpoint on this machine (see docs/channel.md)",
     "backend": "with latency=: the runtime timed, onnxruntime, openvino or torchscript",
     "quantize": "with latency=: the precision timed, 32 (default), 16 or 8 (INT8, calibrated on data=); without "
     "latency=, Ultralytics' quantization-aware training, refused in sparse runs",

@@ -21,7 +21,8 @@ import torch.nn as nn
 from ..calibration import model_stride
 
 __all__ = [
-    "MAX_CHANNEL_RATIO", "LayerCosts", "SlotCounter", "TargetOutOfReach", "output_positions", "rounded_keep", "search_scale",
+    "MAX_CHANNEL_RATIO", "LayerCosts", "SlotCounter", "TargetOutOfReach", "output_positions", "rounded_keep",
+    "search_scale",
 ]
 
 MAX_CHANNEL_RATIO = 0.9  # no group loses more than this fraction of its channels, whatever the scale factor
