@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import cli_in_process
 from ultra_sparse.checkpoint import atomic_write_bytes
 
 CLI = [sys.executable, "-c", "from ultra_sparse.cli import entrypoint; entrypoint()"]
@@ -35,6 +36,12 @@ def one_error_line(out: subprocess.CompletedProcess) -> str:
     assert out.returncode == 2, out.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("ultra-sparse: error:") and "Traceback" not in out.stderr, out.stderr
     return lines[0]
+
+
+def refused_in_process(monkeypatch, capsys, *argv: str) -> str:
+    """The one error line of the console script run in this process (no new interpreter for each refusal)."""
+    status, _, err = cli_in_process(monkeypatch, capsys, *argv)
+    return one_error_line(subprocess.CompletedProcess(argv, status, "", err))
 
 
 @pytest.fixture
@@ -185,11 +192,13 @@ NO_PRUNABLE = {
 
 
 @pytest.mark.parametrize("case", NO_PRUNABLE)
-def test_rules_that_leave_nothing_to_prune_are_refused(tmp_path, trained_checkpoint, case):
+def test_rules_that_leave_nothing_to_prune_are_refused(tmp_path, trained_checkpoint, case, monkeypatch, capsys):
     rules = _rules_file(tmp_path, NO_PRUNABLE[case])
     before = tree(tmp_path)
-    out = cli("sparsify", f"model={trained_checkpoint}", "sparsity=0.3", f"rules={rules}", f"project={tmp_path / 'runs'}", cwd=tmp_path)
-    assert "leave no prunable weight" in one_error_line(out)
+    monkeypatch.chdir(tmp_path)
+    line = refused_in_process(monkeypatch, capsys, "sparsify", f"model={trained_checkpoint}", "sparsity=0.3",
+                              f"rules={rules}", f"project={tmp_path / 'runs'}")
+    assert "leave no prunable weight" in line
     assert tree(tmp_path) == before and not (tmp_path / "runs").exists()
 
 
@@ -201,7 +210,7 @@ def _edited_checkpoint(source: Path, target: Path, edit) -> Path:
 
 
 @pytest.mark.parametrize("where", ["model.23.cv2.0.0.conv.weight", "model.0.bn.running_var"])
-def test_nan_anywhere_in_the_model_is_refused(tmp_path, trained_checkpoint, where):
+def test_nan_anywhere_in_the_model_is_refused(tmp_path, trained_checkpoint, where, monkeypatch, capsys):
     """A NaN in a protected head weight or a BatchNorm buffer is refused with its name (not only in prunable weights)."""
 
     def poison(ckpt):
@@ -211,12 +220,14 @@ def test_nan_anywhere_in_the_model_is_refused(tmp_path, trained_checkpoint, wher
 
     model = _edited_checkpoint(trained_checkpoint, tmp_path / "nan.pt", poison)
     before = tree(tmp_path)
-    out = cli("sparsify", f"model={model}", "sparsity=0.3", f"project={tmp_path / 'runs'}", cwd=tmp_path)
-    assert where in one_error_line(out) and "NaN" in out.stderr
+    monkeypatch.chdir(tmp_path)
+    line = refused_in_process(monkeypatch, capsys, "sparsify", f"model={model}", "sparsity=0.3",
+                              f"project={tmp_path / 'runs'}")
+    assert where in line and "NaN" in line
     assert tree(tmp_path) == before
 
 
-def test_damaged_and_foreign_checkpoints_are_refused(tmp_path, trained_checkpoint):
+def test_damaged_and_foreign_checkpoints_are_refused(tmp_path, trained_checkpoint, monkeypatch, capsys):
     flipped = tmp_path / "flipped.pt"
     raw = bytearray(trained_checkpoint.read_bytes())
     with zipfile.ZipFile(trained_checkpoint) as archive:
@@ -226,13 +237,14 @@ def test_damaged_and_foreign_checkpoints_are_refused(tmp_path, trained_checkpoin
     bare = tmp_path / "bare.pt"
     torch.save(torch.load(trained_checkpoint, map_location="cpu", weights_only=False)["model"], bare)
     before = tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
     for model, message in ((flipped, "CRC"), (bare, "not an Ultralytics checkpoint")):
-        out = cli("sparsify", f"model={model}", "sparsity=0.1", f"project={tmp_path / 'runs'}", cwd=tmp_path)
-        assert message in one_error_line(out)
+        assert message in refused_in_process(monkeypatch, capsys, "sparsify", f"model={model}", "sparsity=0.1",
+                                             f"project={tmp_path / 'runs'}")
     assert tree(tmp_path) == before
 
 
-def test_bad_output_locations_are_refused_before_anything_is_written(tmp_path, trained_checkpoint):
+def test_bad_output_locations_are_refused_before_anything_is_written(tmp_path, trained_checkpoint, monkeypatch, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("mine")
     (tmp_path / "x-report.json").mkdir()  # a report path that is a folder: the checkpoint must not be written first
@@ -246,9 +258,9 @@ def test_bad_output_locations_are_refused_before_anything_is_written(tmp_path, t
         ([f"model={tmp_path / ('n' * 300)}.pt", f"project={tmp_path / 'runs'}"], "cannot be read"),
         ([f"model={trained_checkpoint}", f"rules={tmp_path / ('r' * 300)}.yaml", f"project={tmp_path / 'runs'}"], "cannot be read"),
     ]
+    monkeypatch.chdir(tmp_path)
     for args, message in cases:
-        out = cli("sparsify", *args, "sparsity=0.1", cwd=tmp_path)
-        assert message in one_error_line(out), args
+        assert message in refused_in_process(monkeypatch, capsys, "sparsify", *args, "sparsity=0.1"), args
     assert tree(tmp_path) == before and not (tmp_path / "runs").exists() and not (tmp_path / "x.pt").exists()
 
 
