@@ -15,8 +15,11 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
 
 
-def cli_in_process(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the console script in-process (``monkeypatch`` reaches it); return (exit status, stdout, stderr)."""
+def cli_in_process(monkeypatch, capture, *argv: str) -> tuple[int, str, str]:
+    """Run the console script in-process (``monkeypatch`` reaches it); return (exit status, stdout, stderr).
+
+    ``capture`` is pytest's ``capsys`` or ``capfd`` (the latter also sees what the logger writes to the descriptors).
+    """
     import pytest
 
     from ultra_sparse.cli import entrypoint
@@ -24,7 +27,7 @@ def cli_in_process(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["ultra-sparse", *argv])
     with pytest.raises(SystemExit) as exit_info:
         entrypoint()
-    out, err = capsys.readouterr()
+    out, err = capture.readouterr()
     return exit_info.value.code, out, err
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import cli, tree
+from cli_helpers import cli, cli_in_process, tree
 
 
 
@@ -105,17 +105,19 @@ def test_report_mode_reads_any_checkpoint(sparse_run):
         (["method=channel", "round_to=0"], "round_to=0"),
     ],
 )
-def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, trained_checkpoint, args, message):
+def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, trained_checkpoint, args, message, monkeypatch, capfd):
+    """The console script in this process (capturing file descriptors, so the logger's lines count too)."""
     model = tmp_path / "best.pt"
     shutil.copy(trained_checkpoint, model)
     (tmp_path / "bad.yaml").write_text("rules:\n  - family: a\n    ratoi: 0.1\n    classes: [Conv]\n")
     (tmp_path / "unparsable.yaml").write_text("rules: [\n")
     args = [a.replace("BADRULES", str(tmp_path / "bad.yaml")).replace("UNPARSABLE", str(tmp_path / "unparsable.yaml")) for a in args]
     before = tree(tmp_path)
-    out = cli("sparsify", f"model={model}", *args, f"project={tmp_path / 'runs'}", cwd=tmp_path)
-    assert out.returncode == 2
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ultra-sparse: error:") and "Traceback" not in out.stderr
+    monkeypatch.chdir(tmp_path)
+    status, _, err = cli_in_process(monkeypatch, capfd, "sparsify", f"model={model}", *args, f"project={tmp_path / 'runs'}")
+    assert status == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ultra-sparse: error:") and "Traceback" not in err, err
     assert message in lines[0]
     assert tree(tmp_path) == before
 

@@ -38,9 +38,10 @@ def one_error_line(out: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def refused_in_process(monkeypatch, capsys, *argv: str) -> str:
-    """The one error line of the console script run in this process (no new interpreter for each refusal)."""
-    status, _, err = cli_in_process(monkeypatch, capsys, *argv)
+def refused_in_process(monkeypatch, capfd, *argv: str) -> str:
+    """The one error line of the console script run in this process (no new interpreter for each refusal); ``capfd``
+    captures the file descriptors, so what the logger writes counts too."""
+    status, _, err = cli_in_process(monkeypatch, capfd, *argv)
     return one_error_line(subprocess.CompletedProcess(argv, status, "", err))
 
 
@@ -192,11 +193,11 @@ NO_PRUNABLE = {
 
 
 @pytest.mark.parametrize("case", NO_PRUNABLE)
-def test_rules_that_leave_nothing_to_prune_are_refused(tmp_path, trained_checkpoint, case, monkeypatch, capsys):
+def test_rules_that_leave_nothing_to_prune_are_refused(tmp_path, trained_checkpoint, case, monkeypatch, capfd):
     rules = _rules_file(tmp_path, NO_PRUNABLE[case])
     before = tree(tmp_path)
     monkeypatch.chdir(tmp_path)
-    line = refused_in_process(monkeypatch, capsys, "sparsify", f"model={trained_checkpoint}", "sparsity=0.3",
+    line = refused_in_process(monkeypatch, capfd, "sparsify", f"model={trained_checkpoint}", "sparsity=0.3",
                               f"rules={rules}", f"project={tmp_path / 'runs'}")
     assert "leave no prunable weight" in line
     assert tree(tmp_path) == before and not (tmp_path / "runs").exists()
@@ -210,7 +211,7 @@ def _edited_checkpoint(source: Path, target: Path, edit) -> Path:
 
 
 @pytest.mark.parametrize("where", ["model.23.cv2.0.0.conv.weight", "model.0.bn.running_var"])
-def test_nan_anywhere_in_the_model_is_refused(tmp_path, trained_checkpoint, where, monkeypatch, capsys):
+def test_nan_anywhere_in_the_model_is_refused(tmp_path, trained_checkpoint, where, monkeypatch, capfd):
     """A NaN in a protected head weight or a BatchNorm buffer is refused with its name (not only in prunable weights)."""
 
     def poison(ckpt):
@@ -221,13 +222,13 @@ def test_nan_anywhere_in_the_model_is_refused(tmp_path, trained_checkpoint, wher
     model = _edited_checkpoint(trained_checkpoint, tmp_path / "nan.pt", poison)
     before = tree(tmp_path)
     monkeypatch.chdir(tmp_path)
-    line = refused_in_process(monkeypatch, capsys, "sparsify", f"model={model}", "sparsity=0.3",
+    line = refused_in_process(monkeypatch, capfd, "sparsify", f"model={model}", "sparsity=0.3",
                               f"project={tmp_path / 'runs'}")
     assert where in line and "NaN" in line
     assert tree(tmp_path) == before
 
 
-def test_damaged_and_foreign_checkpoints_are_refused(tmp_path, trained_checkpoint, monkeypatch, capsys):
+def test_damaged_and_foreign_checkpoints_are_refused(tmp_path, trained_checkpoint, monkeypatch, capfd):
     flipped = tmp_path / "flipped.pt"
     raw = bytearray(trained_checkpoint.read_bytes())
     with zipfile.ZipFile(trained_checkpoint) as archive:
@@ -239,12 +240,12 @@ def test_damaged_and_foreign_checkpoints_are_refused(tmp_path, trained_checkpoin
     before = tree(tmp_path)
     monkeypatch.chdir(tmp_path)
     for model, message in ((flipped, "CRC"), (bare, "not an Ultralytics checkpoint")):
-        assert message in refused_in_process(monkeypatch, capsys, "sparsify", f"model={model}", "sparsity=0.1",
+        assert message in refused_in_process(monkeypatch, capfd, "sparsify", f"model={model}", "sparsity=0.1",
                                              f"project={tmp_path / 'runs'}")
     assert tree(tmp_path) == before
 
 
-def test_bad_output_locations_are_refused_before_anything_is_written(tmp_path, trained_checkpoint, monkeypatch, capsys):
+def test_bad_output_locations_are_refused_before_anything_is_written(tmp_path, trained_checkpoint, monkeypatch, capfd):
     a_file = tmp_path / "a-file"
     a_file.write_text("mine")
     (tmp_path / "x-report.json").mkdir()  # a report path that is a folder: the checkpoint must not be written first
@@ -260,7 +261,7 @@ def test_bad_output_locations_are_refused_before_anything_is_written(tmp_path, t
     ]
     monkeypatch.chdir(tmp_path)
     for args, message in cases:
-        assert message in refused_in_process(monkeypatch, capsys, "sparsify", *args, "sparsity=0.1"), args
+        assert message in refused_in_process(monkeypatch, capfd, "sparsify", *args, "sparsity=0.1"), args
     assert tree(tmp_path) == before and not (tmp_path / "runs").exists() and not (tmp_path / "x.pt").exists()
 
 
