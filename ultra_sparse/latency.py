@@ -3,8 +3,9 @@
 GFLOPs map poorly to latency (half the GFLOPs of a YOLOv9t gave 0.68-0.78 of its latency here: memory-bound layers,
 the never-pruned Detect head, pre- and post-processing stay). ``latency=L backend=B`` therefore searches the
 ``flops=`` target: each probe prunes a copy of the model at one GFLOPs fraction, exports it to the backend's runtime
-and times it interleaved against the dense model's artifact; bisection keeps the plan whose measured latency ratio is
-at most ``L`` and closest to it. The search is bounded (``max_probes``) and, given the measurements, deterministic.
+and times it interleaved against the dense model's FP32 artifact; bisection below the most the rules can remove
+(:func:`reachable_flops`) keeps the plan whose measured latency ratio is at most ``L`` and closest to it. The search
+is bounded (``max_probes``) and, given the measurements, deterministic.
 The measurement is of the machine it runs on: run it on the deployment CPU.
 
 :func:`search_flops` is the search alone (any ``measure`` function, so it is tested with a fake timer);
