@@ -31,6 +31,15 @@ def cli_in_process(monkeypatch, capture, *argv: str) -> tuple[int, str, str]:
     return exit_info.value.code, out, err
 
 
+def one_error_line(status: int, err: str) -> str:
+    """Assert that a run was refused as a user should see it (exit 2, one ``ultra-sparse: error:`` line, no
+    traceback) and return that line."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("ultra-sparse: error:") and "Traceback" not in err
+    return lines[0]
+
+
 def tree(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` with its bytes: equal snapshots mean nothing was written or changed."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

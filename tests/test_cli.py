@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import one_error_line
 from ultra_sparse import cli
 from ultra_sparse.commands import train
 
@@ -34,13 +35,6 @@ def run_cli(monkeypatch, capfd, *argv: str) -> tuple[int, str, str]:
 def cli_process(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run the console script in a new process (what Ultralytics' logger prints is seen there)."""
     return subprocess.run([*CLI, *argv], cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
-
-
-def one_error_line(status: int, err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert status == 2 and len(lines) == 1, err[-3000:]
-    assert lines[0].startswith("ultra-sparse: error:") and "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import cli, cli_in_process, tree
+from cli_helpers import cli, cli_in_process, one_error_line, tree
 
 
 
@@ -115,10 +115,7 @@ def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, trained_check
     before = tree(tmp_path)
     monkeypatch.chdir(tmp_path)
     status, _, err = cli_in_process(monkeypatch, capfd, "sparsify", f"model={model}", *args, f"project={tmp_path / 'runs'}")
-    assert status == 2
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ultra-sparse: error:") and "Traceback" not in err, err
-    assert message in lines[0]
+    assert message in one_error_line(status, err)
     assert tree(tmp_path) == before
 
 

@@ -47,7 +47,8 @@ KEYS = {
     "zeros for sparse tensor cores; the pattern fixes the zeros, so sparsity= is not taken)",
     "flops": "method=channel: fraction of GFLOPs to remove (Ultralytics' get_flops at the model's imgsz), in [0, 1)",
     "latency": "method=channel: latency to reach, as a ratio to the dense model's FP32 latency on backend= (e.g. "
-    "0.6); flops= is found by measuring: candidates are pruned, exported and timed against the dense model on this machine",
+    "0.6); flops= is found by measuring: candidates are pruned, exported and timed against the dense model on this "
+    "machine",
     "backend": "with latency=: the runtime timed, onnxruntime, openvino or torchscript",
     "quantize": "with latency=: the precision timed, 32 (default), 16 or 8 (INT8, calibrated on data=)",
     "probes": "with latency=: at most this many candidates are pruned, exported and timed (default 7)",
