@@ -24,7 +24,6 @@ from ultra_sparse.prune.head_layers import head_hidden_layers
 from ultra_sparse.rules import assign_families, load_rules
 
 MODEL_13 = str(Path(__file__).resolve().parents[1] / "cfg" / "models" / "yolov13-tokenc3-lsnet-n.yaml")
-HEAD_RATIO = {"rules": [{"family": "head", "ratio": 0.2, "classes": ["Detect"]}, {"family": "conv", "ratio": 0.22, "classes": ["*"]}]}
 CASES = {  # case -> (model, rules, target, split block classes that must lose hidden channels)
     "yolov8n": ("yolov8n.yaml", "default", {"flops": 0.5}, {"C2f"}),
     "yolo11n": ("yolo11n.yaml", "default", {"flops": 0.5}, {"C3k2"}),
@@ -35,8 +34,8 @@ CASES = {  # case -> (model, rules, target, split block classes that must lose h
     "yolov13-tokenc3": (MODEL_13, "tokenc3_lsnet", {"sparsity": 0.3}, {"DSC3k2"}),
     # every family at its default ratio: TokenC3 (LSConv inside) and HyperACE (cv1 in thirds) lose channels too
     "yolov13-default": (MODEL_13, "default", {"flops": 0.2}, {"DSC3k2", "TokenC3", "HyperACE"}),
-    # a rules file that gives the head a ratio: its branches' hidden layers lose channels (one-to-one branches too)
-    "yolo26n-head": ("yolo26n.yaml", HEAD_RATIO, {"flops": 0.5}, {"C3k2"}),
+    # the thin_head preset gives the head a ratio: its branches' hidden layers lose channels (one-to-one branches too)
+    "yolo26n-head": ("yolo26n.yaml", "thin_head", {"flops": 0.5}, {"C3k2"}),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -44,14 +45,16 @@ def test_search_keeps_the_best_probe_of_a_noisy_curve_and_says_when_none_reaches
     (dict(latency=0.6, quantize="32,8"), "one precision"),
     (dict(latency=0.6, quantize=8), "needs data="),
     (dict(latency=0.6, probes=0), "probes=0 must be a positive integer"),
+    (dict(latency=0.6, importance="taylor", scope="global"), "needs scope=layer"),
 ])
 def test_latency_settings_are_refused_before_any_work(kwargs, message):
-    method = kwargs.pop("method", "channel")
-    flops = kwargs.pop("flops", None)
+    method, flops = kwargs.pop("method", "channel"), kwargs.pop("flops", None)
+    ranking = {"importance": kwargs.pop("importance", "l1"), "scope": kwargs.pop("scope", None)}
     settings = {"backend": "torchscript", "quantize": 32, "data": None, "probes": 7, **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         check_latency_settings(settings["latency"], settings["backend"], settings["quantize"],
-                               SparsityConfig(method=method, flops=flops), settings["data"], settings.get("probes", 7))
+                               SparsityConfig(method=method, flops=flops, **ranking), settings["data"],
+                               settings.get("probes", 7))
 
 
 @pytest.mark.slow
@@ -80,6 +83,9 @@ class _LinearLatency:
 
     def __call__(self, flops: float) -> tuple[float, float]:
         return 1.0 - 0.8 * flops, 0.01
+
+    def time_by_block(self, flops: float, rules: str) -> None:
+        return None  # as for a runtime without a per-operation profile
 
 
 @pytest.mark.slow
@@ -117,12 +123,39 @@ def test_probes_are_timed_against_the_dense_fp32_artifact(tmp_path, monkeypatch)
     from ultra_sparse import latency
 
     exported = []
-    monkeypatch.setattr(latency, "export_artifact", lambda weights, fmt, quantize, *a: exported.append((fmt, quantize)))
+    monkeypatch.setattr(latency, "export_artifact",
+                        lambda weights, fmt, quantize, folder, *a: exported.append((fmt, quantize)) or folder)
     monkeypatch.setattr(latency, "artifact_runner", lambda *a: (lambda: None))
     probe = latency.ArtifactProbe(YOLO("yolov8n.yaml").model, SparsityConfig(method="channel"), "openvino", 8, 64,
                                   tmp_path, data="data.yaml", runs=2, warmup=0)
     probe(0.3)
     assert exported == [("openvino", 32), ("openvino", 8)]
+
+
+def test_probes_of_a_taylor_run_plan_the_widths_taylor_would(tmp_path, monkeypatch, synthetic_data):
+    """importance=taylor (train's best measured setting): the probes have no data for gradients and rank by l1, which
+    per layer gives the same widths but for the one group that crosses at the target; this stopped with
+    'importance=taylor needs data=' before."""
+    from ultralytics import YOLO
+
+    from ultra_sparse import latency
+    from ultra_sparse.calibration import calibration_batches, loss_ready
+    from ultra_sparse.oneshot import sparsify
+
+    monkeypatch.setattr(latency, "export_artifact", lambda weights, fmt, quantize, folder, *a: folder)
+    monkeypatch.setattr(latency, "artifact_runner", lambda *a: (lambda: None))
+    net, taylor = YOLO("yolov8n.yaml").model, SparsityConfig(method="channel", importance="taylor")
+    probe = latency.ArtifactProbe(net, taylor, "onnxruntime", 32, 64, tmp_path, runs=2, warmup=0)
+    probe(0.3)
+    pruned = torch.load(tmp_path / "flops-0.3000.pt", map_location="cpu", weights_only=False)["model"]
+    reference = copy.deepcopy(net)
+    with loss_ready(reference):
+        sparsify(reference, taylor.replace(flops=0.3, reconstruct=False), imgsz=64,
+                 batches=list(calibration_batches(str(synthetic_data), imgsz=64, batch=4, n_batches=1)))
+    shapes = [(a.shape, b.shape) for a, b in zip(pruned.parameters(), reference.parameters())]
+    assert sum(a != b for a, b in shapes) <= 4  # at most the group that crosses at the target: conv, BN, the next conv
+    count = [sum(p.numel() for p in m.parameters()) for m in (pruned, reference)]
+    assert count[0] == pytest.approx(count[1], rel=0.01)
 
 
 class _PlanningLatency:
@@ -141,6 +174,9 @@ class _PlanningLatency:
         sparsify(copy.deepcopy(self.net), self.config.replace(flops=flops, reconstruct=False), imgsz=self.imgsz)
         return 1.0 - 0.8 * flops, 0.0
 
+    def time_by_block(self, flops: float, rules: str) -> dict:
+        return {"blocks": [{"block": "model.22", "class": "Detect", "protected": True}], "protected_share": 0.4}
+
 
 def test_search_stays_within_what_the_rules_can_remove(monkeypatch):
     """A latency below the reach of the rules ends in the 'not reached' line naming the reach, not in a plan error."""
@@ -155,6 +191,46 @@ def test_search_stays_within_what_the_rules_can_remove(monkeypatch):
     monkeypatch.setattr(latency, "ArtifactProbe",
                         lambda *a, **k: probes.append(_PlanningLatency(*a, **k)) or probes[-1])
     settings = check_latency_settings(0.1, "torchscript", 32, config, None, probes=4)
-    with pytest.raises(ValueError, match=rf"was not reached on torchscript.*remove at most flops={reach}"):
+    with pytest.raises(ValueError, match=rf"was not reached on torchscript.*remove at most flops={reach}; model.22 "
+                                         rf"\(Detect\) takes 40% of the pruned time.*rules=thin_head"):
         latency.find_flops(net, config, settings, 64)
     assert len(probes[0].asked) == 4 and max(probes[0].asked) <= reach
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_time_by_block_names_the_protected_head_and_covers_every_block(tmp_path, backend):
+    """The runtime's per-operation profile, summed per block: every block of the network with weights has a time in
+    the dense and the pruned artifact; the never-pruned Detect head is the one protected block, and none is with rules
+    that give the head a ratio."""
+    from ultralytics import YOLO
+
+    from ultra_sparse.latency import ArtifactProbe
+
+    net = YOLO("yolov8n.yaml").model
+    probe = ArtifactProbe(net, SparsityConfig(method="channel"), backend, 32, 64, tmp_path, runs=2, warmup=0)
+    ratio, _ = probe(0.4)
+    assert ratio > 0
+    profile = probe.time_by_block(0.4, "default")
+    rows = {r["block"]: r for r in profile["blocks"]}
+    with_weights = {f"model.{i}" for i, layer in enumerate(net.model) if any(True for _ in layer.parameters())}
+    assert with_weights <= set(rows) <= {f"model.{i}" for i in range(len(net.model))} | {"other"}
+    assert all(rows[b]["dense_ms"] > 0 and rows[b]["pruned_ms"] > 0 for b in with_weights)
+    assert [b for b, r in rows.items() if r["protected"]] == ["model.22"] and rows["model.22"]["class"] == "Detect"
+    assert 0 < profile["protected_share"] < 1
+    assert probe.time_by_block(0.4, "thin_head")["protected_share"] == 0.0
+
+
+def test_the_latency_report_lists_every_probe_and_the_time_by_block():
+    from ultra_sparse.report import _latency_lines
+
+    probes = [{"flops": 0.45, "ratio": 0.62, "iqr": 0.03}, {"flops": 0.675, "ratio": 0.534, "iqr": 0.02}]
+    blocks = [{"block": "model.0", "class": "Conv", "protected": False, "dense_ms": 1.0, "pruned_ms": 0.5},
+              {"block": "model.22", "class": "Detect", "protected": True, "dense_ms": 3.0, "pruned_ms": 1.5}]
+    search = {"latency": 0.55, "backend": "openvino", "quantize": 8, "max_probes": 7, "reachable_flops": 0.784,
+              "probes": probes, "chosen": probes[1], "wall_s": 98.0, "note": "measured on this machine",
+              "time_by_block": {"blocks": blocks, "protected_share": 0.75}}
+    text = "\n".join(_latency_lines(search))
+    assert "flops=0.675 chosen, 0.534 of the dense FP32 artifact" in text and "after 2 probes (at most 7" in text
+    assert "| 1 | 0.4500 | 0.620 | 0.030 |" in text and "| 2 | 0.6750 | 0.534 | 0.020 |" in text
+    assert "| model.22 (protected) | Detect | 3.00 | 1.50 | 75.0% |" in text and "take 75% of the chosen" in text

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from .artifact_profile import PROFILED_FORMATS, block_times
 from .bench import ratio_summary, time_interleaved
 from .checkpoint import save_checkpoint
 from .config import SparsityConfig, positive_int
@@ -35,10 +36,12 @@ from .deploy import artifact_runner, export_artifact
 from .methods import method_of
 
 __all__ = [
-    "BACKEND_FORMATS", "ArtifactProbe", "Probe", "check_latency_settings", "find_flops", "reachable_flops",
-    "search_flops",
+    "BACKEND_FORMATS", "HEAD_RULES", "PROTECTED_SHARE", "ArtifactProbe", "Probe", "check_latency_settings",
+    "find_flops", "probe_config", "probe_name", "protected_blocks", "protected_hint", "reachable_flops", "search_flops",
 ]
 
+PROTECTED_SHARE = 0.25  # protected blocks above this share of a plan's time are named, with the rules that prune them
+HEAD_RULES = "thin_head"  # the preset that gives the Detect head's hidden layers a ratio
 BACKEND_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "torchscript": "torchscript"}  # backend -> format
 
 
@@ -156,6 +159,7 @@ class ArtifactProbe:
             raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKEND_FORMATS)}")
         self.net, self.config, self.quantize, self.imgsz = net, config, quantize, imgsz
         self.fmt, self.folder, self.data, self.runs, self.warmup = BACKEND_FORMATS[backend], Path(folder), data, runs, warmup
+        self.artifacts: dict[str, Path] = {}  # "dense" and "flops-0.1234" -> the exported artifact
         self.dense = self._runner(copy.deepcopy(net), "dense", 32)
 
     def __call__(self, flops: float) -> tuple[float, float]:
@@ -163,8 +167,8 @@ class ArtifactProbe:
         from .oneshot import sparsify
 
         candidate = copy.deepcopy(self.net)
-        sparsify(candidate, self.config.replace(flops=flops, sparsity=None, reconstruct=False), imgsz=self.imgsz)
-        runner = self._runner(candidate, f"flops-{flops:.4f}", self.quantize)
+        sparsify(candidate, probe_config(self.config, flops), imgsz=self.imgsz)
+        runner = self._runner(candidate, probe_name(flops), self.quantize)
         times = time_interleaved({"dense": self.dense, "pruned": runner}, self.runs, self.warmup)
         ratio = ratio_summary(times["dense"], times["pruned"])
         return ratio.median, ratio.iqr
@@ -181,7 +185,76 @@ class ArtifactProbe:
             artifact = export_artifact(weights, self.fmt, quantize, folder, self.imgsz, self.data)
         finally:
             LOGGER.setLevel(level)
+        self.artifacts[name] = Path(artifact)
         return artifact_runner(artifact, self.fmt, self.imgsz)
+
+    def time_by_block(self, flops: float, rules: Any) -> dict[str, Any] | None:
+        """Where the dense artifact and the probe at ``flops`` spend their time, per block (None where the backend's
+        runtime gives no per-operation profile): each block's profiled ms in both, and the share of the probe's time
+        that blocks no rule prunes take."""
+        if self.fmt not in PROFILED_FORMATS:
+            return None
+        dense = block_times(self.artifacts["dense"], self.fmt, self.imgsz)
+        pruned = block_times(self.artifacts[probe_name(flops)], self.fmt, self.imgsz)
+        kept = protected_blocks(self.net, rules)
+        layers = getattr(self.net, "model", [])
+        rows = [
+            {"block": block, "class": _block_class(layers, block), "protected": block in kept,
+             "dense_ms": round(dense.get(block, 0.0), 3), "pruned_ms": round(pruned.get(block, 0.0), 3)}
+            for block in dict.fromkeys([*dense, *pruned])
+        ]
+        total = sum(pruned.values()) or 1.0
+        return {"blocks": rows, "protected_share": round(sum(pruned.get(b, 0.0) for b in kept) / total, 4)}
+
+
+def probe_config(config: SparsityConfig, flops: float) -> SparsityConfig:
+    """The settings a probe prunes with: ``flops`` as the target, no refit (it changes no shape, so no latency), and
+    ``importance=taylor`` ranked as ``l1``: per layer (``scope=layer``) the ranking decides which channels go, not how
+    many (but for the one group that crosses at the target), and the probes have no calibration data for gradients.
+
+    Examples:
+        >>> probe_config(SparsityConfig(method="channel", importance="taylor"), 0.5).importance
+        'l1'
+    """
+    importance = "l1" if config.importance == "taylor" else config.importance
+    return config.replace(flops=flops, sparsity=None, reconstruct=False, importance=importance)
+
+
+def probe_name(flops: float) -> str:
+    """The name of a probe's checkpoint and artifact folder.
+
+    Examples:
+        >>> probe_name(0.5)
+        'flops-0.5000'
+    """
+    return f"flops-{flops:.4f}"
+
+
+def protected_blocks(net: nn.Module, rules: Any) -> set[str]:
+    """Top-level blocks (``model.N``) whose every weight the rules protect: pruning can thin their inputs, never
+    their own width.
+
+    Examples:
+        >>> from ultralytics import YOLO
+        >>> sorted(protected_blocks(YOLO("yolov8n.yaml").model, "default"))
+        ['model.22']
+    """
+    from .rules import assign_families, load_rules
+
+    status: dict[str, bool] = {}
+    for info in assign_families(net, load_rules(rules)).weights:
+        if info.layer is not None:
+            block = f"model.{info.layer}"
+            status[block] = status.get(block, True) and info.protected
+    return {block for block, protected in status.items() if protected}
+
+
+def _block_class(layers: Any, block: str) -> str:
+    """The class name of ``model.N`` in the network's layer list (``-`` for ``other``)."""
+    if block == "other":
+        return "-"
+    index = int(block.split(".")[1])
+    return type(layers[index]).__name__ if index < len(layers) else "?"
 
 
 def check_latency_settings(latency: Any, backend: Any, quantize: Any, config: SparsityConfig, data: Any,
@@ -206,6 +279,9 @@ def check_latency_settings(latency: Any, backend: Any, quantize: Any, config: Sp
         raise ValueError(f"latency= targets channel pruning: add method=channel (this is method={config.method!r})")
     if config.flops is not None or config.sparsity is not None:
         raise ValueError("give latency= or a flops=/sparsity= target, not both (latency= finds flops= by measuring)")
+    if config.importance == "taylor" and config.scope == "global":
+        raise ValueError("latency= with importance=taylor needs scope=layer (the channel default): with scope=global "
+                         "the widths follow gradients, which the probes do not compute")
     if backend not in BACKEND_FORMATS:
         raise ValueError(f"latency= needs backend=, the runtime you deploy on: one of {', '.join(BACKEND_FORMATS)}")
     precisions = parse_quantize(quantize)
@@ -243,9 +319,11 @@ def find_flops(net: nn.Module, config: SparsityConfig, settings: dict, imgsz: in
 
         high = reachable_flops(net, config, imgsz)
         best, probes = search_flops(measure, settings["latency"], high=high, max_probes=settings["max_probes"])
+        profile = probe.time_by_block((best or min(probes, key=lambda p: p.ratio)).flops, config.rules)
     section = {
         **settings, "reachable_flops": high, "probes": [p.to_dict() for p in probes],
         "chosen": best.to_dict() if best else None, "wall_s": round(time.perf_counter() - clock, 1),
+        "time_by_block": profile,
         "note": "ratios to the dense model's FP32 artifact, measured on this machine at batch 1: run the search on the "
                 "CPU you deploy on",
     }
@@ -253,5 +331,25 @@ def find_flops(net: nn.Module, config: SparsityConfig, settings: dict, imgsz: in
         lowest = min(probes, key=lambda p: p.ratio)
         raise ValueError(f"latency={settings['latency']} was not reached on {settings['backend']}: the lowest ratio "
                          f"measured was {lowest.ratio:.3f} at flops={lowest.flops} (these rules remove at most "
-                         f"flops={high}); raise latency=")
+                         f"flops={high}{protected_hint(profile)}); raise latency=")
+    if profile and profile["protected_share"] >= 0.01:
+        LOGGER.info(f"ultra-sparse latency: blocks no rule prunes take {profile['protected_share']:.0%} of the chosen "
+                    f"artifact's profiled time{protected_hint(profile)}")
     return config.replace(flops=best.flops), section
+
+
+def protected_hint(profile: dict[str, Any] | None, share: float = PROTECTED_SHARE) -> str:
+    """A clause naming the protected blocks and the rules that prune them, when they hold ``share`` of the time.
+
+    Examples:
+        >>> rows = [{"block": "model.22", "class": "Detect", "protected": True}]
+        >>> protected_hint({"blocks": rows, "protected_share": 0.33})[:48]
+        '; model.22 (Detect) takes 33% of the pruned time'
+        >>> protected_hint({"blocks": rows, "protected_share": 0.1})
+        ''
+    """
+    if not profile or profile["protected_share"] < share:
+        return ""
+    names = ", ".join(f"{r['block']} ({r['class']})" for r in profile["blocks"] if r["protected"])
+    return (f"; {names} takes {profile['protected_share']:.0%} of the pruned time and no rule prunes it: give it a "
+            f"ratio in rules= (rules={HEAD_RULES} does so for the Detect head's hidden layers)")

@@ -174,6 +174,8 @@ def format_report_md(
         lines += ["", *_layer_table(report["layers"], nm["pattern"] if nm else None)]
     if nm:
         lines += ["", *_nm_lines(nm)]
+    if report.get("latency_search"):
+        lines += ["", *_latency_lines(report["latency_search"])]
     if warnings and report["warnings"]:
         lines += ["", "Warnings:", *[f"- {w}" for w in report["warnings"]]]
     return "\n".join(lines) + "\n"
@@ -291,6 +293,32 @@ def _channel_lines(section: Mapping[str, Any]) -> list[str]:
     if section["whole"]:
         lines += ["", "Kept whole (every channel of their own stays):", "", "| block | class | reason |",
                   "|---|---|---|", *[f"| `{w['name']}` | {w['class']} | {w['reason']} |" for w in section["whole"]]]
+    return lines
+
+
+def _latency_lines(search: Mapping[str, Any]) -> list[str]:
+    """The latency search of a report: target, every probe, the chosen plan, and the time by block where profiled."""
+    chosen = search["chosen"]
+    lines = [
+        "## Latency search", "",
+        f"`latency={search['latency']}` on {search['backend']} (quantize={search['quantize']}): flops={chosen['flops']} "
+        f"chosen, {chosen['ratio']:.3f} of the dense FP32 artifact (IQR {chosen['iqr']:.3f}), after "
+        f"{len(search['probes'])} probes (at most {search['max_probes']}; the rules remove at most "
+        f"flops={search['reachable_flops']}) in {search['wall_s']:.0f} s; {search['note']}.", "",
+        "| probe | flops | ratio | IQR |", "|---:|---:|---:|---:|",
+        *[f"| {i} | {p['flops']:.4f} | {p['ratio']:.3f} | {p['iqr']:.3f} |" for i, p in enumerate(search["probes"], 1)],
+    ]
+    profile = search.get("time_by_block")
+    if profile:
+        rows = profile["blocks"]
+        total = sum(r["pruned_ms"] for r in rows) or 1.0
+        lines += [
+            "", f"Time by block (the runtime's per-operation profile, ms per inference; it runs above the wall-clock "
+            f"latency, so read shares): blocks no rule prunes take {profile['protected_share']:.0%} of the chosen plan's.",
+            "", "| block | class | dense ms | chosen ms | share of chosen |", "|---|---|---:|---:|---:|",
+            *[f"| {r['block']}{' (protected)' if r['protected'] else ''} | {r['class']} | {r['dense_ms']:.2f} | "
+              f"{r['pruned_ms']:.2f} | {r['pruned_ms'] / total:.1%} |" for r in rows],
+        ]
     return lines
 
 

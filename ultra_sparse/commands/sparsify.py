@@ -57,7 +57,8 @@ KEYS = {
     "whose input channels per group are not a multiple of M stay dense and are listed in the report",
     "sparsity": "overall fraction of zeros over prunable weights, in [0, 1); all family ratios are scaled by one "
     "factor to hit it exactly (default: apply the rule ratios as written)",
-    "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: default)",
+    "rules": "rule preset (default, tokenc3_lsnet, thin_head: the Detect head's hidden layers pruned too, for "
+    "latency targets) or path to a rules YAML (default: default)",
     "importance": "l1 (default), l2, l1l2 (rank like l1; not for method=channel), lamp, taylor (needs data=)",
     "scope": "global: each family loses its ratio as a whole, ranked across its layers (default for unstructured "
     "and nm; far more accurate at high sparsity); layer: each layer loses its family's ratio (the reference scheme's "

@@ -44,7 +44,7 @@ KEYS = {  # documented here; every Ultralytics train key is taken too and checke
     "its own)",
     "schedule": "gradual (cubic ramp, default for a dense model) or oneshot (prune at the start, default for a "
     "sparse model)",
-    "rules": "rule preset (default, tokenc3_lsnet) or path to a rules YAML (default: the rules recorded in a "
+    "rules": "rule preset (default, tokenc3_lsnet, thin_head) or path to a rules YAML (default: the rules recorded in a "
     "sparse checkpoint, else default)",
     "importance": "l1 (default), l2, l1l2 (not for method=channel), lamp, taylor (method=channel only: each step "
     "ranks channels by the loss gradients on the calibration batches; not in classify runs)",
