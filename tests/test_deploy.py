@@ -1,8 +1,8 @@
 """Exported artifacts: compare and benchmark export both models, validate the artifacts and time them on their runtime.
 
 Detection through the ``compare`` command (ONNX and OpenVINO, FP32; ONNX INT8 through ``benchmark``: OpenVINO's
-NNCF calibration takes about 15 s a model, and classification covers it), classification through
-``compare_artifacts`` (both formats, FP32 and INT8); bad values, a missing runtime and INT8 without data are refused
+NNCF calibration takes about 15 s a model, and classification covers it), FP16 of both formats against their FP32
+outputs, classification through ``compare_artifacts`` (both formats, FP32 and INT8); bad values, a missing runtime and INT8 without data are refused
 with one line before anything is exported.
 """
 
@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from cli_helpers import cli_in_process as cli
 
-from ultra_sparse.deploy import check_deploy_settings, compare_artifacts, format_artifacts_md, parse_quantize
+from ultra_sparse.deploy import (
+    artifact_runner, check_deploy_settings, compare_artifacts, format_artifacts_md, parse_quantize,
+)
 
 ROW_KEYS = {"key", "model", "format", "precision", "path", "file_mb", "kernel_zeros", "accuracy", "latency_ms", "ratio",
             "reference"}
@@ -35,6 +38,12 @@ def classify_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
         plots=False, verbose=False, seed=0, amp=False,
     )
     return root / "train" / "weights" / "best.pt", data
+
+
+def _first_output(outputs) -> np.ndarray:
+    """The first output of an ONNX Runtime run (a list) or an OpenVINO inference (a mapping), as FP32."""
+    first = outputs[0] if isinstance(outputs, list) else next(iter(outputs.values()))
+    return np.asarray(first, dtype=np.float32)
 
 
 def check_rows(result, models, formats, precisions):
@@ -73,6 +82,23 @@ def test_detection_artifacts_are_exported_validated_and_timed_by_compare(
     assert (folder / "exports" / "sparse-fp32-openvino" / "sparse_openvino_model").is_dir()
     md = (folder / "compare.md").read_text()
     assert "## Exported artifacts" in md and "| sparse | openvino | FP32 |" in md
+
+
+def test_fp16_artifacts_are_exported_validated_and_timed(tmp_path, trained_checkpoint, synthetic_data):
+    """quantize=16 on the CPU: ONNX stores FP16 tensors, OpenVINO compresses its constants to FP16; both validate."""
+    settings = check_deploy_settings("onnx,openvino", 16, synthetic_data)
+    assert settings["precisions"] == (32, 16)
+    result = compare_artifacts({"dense": trained_checkpoint}, tmp_path / "run", settings["formats"],
+                               settings["precisions"], 64, runs=4, warmup=1, data=synthetic_data)
+    check_rows(result, ["dense"], ["onnx", "openvino"], ["FP32", "FP16"])
+    size = {(r["format"], r["precision"]): r["file_mb"] for r in result["rows"]}
+    for fmt in ("onnx", "openvino"):
+        assert size[fmt, "FP16"] < 0.6 * size[fmt, "FP32"]  # half-size weights really are in the artifact
+    assert all(set(r["accuracy"]) == {"mAP50", "mAP50-95", "precision", "recall"} for r in result["rows"])
+    path = {(r["format"], r["precision"]): r["path"] for r in result["rows"]}
+    for fmt in ("onnx", "openvino"):  # the half-precision network computes what the FP32 one does
+        full, half = (_first_output(artifact_runner(path[fmt, p], fmt, 64)()) for p in ("FP32", "FP16"))
+        assert full.shape == half.shape and np.abs(full - half).max() <= 0.01 * np.abs(full).max()
 
 
 def test_classification_artifacts_in_fp32_and_int8(tmp_path, classify_checkpoint):
