@@ -40,7 +40,7 @@ __all__ = [
     "find_flops", "probe_config", "probe_name", "protected_blocks", "protected_hint", "reachable_flops", "search_flops",
 ]
 
-PROTECTED_SHARE = 0.25  # protected blocks above this share of a plan's time are named, with the rules that prune them
+PROTECTED_SHARE = 0.2  # protected blocks above this share of a plan's time are named, with the rules that prune them
 HEAD_RULES = "thin_head"  # the preset that gives the Detect head's hidden layers a ratio
 BACKEND_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "torchscript": "torchscript"}  # backend -> format
 
@@ -331,25 +331,26 @@ def find_flops(net: nn.Module, config: SparsityConfig, settings: dict, imgsz: in
         lowest = min(probes, key=lambda p: p.ratio)
         raise ValueError(f"latency={settings['latency']} was not reached on {settings['backend']}: the lowest ratio "
                          f"measured was {lowest.ratio:.3f} at flops={lowest.flops} (these rules remove at most "
-                         f"flops={high}{protected_hint(profile)}); raise latency=")
-    if profile and profile["protected_share"] >= 0.01:
-        LOGGER.info(f"ultra-sparse latency: blocks no rule prunes take {profile['protected_share']:.0%} of the chosen "
-                    f"artifact's profiled time{protected_hint(profile)}")
+                         f"flops={high}{'; ' + protected_hint(profile) if protected_hint(profile) else ''}); "
+                         f"raise latency=")
+    if protected_hint(profile):
+        LOGGER.info(f"ultra-sparse latency: {protected_hint(profile)}")
     return config.replace(flops=best.flops), section
 
 
 def protected_hint(profile: dict[str, Any] | None, share: float = PROTECTED_SHARE) -> str:
-    """A clause naming the protected blocks and the rules that prune them, when they hold ``share`` of the time.
+    """A clause naming the protected blocks and the rules that prune them, when they hold ``share`` of the pruned
+    artifact's time (else empty).
 
     Examples:
         >>> rows = [{"block": "model.22", "class": "Detect", "protected": True}]
-        >>> protected_hint({"blocks": rows, "protected_share": 0.33})[:48]
-        '; model.22 (Detect) takes 33% of the pruned time'
+        >>> protected_hint({"blocks": rows, "protected_share": 0.33})[:62]
+        'model.22 (Detect), which no rule prunes, takes 33% of the time'
         >>> protected_hint({"blocks": rows, "protected_share": 0.1})
         ''
     """
     if not profile or profile["protected_share"] < share:
         return ""
     names = ", ".join(f"{r['block']} ({r['class']})" for r in profile["blocks"] if r["protected"])
-    return (f"; {names} takes {profile['protected_share']:.0%} of the pruned time and no rule prunes it: give it a "
-            f"ratio in rules= (rules={HEAD_RULES} does so for the Detect head's hidden layers)")
+    return (f"{names}, which no rule prunes, takes {profile['protected_share']:.0%} of the time of the pruned artifact: "
+            f"give it a ratio in rules= (rules={HEAD_RULES} does so for the Detect head's hidden layers)")
