@@ -102,6 +102,10 @@ def test_train_latency_target_trains_to_the_measured_flops(tmp_path, trained_che
     flops = record["config"]["flops"]
     assert 1.0 - 0.8 * flops <= 0.7 and 1.0 - 0.8 * flops == pytest.approx(0.7, abs=0.05)  # the curve's answer, 0.375
     assert record["channel"]["achieved"]["flops"] == pytest.approx(flops, abs=0.03)  # the run pruned to it
+    search = json.loads((tmp_path / "run" / "latency-search.json").read_text())  # the search's report, in the run
+    assert search["chosen"]["flops"] == flops and search["chosen"] in search["probes"] and len(search["probes"]) <= 4
+    md = (tmp_path / "run" / "latency-search.md").read_text()
+    assert f"flops={flops} chosen" in md and md.count("\n| ") == len(search["probes"]) + 1  # header + one row a probe
 
 
 def test_train_latency_target_is_refused_before_any_work(tmp_path, trained_checkpoint, synthetic_data):
@@ -222,7 +226,7 @@ def test_time_by_block_names_the_protected_head_and_covers_every_block(tmp_path,
 
 
 def test_the_latency_report_lists_every_probe_and_the_time_by_block():
-    from ultra_sparse.report import _latency_lines
+    from ultra_sparse.report import latency_lines
 
     probes = [{"flops": 0.45, "ratio": 0.62, "iqr": 0.03}, {"flops": 0.675, "ratio": 0.534, "iqr": 0.02}]
     blocks = [{"block": "model.0", "class": "Conv", "protected": False, "dense_ms": 1.0, "pruned_ms": 0.5},
@@ -230,7 +234,7 @@ def test_the_latency_report_lists_every_probe_and_the_time_by_block():
     search = {"latency": 0.55, "backend": "openvino", "quantize": 8, "max_probes": 7, "reachable_flops": 0.784,
               "probes": probes, "chosen": probes[1], "wall_s": 98.0, "note": "measured on this machine",
               "time_by_block": {"blocks": blocks, "protected_share": 0.75}}
-    text = "\n".join(_latency_lines(search))
+    text = "\n".join(latency_lines(search))
     assert "flops=0.675 chosen, 0.534 of the dense FP32 artifact" in text and "after 2 probes (at most 7" in text
     assert "| 1 | 0.4500 | 0.620 | 0.030 |" in text and "| 2 | 0.6750 | 0.534 | 0.020 |" in text
     assert "| model.22 (protected) | Detect | 3.00 | 1.50 | 75.0% |" in text and "take 75% of the chosen" in text

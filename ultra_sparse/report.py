@@ -12,8 +12,8 @@ from .prune.nm import nm_eligibility, nm_violations, pattern_fraction
 from .rules import Assignment, RuleSet, WeightInfo, assign_families, load_rules, network_of
 
 __all__ = [
-    "family_widths", "format_file_size", "format_report_md", "log_report", "pattern_of", "reconstruction_line",
-    "report_documents", "sparsity_report",
+    "family_widths", "format_file_size", "format_report_md", "latency_lines", "log_report", "pattern_of",
+    "reconstruction_line", "report_documents", "sparsity_report",
 ]
 
 
@@ -175,7 +175,7 @@ def format_report_md(
     if nm:
         lines += ["", *_nm_lines(nm)]
     if report.get("latency_search"):
-        lines += ["", *_latency_lines(report["latency_search"])]
+        lines += ["", *latency_lines(report["latency_search"])]
     if warnings and report["warnings"]:
         lines += ["", "Warnings:", *[f"- {w}" for w in report["warnings"]]]
     return "\n".join(lines) + "\n"
@@ -296,7 +296,7 @@ def _channel_lines(section: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _latency_lines(search: Mapping[str, Any]) -> list[str]:
+def latency_lines(search: Mapping[str, Any]) -> list[str]:
     """The latency search of a report: target, every probe, the chosen plan, and the time by block where profiled."""
     chosen = search["chosen"]
     lines = [

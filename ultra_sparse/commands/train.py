@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .common import ROUND_TO_HELP
@@ -81,14 +82,43 @@ def run(args: dict[str, Any]) -> None:
         check_resumable(model)  # Ultralytics would start a new run on a default dataset instead
     elif not args.get("data"):
         raise ValueError("data= is required (a dataset YAML), unless resuming with resume=True")
+    search = None
     if "latency" in args:
-        args = measured_flops(str(model), args)
-    SparseYOLO(str(model), task=task).train(**args)
+        args, search = measured_flops(str(model), args)
+    yolo = SparseYOLO(str(model), task=task)
+    if search:  # the run folder exists once the trainer is made: the search's report goes there first
+        yolo.add_callback("on_pretrain_routine_start", lambda trainer: write_search_report(trainer.save_dir, search))
+    yolo.train(**args)
 
 
-def measured_flops(model: str, args: dict[str, Any]) -> dict[str, Any]:
+def write_search_report(folder: Path, search: dict[str, Any]) -> None:
+    """Write a latency search's report into a run folder: ``latency-search.json`` and ``latency-search.md``.
+
+    Examples:
+        >>> import tempfile
+        >>> probe = {"flops": 0.5, "ratio": 0.58, "iqr": 0.02}
+        >>> search = {"latency": 0.6, "backend": "openvino", "quantize": 32, "max_probes": 7, "reachable_flops": 0.78,
+        ...           "probes": [probe], "chosen": probe, "wall_s": 40.0, "note": "measured on this machine"}
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> write_search_report(folder, search)
+        >>> sorted(p.name for p in folder.iterdir())
+        ['latency-search.json', 'latency-search.md']
+    """
+    import json
+
+    from ..report import latency_lines
+    from .common import write_new_files
+
+    folder = Path(folder)
+    write_new_files({
+        folder / "latency-search.json": json.dumps(search, indent=2).encode(),
+        folder / "latency-search.md": ("# Latency search of this run\n\n" + "\n".join(latency_lines(search)[2:]) + "\n").encode(),
+    })
+
+
+def measured_flops(model: str, args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The train keys with ``latency=`` (and ``backend=``, ``quantize=``, ``probes=``) replaced by the ``flops=`` that
-    meets it, measured on the start checkpoint before training.
+    meets it, measured on the start checkpoint before training, and the search's report section.
 
     With the layer scope of channel pruning (its default), the widths a GFLOPs target gives depend on the weights only
     where two groups tie at the target, so the run ends with the widths the probes timed, or next to them.
@@ -122,4 +152,4 @@ def measured_flops(model: str, args: dict[str, Any]) -> dict[str, Any]:
         f"to flops={found.flops}, measured {chosen['ratio']:.3f} of dense (IQR {chosen['iqr']:.3f}) after "
         f"{len(search['probes'])} probes in {search['wall_s']:.0f} s; {search['note']}"
     )
-    return {**args, "flops": found.flops}
+    return {**args, "flops": found.flops}, search
