@@ -263,7 +263,7 @@ def check_latency_settings(latency: Any, backend: Any, quantize: Any, config: Sp
 
     Raises:
         ValueError: A ratio outside (0, 1), another method than channel, a GFLOPs or sparsity target beside it, an
-            unknown backend, a missing runtime (naming the extra) or INT8 without ``data``.
+            unknown backend, a missing runtime (naming the extra), INT8 without ``data`` or INT8 TorchScript.
 
     Examples:
         >>> check_latency_settings(0.6, "torchscript", 32, SparsityConfig(method="channel"), None)["format"]
@@ -271,7 +271,7 @@ def check_latency_settings(latency: Any, backend: Any, quantize: Any, config: Sp
     """
     from numbers import Real
 
-    from .deploy import check_runtimes, parse_quantize
+    from .deploy import check_deploy_settings, parse_quantize
 
     if isinstance(latency, bool) or not isinstance(latency, Real) or not 0 < latency < 1:
         raise ValueError(f"latency={latency!r} must be a ratio to the dense model's latency in (0, 1), e.g. 0.6")
@@ -287,9 +287,7 @@ def check_latency_settings(latency: Any, backend: Any, quantize: Any, config: Sp
     precisions = parse_quantize(quantize)
     if len(precisions) != 1:
         raise ValueError(f"quantize={quantize} must be one precision with latency= (the one you deploy)")
-    if precisions[0] == 8 and not data:
-        raise ValueError("quantize=8 (INT8) needs data= (a dataset YAML) to calibrate on, as 'yolo export' does")
-    check_runtimes([BACKEND_FORMATS[backend]], precisions)
+    check_deploy_settings(BACKEND_FORMATS[backend], precisions[0], data)  # INT8 needs data, runtimes installed, ...
     return {"latency": float(latency), "backend": backend, "format": BACKEND_FORMATS[backend], "quantize": precisions[0],
             "max_probes": positive_int("probes", probes)}
 
@@ -327,14 +325,14 @@ def find_flops(net: nn.Module, config: SparsityConfig, settings: dict, imgsz: in
         "note": "ratios to the dense model's FP32 artifact, measured on this machine at batch 1: run the search on the "
                 "CPU you deploy on",
     }
+    hint = protected_hint(profile)
     if best is None:
         lowest = min(probes, key=lambda p: p.ratio)
         raise ValueError(f"latency={settings['latency']} was not reached on {settings['backend']}: the lowest ratio "
                          f"measured was {lowest.ratio:.3f} at flops={lowest.flops} (these rules remove at most "
-                         f"flops={high}{'; ' + protected_hint(profile) if protected_hint(profile) else ''}); "
-                         f"raise latency=")
-    if protected_hint(profile):
-        LOGGER.info(f"ultra-sparse latency: {protected_hint(profile)}")
+                         f"flops={high}{'; ' + hint if hint else ''}); raise latency=")
+    if hint:
+        LOGGER.info(f"ultra-sparse latency: {hint}")
     return config.replace(flops=best.flops), section
 
 

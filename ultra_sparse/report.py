@@ -296,11 +296,12 @@ def _channel_lines(section: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def latency_lines(search: Mapping[str, Any]) -> list[str]:
-    """The latency search of a report: target, every probe, the chosen plan, and the time by block where profiled."""
+def latency_lines(search: Mapping[str, Any], heading: str = "## Latency search") -> list[str]:
+    """The latency search of a report under ``heading``: target, every probe, the chosen plan, and the time by block
+    where profiled."""
     chosen = search["chosen"]
     lines = [
-        "## Latency search", "",
+        heading, "",
         f"`latency={search['latency']}` on {search['backend']} (quantize={search['quantize']}): flops={chosen['flops']} "
         f"chosen, {chosen['ratio']:.3f} of the dense FP32 artifact (IQR {chosen['iqr']:.3f}), after "
         f"{len(search['probes'])} probes (at most {search['max_probes']}; the rules remove at most "

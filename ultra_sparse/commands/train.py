@@ -112,7 +112,7 @@ def write_search_report(folder: Path, search: dict[str, Any]) -> None:
     folder = Path(folder)
     write_new_files({
         folder / "latency-search.json": json.dumps(search, indent=2).encode(),
-        folder / "latency-search.md": ("# Latency search of this run\n\n" + "\n".join(latency_lines(search)[2:]) + "\n").encode(),
+        folder / "latency-search.md": ("\n".join(latency_lines(search, "# Latency search of this run")) + "\n").encode(),
     })
 
 
